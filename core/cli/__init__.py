@@ -1,0 +1,83 @@
+"""The ``mtl`` command line: a thin layer over the engine API.
+
+Usage errors (config, data, plugins) print a short message and exit with code 2; other
+mtlkit errors exit with 1; neither prints a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import MtlError, UsageError
+from ..pluginhost import PluginHost
+from .commands import Command, CommandContext, builtin_commands
+
+__all__ = ["Command", "CommandContext", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mtl`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    err = Console(stderr=True, highlight=False)
+    try:
+        host = PluginHost()
+        parser = build_parser(host)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "command_run"):
+            parser.print_help()
+            return 2
+        code = args.command_run(args, CommandContext(host=host, console=Console(), err=err))
+        return int(code or 0)
+    except MtlError as exc:
+        if debug:
+            raise
+        kind = "error" if isinstance(exc, UsageError) else "failed"
+        err.print(f"[bold red]{kind}:[/] {escape(str(exc))}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        return 130
+    except Exception as exc:  # an unexpected failure: short by default, full with --debug
+        if debug:
+            raise
+        err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+                  "Run again with --debug for the traceback.")
+        return 1
+
+
+def build_parser(host: PluginHost) -> argparse.ArgumentParser:
+    """The argument parser with the core commands and every plugin's commands."""
+    parser = argparse.ArgumentParser(
+        prog="mtl", description="mtlkit: multi-task deep learning for breast ultrasound."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"mtlkit {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    commands = [("mtlkit", name, cmd) for name, cmd in builtin_commands().items()]
+    commands += [(e.owner, e.name, e.obj) for e in host.commands]
+    taken = {}
+    for owner, name, command in commands:
+        if name in taken:
+            raise UsageError(f"command {name!r} is registered by {taken[name]!r} and {owner!r}")
+        taken[name] = owner
+        *group_path, leaf = name.split()
+        target = subparsers
+        for depth, group in enumerate(group_path):
+            key = " ".join(group_path[: depth + 1])
+            if key not in groups:
+                group_parser = target.add_parser(group, help=f"{group} commands")
+                groups[key] = group_parser.add_subparsers(title=f"{key} commands", metavar="COMMAND")
+            target = groups[key]
+        sub = target.add_parser(leaf, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(command_run=command.run)
+    return parser

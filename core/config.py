@@ -1,0 +1,282 @@
+"""The run configuration: pydantic models, YAML loading and ``--set`` overrides.
+
+Components (backbone, heads, constraints, weighting, data source, reports) are mappings
+with a ``type`` key; their other keys are validated by the registered component's own
+options model when the engine resolves them (see :mod:`mtlkit.resolve`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .registry import validation_problems
+
+Component = dict[str, Any]
+
+
+class Strict(BaseModel):
+    """Base of every options model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _component(value: Any) -> Any:
+    # "bm" is shorthand for {type: bm}.
+    return {"type": value} if isinstance(value, str) else value
+
+
+class SplitConfig(Strict):
+    """Patient-level, label-stratified split."""
+
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="share of patients for test")
+    val_fraction: float = Field(
+        0.15, ge=0, lt=1, description="share of all patients for validation (best epoch)"
+    )
+    stratify: list[str] = Field(
+        default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
+    )
+    seed: int = Field(0, description="split seed; fixed across repeated runs by default")
+
+    @field_validator("stratify", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RoiConfig(Strict):
+    """Region of interest cut from each image before resizing."""
+
+    mode: Literal["box", "mask", "image"] = "box"
+    margin: float = Field(0.2, ge=0, le=3, description="context added on each side, x box size")
+
+
+class DataConfig(Strict):
+    source: Component
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    roi: RoiConfig = Field(default_factory=RoiConfig)
+    image_size: int = Field(256, ge=16, le=2048, description="square input side in pixels")
+
+    _as_component = field_validator("source", mode="before")(_component)
+
+
+class AugmentationConfig(Strict):
+    """Strong augmentation as in the paper: random crop and scale, flips, colour distortion."""
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.6, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    brightness: float = Field(0.25, ge=0, le=1)
+    contrast: float = Field(0.25, ge=0, le=1)
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("needs 0 < low <= high")
+        return value
+
+
+class OptimizerConfig(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+
+
+class SchedulerConfig(Strict):
+    name: Literal["step", "cosine", "none"] = "step"
+    step_size: int = Field(50, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    amp: bool = Field(False, description="mixed precision on CUDA")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+class EvaluationConfig(Strict):
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability cut-off for ACC/SE/SP/...")
+    metrics: list[str] = Field(default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"])
+    select: str = Field(
+        "mean.auc", description="validation score for the best epoch: TASK.METRIC or mean.METRIC"
+    )
+    reference_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="task -> data column with a reference probability (e.g. an oracle or a "
+        "radiologist's score); its AUC is reported beside the model's",
+    )
+
+    @field_validator("select")
+    @classmethod
+    def _task_dot_metric(cls, value: str) -> str:
+        if value.count(".") != 1 or not all(value.split(".")):
+            raise ValueError("expected TASK.METRIC or mean.METRIC, e.g. mean.auc or bm.auc")
+        return value
+
+
+class RunConfig(Strict):
+    """Everything one ``mtl run`` needs."""
+
+    name: str = "run"
+    seed: int | list[int] = Field(0, description="one seed, or a list for repeated runs")
+    output_dir: str = Field("runs/{name}/{timestamp}", description="{name}, {timestamp} expand")
+    data: DataConfig
+    backbone: Component = Field(default_factory=lambda: {"type": "resnet50"})
+    heads: list[Component] = Field(min_length=1)
+    constraints: list[Component] = Field(default_factory=list)
+    weighting: Component = Field(default_factory=lambda: {"type": "equal"})
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    reports: list[Component] = Field(default_factory=lambda: [{"type": "summary"}])
+
+    _as_component = field_validator("backbone", "weighting", mode="before")(_component)
+
+    @field_validator("heads", "constraints", "reports", mode="before")
+    @classmethod
+    def _components(cls, value: Any) -> Any:
+        return [_component(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("seed")
+    @classmethod
+    def _seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a list of seeds must be non-empty and without repeats")
+        return value
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.seed if isinstance(self.seed, list) else [self.seed]
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Read a YAML file (or take a dict), apply ``KEY.PATH=VALUE`` overrides, validate.
+
+    Returns the validated :class:`RunConfig`; raises :class:`ConfigError` naming YAML paths.
+    """
+    label = None
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        label = str(source)
+        raw = read_yaml(Path(source))
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, label)
+
+
+def validate_config(raw: dict[str, Any], label: str | None = None) -> RunConfig:
+    """Validate a plain mapping as a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError([("", f"expected a mapping at the top level, got {type(raw).__name__}")], label)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc), label) from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file; a missing file or a syntax error is a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("", "file not found")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read: {exc}")], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"YAML syntax error at {where}{problem}")], str(path)) from None
+    if data is None:
+        raise ConfigError([("", "the file is empty")], str(path))
+    return data
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """Split ``heads[1].threshold`` into ``['heads', 1, 'threshold']``."""
+    parts: list[str | int] = []
+    pos = 0
+    for match in _PATH_PART.finditer(path):
+        gap = path[pos : match.start()]
+        if gap not in ("", "."):
+            raise ConfigError([(path, "malformed key path in --set")])
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not parts or path[pos:]:
+        raise ConfigError([(path, "malformed key path in --set")])
+    return parts
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``KEY.PATH=VALUE`` override in place; VALUE is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError([(item, "an override must look like KEY.PATH=VALUE")])
+    path, _, text = item.partition("=")
+    path = path.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError([(path, f"cannot parse override value {text!r}")]) from None
+    parts = parse_path(path)
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = _render(parts[: depth + 1])
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError([(where, "no such list item to override")])
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError([(where, "cannot set a key inside a non-mapping value")])
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError([(path, "no such list item to override")])
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError([(path, "cannot set a key inside a non-mapping value")])
+
+
+def _render(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved configuration as YAML, as recorded in every run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,366 @@
+"""The engine: builds the model from a config and trains, evaluates and predicts.
+
+"What to compute" lives in the plugins (backbone, heads, losses, constraints); this module
+is "how to run it".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_weights, save_weights
+from .components import Components, resolve_components
+from .config import RunConfig, load_config
+from .data import SampleSet
+from .errors import DataError, TrainingError, UsageError
+from .evaluation import constraint_violations, selection_score, task_metrics
+from .losses import masked_task_loss
+from .model import MultiTaskModel
+from .pluginhost import PluginHost
+from .prepared import PreparedData, RoiDataset, prepare_data
+from .preprocess import normalize_batch, train_transform
+from .progress import Progress
+from .results import EpochLog, EvalResult, FitResult, Predictions
+from .seeding import seed_everything, seed_worker
+
+
+class Engine:
+    """Train and use one multi-task model.
+
+    ``Engine(config)`` resolves every component through a fresh plugin manager (installed
+    plugins plus ``plugins``, objects or modules registered in-process). Data is loaded on
+    first use; ``fit`` trains and keeps the best validation epoch; ``evaluate`` measures a
+    split; ``predict`` scores new images.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        plugins: Iterable[Any] = (),
+        host: PluginHost | None = None,
+        seed: int | None = None,
+        progress: Progress | None = None,
+        data: PreparedData | None = None,
+    ):
+        self.config = config
+        self.host = host if host is not None else PluginHost(plugins)
+        self.components: Components = resolve_components(config, self.host)
+        self.seed = config.seeds[0] if seed is None else seed
+        self.progress = progress or Progress(enabled=False)
+        self.device = resolve_device(config.training.device)
+        self._data = data
+        self.model: MultiTaskModel | None = None
+        self.checkpoint_dir: Path | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Engine:
+        """Build an engine from a YAML file with optional ``KEY.PATH=VALUE`` overrides."""
+        return cls(load_config(path, list(overrides)), **kwargs)
+
+    # --- building ------------------------------------------------------------------------
+
+    @property
+    def heads(self):
+        return self.components.heads
+
+    @property
+    def data(self) -> PreparedData:
+        """Targets, splits and cached RoIs; loaded from the data source on first use."""
+        if self._data is None:
+            self._data = self.load_data()
+        return self._data
+
+    def load_data(self) -> PreparedData:
+        """Read the configured data source and prepare it for training."""
+        comps = self.components
+        with self.progress.status("loading data"):
+            entry, options = comps.source_entry, comps.source_options
+            sample_set = entry.obj(options) if options is not None else entry.obj()
+            if not isinstance(sample_set, SampleSet):
+                raise DataError(f"data source {entry.name!r} returned {type(sample_set).__name__}, "
+                                "not a SampleSet")
+            return prepare_data(sample_set, comps.heads, self.config.data,
+                                self.config.evaluation.reference_columns)
+
+    def build_model(self) -> MultiTaskModel:
+        """A freshly initialised model for this engine's seed, on its device."""
+        seed_everything(self.seed)
+        model = MultiTaskModel(self.components.build_backbone(), self.components.heads)
+        self.model = model.to(self.device)
+        return self.model
+
+    # --- training ------------------------------------------------------------------------
+
+    def fit(self) -> FitResult:
+        """Train for ``training.epochs``; afterwards the model holds the best epoch's weights.
+
+        The best epoch has the highest ``evaluation.select`` score on the validation split
+        (the last epoch when there is no validation split).
+        """
+        cfg = self.config.training
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        data = self.data
+        model = self.build_model()
+        weighting = self.components.weighting.to(self.device)
+        constraints = [c.to(self.device) for c in self.components.constraints]
+        params = list(model.parameters()) + list(weighting.parameters())
+        optimizer = make_optimizer(params, cfg)
+        scheduler = make_scheduler(optimizer, cfg)
+        loader = self._train_loader(data)
+        targets = data.targets.to(self.device)
+        has_val = len(data.indices("val")) > 0
+        amp = cfg.amp and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+        self.host.fit_start(self)
+        history: list[EpochLog] = []
+        best_score, best_epoch, best_state = -math.inf, 0, None
+        train_seconds, train_images = 0.0, 0
+        epochs = self.progress.task("epochs", total=cfg.epochs)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            weighting.train()
+            started = time.perf_counter()
+            sums = {"loss": 0.0, "constraint": 0.0, **{h.name: 0.0 for h in self.heads}}
+            steps = 0
+            batches = self.progress.task(f"epoch {epoch}", total=len(loader), transient=True)
+            for step, (images, index) in enumerate(loader, start=1):
+                images = images.to(self.device, non_blocking=True)
+                batch_targets = targets[index.to(self.device)]
+                with torch.autocast(self.device.type, enabled=amp):
+                    outputs = model(images)
+                    losses = self._task_losses(outputs, batch_targets)
+                    constraint_loss = self._constraint_loss(outputs, constraints)
+                    loss = weighting(losses) + constraint_loss
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingError(self._non_finite(epoch, step, losses, constraint_loss))
+                sums["loss"] += value
+                sums["constraint"] += float(constraint_loss.detach())
+                for name, task_loss in losses.items():
+                    sums[name] += float(task_loss.detach())
+                steps += 1
+                self.progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
+            self.progress.remove(batches)
+            seconds = time.perf_counter() - started
+            train_seconds += seconds
+            train_images += len(loader.dataset)
+
+            val_metrics = self._evaluate_split("val").tasks if has_val else {}
+            score = selection_score(val_metrics, self.config.evaluation.select) if has_val else math.nan
+            log = EpochLog(
+                epoch=epoch,
+                lr=optimizer.param_groups[0]["lr"],
+                train_loss=sums["loss"] / max(steps, 1),
+                task_losses={h.name: sums[h.name] / max(steps, 1) for h in self.heads},
+                constraint_loss=sums["constraint"] / max(steps, 1),
+                val_score=score,
+                val_metrics=val_metrics,
+                seconds=seconds,
+                train_images_per_second=len(loader.dataset) / seconds if seconds else math.nan,
+            )
+            history.append(log)
+            improved = not has_val or (not math.isnan(score) and score > best_score)
+            if improved or best_state is None:
+                best_score = score if not math.isnan(score) else best_score
+                best_epoch = epoch
+                best_state = copy.deepcopy(model.state_dict())
+                self._save("best", epoch)
+            scheduler.step()
+            self.host.epoch_end(self, epoch, _logs(log))
+            self.progress.advance(epochs, description=f"epochs (val {self.config.evaluation.select} "
+                                  f"{score:.3f}, best {best_epoch})")
+        self._save("last", cfg.epochs)
+        self.progress.remove(epochs)
+        model.load_state_dict(best_state)
+        result = FitResult(
+            best_epoch=best_epoch,
+            best_score=best_score if math.isfinite(best_score) else math.nan,
+            history=history,
+            train_seconds=train_seconds,
+            train_images_per_second=train_images / train_seconds if train_seconds else math.nan,
+        )
+        self.host.fit_end(self, result)
+        return result
+
+    def _task_losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor):
+        fns = self.components.task_losses
+        return {
+            head.name: masked_task_loss(fns[head.name], outputs[head.name], targets[:, column])
+            for column, head in enumerate(self.heads)
+        }
+
+    def _constraint_loss(self, outputs: dict[str, torch.Tensor], constraints) -> torch.Tensor:
+        if not constraints:
+            return torch.zeros((), device=self.device)
+        probabilities = {h.name: h.probabilities(outputs[h.name].float()) for h in self.heads}
+        return sum(c(probabilities) for c in constraints)
+
+    def _non_finite(self, epoch: int, step: int, losses: dict, constraint_loss) -> str:
+        bad = [name for name, value in losses.items() if not math.isfinite(float(value))]
+        if not math.isfinite(float(constraint_loss)):
+            bad.append("constraints")
+        where = ", ".join(bad) or "the task weighting"
+        return (f"the training loss became non-finite at epoch {epoch}, step {step} (in: {where}); "
+                "try a lower learning rate. The last good checkpoint is kept.")
+
+    def _train_loader(self, data: PreparedData) -> DataLoader:
+        cfg = self.config.training
+        indices = data.indices("train")
+        dataset = RoiDataset(data.cache, indices, train_transform(cfg.augmentation,
+                                                                  self.config.data.image_size))
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(indices) > cfg.batch_size,  # a batch of one breaks batch norm
+            num_workers=cfg.num_workers,
+            worker_init_fn=seed_worker,
+            generator=generator,
+            persistent_workers=cfg.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _save(self, tag: str, epoch: int) -> None:
+        if self.checkpoint_dir is not None and self.model is not None:
+            save_weights(self.model, self.checkpoint_dir / f"{tag}.safetensors", self.config,
+                         {"epoch": epoch, "seed": self.seed})
+
+    # --- evaluation and prediction ------------------------------------------------------
+
+    def evaluate(self, split: str = "test") -> EvalResult:
+        """Metrics of the current model on ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in ("train", "val", "test"):
+            raise UsageError(f"unknown split {split!r}; choices: train, val, test")
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        return self._evaluate_split(split)
+
+    def _evaluate_split(self, split: str) -> EvalResult:
+        data = self.data
+        indices = data.indices(split)
+        probabilities = self._infer(data.cache[torch.from_numpy(indices)])
+        targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(self.heads)}
+        cfg = self.config.evaluation
+        tasks = {
+            head.name: task_metrics(
+                head,
+                targets[head.name],
+                probabilities[head.name],
+                self.components.metrics,
+                cfg.threshold,
+                data.references[head.name][indices] if head.name in data.references else None,
+            )
+            for head in self.heads
+        }
+        predictions = Predictions(
+            split=split,
+            image_ids=[data.samples[i].image_id for i in indices],
+            patient_ids=[data.samples[i].patient_id for i in indices],
+            targets=targets,
+            probabilities=probabilities,
+        )
+        return EvalResult(
+            split=split,
+            n_images=len(indices),
+            n_patients=len(set(predictions.patient_ids)),
+            tasks=tasks,
+            consistency=constraint_violations(self.components.constraints, probabilities),
+            predictions=predictions,
+        )
+
+    @torch.no_grad()
+    def _infer(self, rois: torch.Tensor) -> dict[str, np.ndarray]:
+        """Probabilities per task for uint8 RoIs of shape (N, 1, S, S)."""
+        model = self.model
+        model.eval()
+        parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
+        batch = max(self.config.training.batch_size, 64)
+        for start in range(0, len(rois), batch):
+            images = normalize_batch(rois[start : start + batch]).to(self.device)
+            outputs = model(images)
+            for head in self.heads:
+                probs = head.probabilities(outputs[head.name].float())
+                parts[head.name].append(probs.cpu().numpy())
+        return {
+            name: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.float32)
+            for name, chunks in parts.items()
+        }
+
+    def predict(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Probabilities per task for RoI images (2-D uint8 grayscale arrays, any size).
+
+        Each image is resized to the model's input size exactly as cached RoIs are.
+        """
+        from PIL import Image
+
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        size = self.config.data.image_size
+        rois = torch.empty((len(images), 1, size, size), dtype=torch.uint8)
+        for i, image in enumerate(images):
+            if image.ndim != 2 or image.dtype != np.uint8:
+                raise UsageError(f"image {i}: expected a 2-D uint8 array, got {image.dtype} "
+                                 f"{image.shape}")
+            resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
+            rois[i, 0] = torch.tensor(np.asarray(resized))
+        return self._infer(rois)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load weights saved by a run into a model built from this engine's config."""
+        model = self.model if self.model is not None else self.build_model()
+        load_weights(model, Path(path))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a usage error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"training.device is {name!r} but CUDA is not available here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("training.device is 'mps' but MPS is not available here")
+    return torch.device(name)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
+    opt = cfg.optimizer
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    if opt.name == "adamw":
+        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg):
+    sched = cfg.scheduler
+    if sched.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, sched.step_size, sched.gamma)
+    if sched.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _logs(log: EpochLog) -> dict[str, Any]:
+    return json.loads(json.dumps(log.__dict__, default=float))

@@ -1,0 +1,48 @@
+"""The exceptions mtlkit raises on purpose.
+
+Everything derives from :class:`MtlError`. The CLI turns a :class:`UsageError` (a problem
+with what the user gave: config, data, plugin set-up) into a short message and exit code 2,
+and any other :class:`MtlError` into a short message and exit code 1.
+"""
+
+from __future__ import annotations
+
+
+class MtlError(Exception):
+    """Base class of every error mtlkit raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(MtlError):
+    """Something the user supplied is wrong; fixing the input fixes the run."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A run configuration is invalid. ``problems`` holds one ``(yaml_path, message)`` each."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"invalid configuration{where}:"]
+        lines += [f"  {path or '<root>'}: {message}" for path, message in problems]
+        super().__init__("\n".join(lines))
+
+
+class DataError(UsageError):
+    """Input data is missing, unreadable or contradictory."""
+
+
+class PluginError(UsageError):
+    """A plugin could not be loaded, or registered something that clashes."""
+
+
+class RegistryError(UsageError):
+    """A component name is unknown or registered twice."""
+
+
+class TrainingError(MtlError):
+    """Training failed at run time (for example a non-finite loss)."""

@@ -1,0 +1,44 @@
+"""Reading label values the way they arrive from CSV files and generators."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def canonical(value: Any) -> str | None:
+    """A comparable form of a label value; None when the value means "unknown".
+
+    ``1``, ``1.0``, ``"1"``, ``True`` all become ``"1"``; strings are stripped and
+    lower-cased; empty strings, ``None`` and NaN are unknown.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return _number_text(float(value))
+    text = str(value).strip().lower()
+    if text in ("", "nan", "na", "n/a", "none", "null"):
+        return None
+    number = as_number(text)
+    return _number_text(number) if number is not None else text
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not a number."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if number.is_integer() else repr(number)

@@ -1,0 +1,112 @@
+"""Writing run outputs without ever leaving a half-written file behind."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+from .results import Predictions
+from .tasks import TaskHead
+
+METRICS_SCHEMA = "mtlkit.metrics/1"
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create an empty run directory; an existing non-empty one is refused, never reused."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(
+            f"output directory {path} already exists and is not empty; nothing was written. "
+            "Choose another --out."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output directory {path}: {exc.strerror}") from None
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_json(data: Any) -> str:
+    """JSON with NaN/inf written as null (strict JSON readers reject NaN)."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def prediction_columns(heads: Iterable[TaskHead]) -> list[str]:
+    """Column names of predictions.csv after ``image_id, patient_id, split``."""
+    columns = []
+    for head in heads:
+        columns.append(f"{head.name}_label")
+        if head.kind == "binary":
+            columns.append(f"{head.name}_prob")
+        else:
+            columns += [f"{head.name}_prob_{c}" for c in head.classes]
+    return columns
+
+
+def predictions_csv(
+    predictions: Iterable[Predictions], heads: list[TaskHead], extra: dict[str, str] | None = None
+) -> str:
+    """predictions.csv content: one row per image and split, every task's label and probability.
+
+    ``extra`` adds constant leading columns (e.g. the seed of a repeated run).
+    """
+    extra = extra or {}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*extra, "image_id", "patient_id", "split", *prediction_columns(heads)])
+    for part in predictions:
+        for i, image_id in enumerate(part.image_ids):
+            row: list[Any] = [*extra.values(), image_id, part.patient_ids[i], part.split]
+            for head in heads:
+                target = part.targets[head.name][i]
+                row.append("" if math.isnan(target) else _label_text(head, target))
+                prob = part.probabilities[head.name][i]
+                row += [f"{p:.6f}" for p in np.atleast_1d(prob)]
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _label_text(head: TaskHead, target: float) -> str:
+    return str(int(target)) if head.kind == "binary" else head.classes[int(target)]

@@ -1,0 +1,75 @@
+"""Typed results returned by the engine API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EpochLog:
+    """One epoch: mean training loss per part, validation metrics and the selection score."""
+
+    epoch: int
+    lr: float
+    train_loss: float
+    task_losses: dict[str, float]
+    constraint_loss: float
+    val_score: float
+    val_metrics: dict[str, dict[str, float]]
+    seconds: float
+    train_images_per_second: float
+
+
+@dataclass
+class FitResult:
+    """What ``Engine.fit`` returns. The model holds the best epoch's weights afterwards."""
+
+    best_epoch: int
+    best_score: float
+    history: list[EpochLog]
+    train_seconds: float
+    train_images_per_second: float
+
+
+@dataclass
+class Predictions:
+    """Per-image outputs on one split: ids, targets (NaN = unknown) and probabilities."""
+
+    split: str
+    image_ids: list[str]
+    patient_ids: list[str]
+    targets: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray]  # (N,) binary, (N, classes) multiclass
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one split: ``tasks[task][metric]``, plus constraint violation shares."""
+
+    split: str
+    n_images: int
+    n_patients: int
+    tasks: dict[str, dict[str, float]]
+    consistency: dict[str, float]
+    predictions: Predictions
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_images": self.n_images,
+            "n_patients": self.n_patients,
+            "tasks": self.tasks,
+            "consistency": self.consistency,
+        }
+
+
+@dataclass
+class RunResult:
+    """A finished run as reports see it: its directory and the content of metrics.json."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    task_names: list[str] = field(default_factory=list)

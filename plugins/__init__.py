@@ -1,0 +1,1 @@
+"""mtlkit's built-in plugins, loaded through the ``mtlkit`` entry points like any other."""

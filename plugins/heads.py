@@ -1,0 +1,184 @@
+"""Task heads: generic binary and multiclass heads, and the paper's named tasks as presets.
+
+The targets come from label columns, so BM (``bm == malignant``), ALNM (``alnm_count >= 1``)
+and nodal burden (``alnm_count >= k``) are configurations of one binary head, not code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from mtlkit import hookimpl
+from mtlkit.config import Strict
+from mtlkit.labels import as_number, canonical
+from mtlkit.tasks import TaskHead
+
+LossSpec = str | dict[str, Any] | None
+
+
+class BinaryOptions(Strict):
+    name: str = Field(description="task name, unique in the run")
+    label: str = Field(description="data column the target is derived from")
+    positive: list[Any] | None = Field(None, description="values meaning positive")
+    negative: list[Any] | None = Field(None, description="values meaning negative")
+    threshold: float | None = Field(None, description="numeric column: positive when >= this")
+    negative_if: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="column -> values that make the target 0 whatever the label column says "
+        "(e.g. bm: [benign] for nodal tasks: benign tumours have no nodal metastasis)",
+    )
+    loss: LossSpec = Field(None, description="task loss; default bce")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> BinaryOptions:
+        if self.threshold is not None and (self.positive or self.negative):
+            raise ValueError("give either threshold or positive/negative values, not both")
+        if self.threshold is None and bool(self.positive) != bool(self.negative):
+            raise ValueError("positive and negative values must be given together")
+        return self
+
+
+class BinaryHead(TaskHead):
+    """One sigmoid output; the target is 1, 0 or unknown (NaN) per the options."""
+
+    kind = "binary"
+    default_loss = "bce"
+    Options = BinaryOptions
+
+    def __init__(self, options: BinaryOptions):
+        super().__init__(options.name, dropout=options.dropout)
+        self.options = options
+        self._positive = {canonical(v) for v in options.positive or ()}
+        self._negative = {canonical(v) for v in options.negative or ()}
+        self._negative_if = {
+            column: {canonical(v) for v in values} for column, values in options.negative_if.items()
+        }
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return (self.options.label, *self._negative_if)
+
+    def target(self, labels: Mapping[str, Any]) -> float:
+        for column, values in self._negative_if.items():
+            if canonical(labels.get(column)) in values:
+                return 0.0
+        raw = labels.get(self.options.label)
+        value = canonical(raw)
+        if value is None:
+            return float("nan")
+        if self.options.threshold is not None:
+            number = as_number(raw)
+            if number is None:
+                raise ValueError(f"{self.options.label}={raw!r} is not a number (threshold "
+                                 f"{self.options.threshold:g})")
+            return float(number >= self.options.threshold)
+        if self._positive:
+            if value in self._positive:
+                return 1.0
+            if value in self._negative:
+                return 0.0
+            allowed = sorted(self._positive | self._negative)
+            raise ValueError(f"{self.options.label}={raw!r} is neither positive nor negative "
+                             f"(allowed: {', '.join(allowed)})")
+        if value in ("0", "1"):
+            return float(value)
+        if value in ("true", "false", "yes", "no"):
+            return float(value in ("true", "yes"))
+        raise ValueError(f"{self.options.label}={raw!r} is not 0/1; set positive/negative values")
+
+
+class BMOptions(BinaryOptions):
+    name: str = "bm"
+    label: str = "bm"
+    positive: list[Any] | None = Field(default_factory=lambda: ["malignant", 1])
+    negative: list[Any] | None = Field(default_factory=lambda: ["benign", 0])
+
+
+class BMHead(BinaryHead):
+    """Benign (0) vs malignant (1) tumour."""
+
+    Options = BMOptions
+
+
+class ALNMOptions(BinaryOptions):
+    name: str = "alnm"
+    label: str = "alnm_count"
+    threshold: float | None = 1
+    negative_if: dict[str, list[Any]] = Field(default_factory=lambda: {"bm": ["benign", 0]})
+
+
+class ALNMHead(BinaryHead):
+    """Axillary lymph-node metastasis: at least one metastatic node."""
+
+    Options = ALNMOptions
+
+
+class BurdenOptions(ALNMOptions):
+    name: str = ""  # default: alnm_ge{min_nodes}
+    min_nodes: int = Field(2, ge=1, le=50, description="positive when alnm_count >= min_nodes")
+    threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _derive(self) -> BurdenOptions:
+        if self.threshold is not None and self.threshold != self.min_nodes:
+            raise ValueError("set min_nodes, not threshold, for alnm_burden")
+        self.threshold = float(self.min_nodes)
+        self.name = self.name or f"alnm_ge{self.min_nodes}"
+        return self
+
+
+class BurdenHead(BinaryHead):
+    """Nodal burden: at least ``min_nodes`` metastatic nodes (2, 3, 4 in the paper)."""
+
+    Options = BurdenOptions
+
+
+class MulticlassOptions(Strict):
+    name: str = Field(description="task name, unique in the run")
+    label: str = Field(description="data column holding the class")
+    classes: list[str] = Field(min_length=2, description="class values, in output order")
+    loss: LossSpec = Field(None, description="task loss; default cross_entropy")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class MulticlassHead(TaskHead):
+    """Softmax over named classes, e.g. molecular subtype (luminal A, luminal B, ...)."""
+
+    kind = "multiclass"
+    default_loss = "cross_entropy"
+    Options = MulticlassOptions
+
+    def __init__(self, options: MulticlassOptions):
+        keys = [canonical(c) for c in options.classes]
+        if len(set(keys)) != len(keys):
+            raise ValueError("classes must be distinct")
+        super().__init__(options.name, dropout=options.dropout, classes=list(options.classes))
+        self.options = options
+        self._index = {key: i for i, key in enumerate(keys)}
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        return (self.options.label,)
+
+    def target(self, labels: Mapping[str, Any]) -> float:
+        raw = labels.get(self.options.label)
+        value = canonical(raw)
+        if value is None:
+            return float("nan")
+        if value not in self._index:
+            raise ValueError(f"{self.options.label}={raw!r} is not one of the classes "
+                             f"{', '.join(self.options.classes)}")
+        return float(self._index[value])
+
+
+@hookimpl
+def mtl_register_heads(registry):
+    registry.register("binary", BinaryHead)
+    registry.register("multiclass", MulticlassHead)
+    registry.register("bm", BMHead)
+    registry.register("alnm", ALNMHead)
+    registry.register("alnm_burden", BurdenHead)

@@ -1,0 +1,103 @@
+"""Reports read one finished run result (metrics.json) and present it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field
+from rich.console import Console
+from rich.table import Table
+
+from mtlkit import hookimpl
+from mtlkit.config import Strict
+from mtlkit.outputs import atomic_write_text
+from mtlkit.results import RunResult
+
+METRIC_TITLES = {"acc": "ACC", "se": "SE", "sp": "SP", "precision": "Prec", "f1": "F1",
+                 "auc": "AUC", "reference_auc": "ref. AUC"}
+
+
+def format_value(value: Any) -> str:
+    """A metric as the paper prints it: ``0.782`` or ``0.782 +- 0.010 (0.753, 0.808)``."""
+    if isinstance(value, dict):
+        mean, sd = value.get("mean"), value.get("sd")
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            return "-"
+        if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+            return f"{mean:.3f}"
+        low, high = value["ci95"]
+        return f"{mean:.3f} ± {sd:.3f} ({low:.3f}, {high:.3f})"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for metrics in tasks.values():
+        names += [m for m in metrics if m not in ("n", "n_positive") and m not in names]
+    return names
+
+
+class SummaryOptions(Strict):
+    sets: list[str] = Field(default_factory=lambda: ["test"], description="which splits to show")
+
+
+def summary_report(options: SummaryOptions):
+    """A table per split on the console: every task's metrics."""
+
+    def report(result: RunResult, console: Console) -> None:
+        sets = result.metrics["sets"]
+        for split in options.sets:
+            if split not in sets:
+                continue
+            content = sets[split]
+            table = Table(title=f"{result.metrics.get('name', '')}: {split} "
+                          f"({content['n_images']} images, {content['n_patients']} patients)")
+            table.add_column("task", style="bold")
+            table.add_column("n", justify="right")
+            names = metric_names(content["tasks"])
+            for name in names:
+                table.add_column(METRIC_TITLES.get(name, name), justify="right")
+            for task, metrics in content["tasks"].items():
+                table.add_row(task, str(metrics.get("n", "")),
+                              *(format_value(metrics.get(n)) for n in names))
+            console.print(table)
+            for relation, share in content.get("consistency", {}).items():
+                console.print(f"  inconsistent predictions {relation}: {format_value(share)}")
+
+    return report
+
+
+class MarkdownOptions(Strict):
+    filename: str = Field("report.md", description="file written in the run directory")
+
+
+def markdown_report(options: MarkdownOptions):
+    """report.md in the run directory: the paper-style table of every split."""
+
+    def report(result: RunResult, console: Console) -> None:
+        lines = [f"# {result.metrics.get('name', 'run')}", ""]
+        seeds = result.metrics.get("seeds") or [result.metrics.get("seed")]
+        lines += [f"Seeds: {', '.join(map(str, seeds))}. Threshold "
+                  f"{result.metrics.get('threshold')}. Best epoch by validation "
+                  f"{result.metrics.get('select')}.", ""]
+        for split, content in result.metrics["sets"].items():
+            names = metric_names(content["tasks"])
+            lines += [f"## {split}: {content['n_images']} images, {content['n_patients']} patients",
+                      "", "| task | n | " + " | ".join(METRIC_TITLES.get(n, n) for n in names) + " |",
+                      "|---|---|" + "---|" * len(names)]
+            for task, metrics in content["tasks"].items():
+                cells = [format_value(metrics.get(n)) for n in names]
+                lines.append(f"| {task} | {metrics.get('n', '')} | " + " | ".join(cells) + " |")
+            lines.append("")
+        atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
+
+    return report
+
+
+@hookimpl
+def mtl_register_reports(registry):
+    registry.register("summary", summary_report, options=SummaryOptions)
+    registry.register("markdown", markdown_report, options=MarkdownOptions)

@@ -1,0 +1,1 @@
+"""Synthetic B-mode breast-ultrasound phantoms with known ground truth."""

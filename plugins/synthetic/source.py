@@ -1,0 +1,127 @@
+"""The built-in synthetic data: a data source and the ``mtl data synth`` command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pydantic import Field
+from rich.table import Table
+
+from mtlkit import UsageError, hookimpl
+from mtlkit.cli import Command, CommandContext
+from mtlkit.config import Strict
+from mtlkit.data import Sample, SampleSet
+
+from .phantoms import Phantom, PhantomSettings, generate_phantoms, oracle_aucs, write_phantom_set
+
+ORACLE_TASKS = ("bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4")
+
+
+class SyntheticOptions(Strict):
+    patients: int = Field(300, ge=3, le=1_000_000)
+    images_min: int = Field(2, ge=1, le=50, description="images per patient, at least")
+    images_max: int = Field(4, ge=1, le=50, description="images per patient, at most")
+    image_size: int = Field(128, ge=32, le=1024, description="square side of generated images")
+    malignant_fraction: float = Field(0.5, ge=0, le=1)
+    difficulty: float = Field(1.0, gt=0, description="> 1 harder, < 1 easier")
+    alnm_missing_fraction: float = Field(0.1, ge=0, le=1)
+    seed: int = Field(0, description="generator seed (independent of the training seed)")
+
+    def settings(self) -> PhantomSettings:
+        values = self.model_dump(exclude={"seed"})
+        try:
+            return PhantomSettings(**values)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def to_samples(phantoms: list[Phantom]) -> list[Sample]:
+    """Phantoms as engine samples; the oracle probabilities travel as ``oracle_*`` columns."""
+    samples = []
+    for p in phantoms:
+        labels = {"bm": p.bm, "alnm_count": p.alnm_count,
+                  **{f"oracle_{task}": p.oracle[task] for task in ORACLE_TASKS}}
+        samples.append(Sample(
+            image_id=p.image_id,
+            patient_id=p.patient_id,
+            labels=labels,
+            image=lambda pixels=p.pixels: pixels,
+            mask=lambda mask=p.mask: mask,
+            box=p.box,
+        ))
+    return samples
+
+
+def synthetic_source(options: SyntheticOptions) -> SampleSet:
+    """Synthetic B-mode phantoms with BM, ALNM and node-count labels and oracle probabilities."""
+    settings = options.settings()
+    phantoms = generate_phantoms(settings, seed=options.seed)
+    return SampleSet(
+        samples=to_samples(phantoms),
+        description=f"synthetic phantoms: {settings.patients} patients, seed {options.seed}",
+        columns=("bm", "alnm_count", *(f"oracle_{t}" for t in ORACLE_TASKS)),
+    )
+
+
+def _synth_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SyntheticOptions()
+    parser.add_argument("--out", required=True, help="new or empty folder for images + manifest")
+    parser.add_argument("--patients", type=int, default=defaults.patients)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--images-min", type=int, default=defaults.images_min)
+    parser.add_argument("--images-max", type=int, default=defaults.images_max)
+    parser.add_argument("--difficulty", type=float, default=defaults.difficulty)
+    parser.add_argument("--malignant-fraction", type=float, default=defaults.malignant_fraction)
+    parser.add_argument("--alnm-missing-fraction", type=float,
+                        default=defaults.alnm_missing_fraction)
+
+
+def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
+    try:
+        settings = PhantomSettings(
+            patients=args.patients, images_min=args.images_min, images_max=args.images_max,
+            image_size=args.image_size, malignant_fraction=args.malignant_fraction,
+            difficulty=args.difficulty, alnm_missing_fraction=args.alnm_missing_fraction,
+        )
+    except ValueError as exc:
+        raise UsageError(f"invalid phantom settings: {exc}") from None
+    phantoms = generate_phantoms(settings, seed=args.seed)
+    try:
+        manifest = write_phantom_set(phantoms, Path(args.out))
+    except FileExistsError as exc:
+        raise UsageError(str(exc)) from None
+    table = Table(title=f"{len(phantoms)} images of {settings.patients} patients -> {manifest}")
+    table.add_column("task")
+    table.add_column("positive images", justify="right")
+    table.add_column("labelled", justify="right")
+    table.add_column("oracle AUC", justify="right")
+    aucs = oracle_aucs(phantoms)
+    for task in ORACLE_TASKS:
+        positives, labelled = _prevalence(phantoms, task)
+        table.add_row(task, str(positives), str(labelled), f"{aucs[task]:.3f}")
+    ctx.console.print(table)
+    return 0
+
+
+def _prevalence(phantoms: list[Phantom], task: str) -> tuple[int, int]:
+    if task == "bm":
+        return sum(p.bm == "malignant" for p in phantoms), len(phantoms)
+    k = 1 if task == "alnm" else int(task.removeprefix("alnm_ge"))
+    known = [p for p in phantoms if p.alnm_count is not None]
+    return sum(p.alnm_count >= k for p in known), len(known)
+
+
+@hookimpl
+def mtl_register_data_sources(registry):
+    registry.register("synthetic", synthetic_source, options=SyntheticOptions)
+
+
+@hookimpl
+def mtl_register_commands(registry):
+    registry.register(
+        "data synth",
+        Command("write a synthetic phantom data set (PNGs + manifest.csv)", _synth_arguments,
+                _synth),
+    )
