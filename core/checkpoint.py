@@ -51,12 +51,17 @@ def load_weights(model: Any, path: Path) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
-    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own.keys() & state.keys()
+        if own[k].shape != state[k].shape
+    ]
     if missing or extra or reshaped:
         parts = []
         for title, items in (("missing", missing), ("unexpected", extra), ("shape", reshaped)):
             if items:
-                parts.append(f"{title}: {', '.join(items[:8])}" + (" ..." if len(items) > 8 else ""))
+                parts.append(
+                    f"{title}: {', '.join(items[:8])}" + (" ..." if len(items) > 8 else "")
+                )
         raise UsageError(f"{path} does not fit this model ({'; '.join(parts)})")
     model.load_state_dict(state)

@@ -105,18 +105,27 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
 
     select_task, select_metric = config.evaluation.select.split(".")
     if select_task != "mean" and select_task not in by_name:
-        problems.append(("evaluation.select", f"no task called {select_task!r}; tasks: "
-                         f"{', '.join(by_name)} (or mean)"))
+        problems.append(
+            (
+                "evaluation.select",
+                f"no task called {select_task!r}; tasks: {', '.join(by_name)} (or mean)",
+            )
+        )
     if select_metric not in config.evaluation.metrics:
-        problems.append(("evaluation.select", f"metric {select_metric!r} is not in "
-                         "evaluation.metrics"))
+        problems.append(
+            ("evaluation.select", f"metric {select_metric!r} is not in evaluation.metrics")
+        )
     for task in config.evaluation.reference_columns:
         if task not in by_name:
             problems.append((f"evaluation.reference_columns.{task}", "no task of that name"))
     for index, task in enumerate(config.data.split.stratify):
         if task not in by_name:
-            problems.append((f"data.split.stratify[{index}]", f"no task called {task!r}; tasks: "
-                             f"{', '.join(by_name)}"))
+            problems.append(
+                (
+                    f"data.split.stratify[{index}]",
+                    f"no task called {task!r}; tasks: {', '.join(by_name)}",
+                )
+            )
 
     reports = []
     for index, spec in enumerate(config.reports):

@@ -119,7 +119,9 @@ class TrainingConfig(Strict):
 
 class EvaluationConfig(Strict):
     threshold: float = Field(0.5, gt=0, lt=1, description="probability cut-off for ACC/SE/SP/...")
-    metrics: list[str] = Field(default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"]
+    )
     select: str = Field(
         "mean.auc", description="validation score for the best epoch: TASK.METRIC or mean.METRIC"
     )
@@ -192,7 +194,9 @@ def load_config(
 def validate_config(raw: dict[str, Any], label: str | None = None) -> RunConfig:
     """Validate a plain mapping as a :class:`RunConfig`."""
     if not isinstance(raw, dict):
-        raise ConfigError([("", f"expected a mapping at the top level, got {type(raw).__name__}")], label)
+        raise ConfigError(
+            [("", f"expected a mapping at the top level, got {type(raw).__name__}")], label
+        )
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:

@@ -88,10 +88,13 @@ class Engine:
             entry, options = comps.source_entry, comps.source_options
             sample_set = entry.obj(options) if options is not None else entry.obj()
             if not isinstance(sample_set, SampleSet):
-                raise DataError(f"data source {entry.name!r} returned {type(sample_set).__name__}, "
-                                "not a SampleSet")
-            return prepare_data(sample_set, comps.heads, self.config.data,
-                                self.config.evaluation.reference_columns)
+                raise DataError(
+                    f"data source {entry.name!r} returned {type(sample_set).__name__}, "
+                    "not a SampleSet"
+                )
+            return prepare_data(
+                sample_set, comps.heads, self.config.data, self.config.evaluation.reference_columns
+            )
 
     def build_model(self) -> MultiTaskModel:
         """A freshly initialised model for this engine's seed, on its device."""
@@ -134,8 +137,8 @@ class Engine:
             weighting.train()
             started = time.perf_counter()
             sums = {"loss": 0.0, "constraint": 0.0, **{h.name: 0.0 for h in self.heads}}
-            steps = 0
-            batches = self.progress.task(f"epoch {epoch}", total=len(loader), transient=True)
+            steps = seen = 0
+            batches = self.progress.task(f"epoch {epoch}", total=len(loader))
             for step, (images, index) in enumerate(loader, start=1):
                 images = images.to(self.device, non_blocking=True)
                 batch_targets = targets[index.to(self.device)]
@@ -156,14 +159,17 @@ class Engine:
                 for name, task_loss in losses.items():
                     sums[name] += float(task_loss.detach())
                 steps += 1
+                seen += images.shape[0]
                 self.progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
             self.progress.remove(batches)
             seconds = time.perf_counter() - started
             train_seconds += seconds
-            train_images += len(loader.dataset)
+            train_images += seen
 
             val_metrics = self._evaluate_split("val").tasks if has_val else {}
-            score = selection_score(val_metrics, self.config.evaluation.select) if has_val else math.nan
+            score = (
+                selection_score(val_metrics, self.config.evaluation.select) if has_val else math.nan
+            )
             log = EpochLog(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
@@ -173,7 +179,7 @@ class Engine:
                 val_score=score,
                 val_metrics=val_metrics,
                 seconds=seconds,
-                train_images_per_second=len(loader.dataset) / seconds if seconds else math.nan,
+                train_images_per_second=seen / seconds if seconds else math.nan,
             )
             history.append(log)
             improved = not has_val or (not math.isnan(score) and score > best_score)
@@ -184,8 +190,11 @@ class Engine:
                 self._save("best", epoch)
             scheduler.step()
             self.host.epoch_end(self, epoch, _logs(log))
-            self.progress.advance(epochs, description=f"epochs (val {self.config.evaluation.select} "
-                                  f"{score:.3f}, best {best_epoch})")
+            self.progress.advance(
+                epochs,
+                description=f"epochs (val {self.config.evaluation.select} "
+                f"{score:.3f}, best {best_epoch})",
+            )
         self._save("last", cfg.epochs)
         self.progress.remove(epochs)
         model.load_state_dict(best_state)
@@ -217,14 +226,17 @@ class Engine:
         if not math.isfinite(float(constraint_loss)):
             bad.append("constraints")
         where = ", ".join(bad) or "the task weighting"
-        return (f"the training loss became non-finite at epoch {epoch}, step {step} (in: {where}); "
-                "try a lower learning rate. The last good checkpoint is kept.")
+        return (
+            f"the training loss became non-finite at epoch {epoch}, step {step} (in: {where}); "
+            "try a lower learning rate. The last good checkpoint is kept."
+        )
 
     def _train_loader(self, data: PreparedData) -> DataLoader:
         cfg = self.config.training
         indices = data.indices("train")
-        dataset = RoiDataset(data.cache, indices, train_transform(cfg.augmentation,
-                                                                  self.config.data.image_size))
+        dataset = RoiDataset(
+            data.cache, indices, train_transform(cfg.augmentation, self.config.data.image_size)
+        )
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
@@ -240,8 +252,12 @@ class Engine:
 
     def _save(self, tag: str, epoch: int) -> None:
         if self.checkpoint_dir is not None and self.model is not None:
-            save_weights(self.model, self.checkpoint_dir / f"{tag}.safetensors", self.config,
-                         {"epoch": epoch, "seed": self.seed})
+            save_weights(
+                self.model,
+                self.checkpoint_dir / f"{tag}.safetensors",
+                self.config,
+                {"epoch": epoch, "seed": self.seed},
+            )
 
     # --- evaluation and prediction ------------------------------------------------------
 
@@ -317,8 +333,9 @@ class Engine:
         rois = torch.empty((len(images), 1, size, size), dtype=torch.uint8)
         for i, image in enumerate(images):
             if image.ndim != 2 or image.dtype != np.uint8:
-                raise UsageError(f"image {i}: expected a 2-D uint8 array, got {image.dtype} "
-                                 f"{image.shape}")
+                raise UsageError(
+                    f"image {i}: expected a 2-D uint8 array, got {image.dtype} {image.shape}"
+                )
             resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
             rois[i, 0] = torch.tensor(np.asarray(resized))
         return self._infer(rois)

@@ -18,7 +18,9 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         # timm: pooled features are ``head_hidden_size`` wide where a model has a pre-logits
         # layer (e.g. MobileNetV3), else ``num_features``.
-        width = getattr(backbone, "head_hidden_size", None) or getattr(backbone, "num_features", None)
+        width = getattr(backbone, "head_hidden_size", None) or getattr(
+            backbone, "num_features", None
+        )
         if not isinstance(width, int) or width < 1:
             raise UsageError(
                 f"backbone {type(backbone).__name__} has no integer num_features; a backbone "

@@ -148,7 +148,7 @@ class PluginHost:
         # Each implementation is called on its own so the registry knows the owner, and an
         # implementation may accept a subset of the hook's arguments.
         hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # in registration order
             kwargs = {arg: registry.bound(impl.plugin_name) for arg in impl.argnames}
             try:
                 impl.function(**kwargs)

@@ -101,7 +101,9 @@ def check_unique_ids(samples: Sequence[Sample]) -> None:
     problems = []
     for row, sample in enumerate(samples, start=1):
         if sample.image_id in seen:
-            problems.append(f"image id {sample.image_id!r} at rows {seen[sample.image_id]} and {row}")
+            problems.append(
+                f"image id {sample.image_id!r} at rows {seen[sample.image_id]} and {row}"
+            )
         else:
             seen[sample.image_id] = row
     if problems:
@@ -117,8 +119,10 @@ def _listing(title: str, problems: list[str]) -> str:
 
 def _reference(sample: Sample, column: str) -> float:
     if column not in sample.labels:
-        raise DataError(f"evaluation.reference_columns names column {column!r}, which the data "
-                        "source does not provide")
+        raise DataError(
+            f"evaluation.reference_columns names column {column!r}, which the data "
+            "source does not provide"
+        )
     value = as_number(sample.labels[column])
     return math.nan if value is None else value
 

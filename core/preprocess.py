@@ -39,16 +39,20 @@ def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig) -> tuple[int, int
     x0, y0 = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
     x1, y1 = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
     if x1 <= x0 or y1 <= y0:
-        raise DataError(f"image {sample.image_id}: box {box} lies outside the {width}x{height} image")
+        raise DataError(
+            f"image {sample.image_id}: box {box} lies outside the {width}x{height} image"
+        )
     return x0, y0, x1, y1
 
 
 def load_roi(sample: Sample, roi: RoiConfig, size: int) -> np.ndarray:
-    """The sample's RoI as a ``size`` x ``size`` uint8 array (the paper resizes RoIs to a square)."""
+    """The sample's RoI as a ``size`` x ``size`` uint8 array (the paper resizes RoIs to squares)."""
     image = sample.image()
     if image.ndim != 2 or image.dtype != np.uint8:
-        raise DataError(f"image {sample.image_id}: expected 2-D uint8 grayscale, got "
-                        f"{image.dtype} {image.shape}")
+        raise DataError(
+            f"image {sample.image_id}: expected 2-D uint8 grayscale, got "
+            f"{image.dtype} {image.shape}"
+        )
     x0, y0, x1, y1 = roi_box(sample, image, roi)
     crop = Image.fromarray(image[y0:y1, x0:x1])
     return np.asarray(crop.resize((size, size), Image.BILINEAR))

@@ -43,7 +43,7 @@ class Progress:
         if self._bars is not None:
             self._bars.stop()
 
-    def task(self, description: str, total: int, transient: bool = False) -> int | None:
+    def task(self, description: str, total: int) -> int | None:
         if self._bars is None:
             return None
         return self._bars.add_task(description, total=total)

@@ -53,8 +53,11 @@ def run(
     all_predictions = []
     for seed in seeds:
         seed_dir = out if len(seeds) == 1 else out / f"seed_{seed}"
-        engine = first if seed == seeds[0] else Engine(config, host=host, seed=seed,
-                                                       progress=progress, data=data)
+        engine = (
+            first
+            if seed == seeds[0]
+            else Engine(config, host=host, seed=seed, progress=progress, data=data)
+        )
         engine.checkpoint_dir = seed_dir / "checkpoints"
         fit = engine.fit()
         evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(data.indices(s))}
@@ -125,8 +128,11 @@ def aggregate(config: RunConfig, per_seed: dict[int, dict[str, Any]]) -> dict[st
                 if name not in ("n", "n_positive")
             }
             tasks[task]["n"] = metrics["n"]
-        sets[split] = {"n_images": content["n_images"], "n_patients": content["n_patients"],
-                       "tasks": tasks}
+        sets[split] = {
+            "n_images": content["n_images"],
+            "n_patients": content["n_patients"],
+            "tasks": tasks,
+        }
     return {
         "schema": METRICS_SCHEMA,
         "name": config.name,

@@ -59,7 +59,9 @@ def resnet50_backbone(options: BackboneOptions) -> nn.Module:
 def create_backbone(name: str, options: BackboneOptions) -> nn.Module:
     """Build timm model ``name`` with ``options``; pretrained weights from timm or a file."""
     kwargs: dict[str, Any] = dict(
-        num_classes=0, in_chans=options.in_chans, drop_rate=options.drop_rate,
+        num_classes=0,
+        in_chans=options.in_chans,
+        drop_rate=options.drop_rate,
         drop_path_rate=options.drop_path_rate,
     )
     if options.pretrained is True:
@@ -123,6 +125,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 @hookimpl
 def mtl_register_backbones(registry):
-    registry.register("timm", timm_backbone, options=TimmOptions,
-                      description="any timm model by name (model: resnet18, ...)")
+    registry.register(
+        "timm",
+        timm_backbone,
+        options=TimmOptions,
+        description="any timm model by name (model: resnet18, ...)",
+    )
     registry.register("resnet50", resnet50_backbone, options=BackboneOptions)

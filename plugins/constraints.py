@@ -32,11 +32,15 @@ class HierarchicalHinge(Constraint):
         for parent, child in options.pairs:
             for task in (parent, child):
                 if task not in heads:
-                    raise ValueError(f"pair ({parent}, {child}) names task {task!r}, which no "
-                                     f"head defines; tasks: {', '.join(heads)}")
+                    raise ValueError(
+                        f"pair ({parent}, {child}) names task {task!r}, which no "
+                        f"head defines; tasks: {', '.join(heads)}"
+                    )
                 if heads[task].kind != "binary":
-                    raise ValueError(f"task {task!r} is not binary; the hinge compares "
-                                     "probabilities of binary tasks")
+                    raise ValueError(
+                        f"task {task!r} is not binary; the hinge compares "
+                        "probabilities of binary tasks"
+                    )
             if parent == child:
                 raise ValueError(f"pair ({parent}, {child}) relates a task to itself")
         _check_acyclic(options.pairs)
@@ -69,7 +73,7 @@ def _check_acyclic(pairs: list[tuple[str, str]]) -> None:
 
     def visit(node: str, trail: list[str]) -> None:
         if node in trail:
-            cycle = " -> ".join([*trail[trail.index(node):], node])
+            cycle = " -> ".join([*trail[trail.index(node) :], node])
             raise ValueError(f"the pairs form a cycle: {cycle}")
         for nxt in children.get(node, ()):
             visit(nxt, [*trail, node])

@@ -73,8 +73,10 @@ class BinaryHead(TaskHead):
         if self.options.threshold is not None:
             number = as_number(raw)
             if number is None:
-                raise ValueError(f"{self.options.label}={raw!r} is not a number (threshold "
-                                 f"{self.options.threshold:g})")
+                raise ValueError(
+                    f"{self.options.label}={raw!r} is not a number (threshold "
+                    f"{self.options.threshold:g})"
+                )
             return float(number >= self.options.threshold)
         if self._positive:
             if value in self._positive:
@@ -82,8 +84,10 @@ class BinaryHead(TaskHead):
             if value in self._negative:
                 return 0.0
             allowed = sorted(self._positive | self._negative)
-            raise ValueError(f"{self.options.label}={raw!r} is neither positive nor negative "
-                             f"(allowed: {', '.join(allowed)})")
+            raise ValueError(
+                f"{self.options.label}={raw!r} is neither positive nor negative "
+                f"(allowed: {', '.join(allowed)})"
+            )
         if value in ("0", "1"):
             return float(value)
         if value in ("true", "false", "yes", "no"):
@@ -170,8 +174,10 @@ class MulticlassHead(TaskHead):
         if value is None:
             return float("nan")
         if value not in self._index:
-            raise ValueError(f"{self.options.label}={raw!r} is not one of the classes "
-                             f"{', '.join(self.options.classes)}")
+            raise ValueError(
+                f"{self.options.label}={raw!r} is not one of the classes "
+                f"{', '.join(self.options.classes)}"
+            )
         return float(self._index[value])
 
 

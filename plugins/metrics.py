@@ -65,8 +65,9 @@ def precision(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float
 
 def f1(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
     """F1: 2 TP / (2 TP + FP + FN)."""
-    return _macro([_ratio(2 * tp, 2 * tp + fp + fn) for tp, fp, _, fn in
-                   _counts(y_true, y_prob, threshold)])
+    return _macro(
+        [_ratio(2 * tp, 2 * tp + fp + fn) for tp, fp, _, fn in _counts(y_true, y_prob, threshold)]
+    )
 
 
 def auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
@@ -76,8 +77,9 @@ def auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
     values = []
     for c in range(y_prob.shape[1]):
         truth = (y_true == c).astype(int)
-        values.append(float(roc_auc_score(truth, y_prob[:, c])) if 0 < truth.sum() < len(truth)
-                      else math.nan)
+        values.append(
+            float(roc_auc_score(truth, y_prob[:, c])) if 0 < truth.sum() < len(truth) else math.nan
+        )
     return _macro(values)
 
 

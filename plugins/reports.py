@@ -14,8 +14,15 @@ from mtlkit.config import Strict
 from mtlkit.outputs import atomic_write_text
 from mtlkit.results import RunResult
 
-METRIC_TITLES = {"acc": "ACC", "se": "SE", "sp": "SP", "precision": "Prec", "f1": "F1",
-                 "auc": "AUC", "reference_auc": "ref. AUC"}
+METRIC_TITLES = {
+    "acc": "ACC",
+    "se": "SE",
+    "sp": "SP",
+    "precision": "Prec",
+    "f1": "F1",
+    "auc": "AUC",
+    "reference_auc": "ref. AUC",
+}
 
 
 def format_value(value: Any) -> str:
@@ -53,16 +60,19 @@ def summary_report(options: SummaryOptions):
             if split not in sets:
                 continue
             content = sets[split]
-            table = Table(title=f"{result.metrics.get('name', '')}: {split} "
-                          f"({content['n_images']} images, {content['n_patients']} patients)")
+            table = Table(
+                title=f"{result.metrics.get('name', '')}: {split} "
+                f"({content['n_images']} images, {content['n_patients']} patients)"
+            )
             table.add_column("task", style="bold")
             table.add_column("n", justify="right")
             names = metric_names(content["tasks"])
             for name in names:
                 table.add_column(METRIC_TITLES.get(name, name), justify="right")
             for task, metrics in content["tasks"].items():
-                table.add_row(task, str(metrics.get("n", "")),
-                              *(format_value(metrics.get(n)) for n in names))
+                table.add_row(
+                    task, str(metrics.get("n", "")), *(format_value(metrics.get(n)) for n in names)
+                )
             console.print(table)
             for relation, share in content.get("consistency", {}).items():
                 console.print(f"  inconsistent predictions {relation}: {format_value(share)}")
@@ -80,14 +90,20 @@ def markdown_report(options: MarkdownOptions):
     def report(result: RunResult, console: Console) -> None:
         lines = [f"# {result.metrics.get('name', 'run')}", ""]
         seeds = result.metrics.get("seeds") or [result.metrics.get("seed")]
-        lines += [f"Seeds: {', '.join(map(str, seeds))}. Threshold "
-                  f"{result.metrics.get('threshold')}. Best epoch by validation "
-                  f"{result.metrics.get('select')}.", ""]
+        lines += [
+            f"Seeds: {', '.join(map(str, seeds))}. Threshold "
+            f"{result.metrics.get('threshold')}. Best epoch by validation "
+            f"{result.metrics.get('select')}.",
+            "",
+        ]
         for split, content in result.metrics["sets"].items():
             names = metric_names(content["tasks"])
-            lines += [f"## {split}: {content['n_images']} images, {content['n_patients']} patients",
-                      "", "| task | n | " + " | ".join(METRIC_TITLES.get(n, n) for n in names) + " |",
-                      "|---|---|" + "---|" * len(names)]
+            lines += [
+                f"## {split}: {content['n_images']} images, {content['n_patients']} patients",
+                "",
+                "| task | n | " + " | ".join(METRIC_TITLES.get(n, n) for n in names) + " |",
+                "|---|---|" + "---|" * len(names),
+            ]
             for task, metrics in content["tasks"].items():
                 cells = [format_value(metrics.get(n)) for n in names]
                 lines.append(f"| {task} | {metrics.get('n', '')} | " + " | ".join(cells) + " |")

@@ -27,8 +27,9 @@ class EqualWeighting(TaskWeighting):
         super().__init__(task_names)
         unknown = sorted(set(options.weights) - set(task_names))
         if unknown:
-            raise ValueError(f"weights name unknown tasks {', '.join(unknown)}; tasks: "
-                             f"{', '.join(task_names)}")
+            raise ValueError(
+                f"weights name unknown tasks {', '.join(unknown)}; tasks: {', '.join(task_names)}"
+            )
         self.weights = {name: float(options.weights.get(name, 1.0)) for name in task_names}
 
     def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -46,8 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an unexpected failure: short by default, full with --debug
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
-                  "Run again with --debug for the traceback.")
+        err.print(
+            f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+            "Run again with --debug for the traceback."
+        )
         return 1
 
 
@@ -75,7 +77,9 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
             key = " ".join(group_path[: depth + 1])
             if key not in groups:
                 group_parser = target.add_parser(group, help=f"{group} commands")
-                groups[key] = group_parser.add_subparsers(title=f"{key} commands", metavar="COMMAND")
+                groups[key] = group_parser.add_subparsers(
+                    title=f"{key} commands", metavar="COMMAND"
+                )
             target = groups[key]
         sub = target.add_parser(leaf, help=command.help, description=command.help)
         command.add_arguments(sub)

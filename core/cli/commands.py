@@ -105,8 +105,10 @@ def _describe(obj: Any, description: str) -> str:
 def builtin_commands() -> dict[str, Command]:
     return {
         "run": Command("train and evaluate a configuration", _run_arguments, _run),
-        "validate": Command("check a configuration without running it", _validate_arguments,
-                            _validate),
-        "plugins": Command("list every registered component and its plugin", _plugins_arguments,
-                           _plugins),
+        "validate": Command(
+            "check a configuration without running it", _validate_arguments, _validate
+        ),
+        "plugins": Command(
+            "list every registered component and its plugin", _plugins_arguments, _plugins
+        ),
     }

@@ -40,16 +40,21 @@ def to_samples(phantoms: list[Phantom]) -> list[Sample]:
     """Phantoms as engine samples; the oracle probabilities travel as ``oracle_*`` columns."""
     samples = []
     for p in phantoms:
-        labels = {"bm": p.bm, "alnm_count": p.alnm_count,
-                  **{f"oracle_{task}": p.oracle[task] for task in ORACLE_TASKS}}
-        samples.append(Sample(
-            image_id=p.image_id,
-            patient_id=p.patient_id,
-            labels=labels,
-            image=lambda pixels=p.pixels: pixels,
-            mask=lambda mask=p.mask: mask,
-            box=p.box,
-        ))
+        labels = {
+            "bm": p.bm,
+            "alnm_count": p.alnm_count,
+            **{f"oracle_{task}": p.oracle[task] for task in ORACLE_TASKS},
+        }
+        samples.append(
+            Sample(
+                image_id=p.image_id,
+                patient_id=p.patient_id,
+                labels=labels,
+                image=lambda pixels=p.pixels: pixels,
+                mask=lambda mask=p.mask: mask,
+                box=p.box,
+            )
+        )
     return samples
 
 
@@ -74,16 +79,21 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images-max", type=int, default=defaults.images_max)
     parser.add_argument("--difficulty", type=float, default=defaults.difficulty)
     parser.add_argument("--malignant-fraction", type=float, default=defaults.malignant_fraction)
-    parser.add_argument("--alnm-missing-fraction", type=float,
-                        default=defaults.alnm_missing_fraction)
+    parser.add_argument(
+        "--alnm-missing-fraction", type=float, default=defaults.alnm_missing_fraction
+    )
 
 
 def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
     try:
         settings = PhantomSettings(
-            patients=args.patients, images_min=args.images_min, images_max=args.images_max,
-            image_size=args.image_size, malignant_fraction=args.malignant_fraction,
-            difficulty=args.difficulty, alnm_missing_fraction=args.alnm_missing_fraction,
+            patients=args.patients,
+            images_min=args.images_min,
+            images_max=args.images_max,
+            image_size=args.image_size,
+            malignant_fraction=args.malignant_fraction,
+            difficulty=args.difficulty,
+            alnm_missing_fraction=args.alnm_missing_fraction,
         )
     except ValueError as exc:
         raise UsageError(f"invalid phantom settings: {exc}") from None
@@ -122,6 +132,7 @@ def mtl_register_data_sources(registry):
 def mtl_register_commands(registry):
     registry.register(
         "data synth",
-        Command("write a synthetic phantom data set (PNGs + manifest.csv)", _synth_arguments,
-                _synth),
+        Command(
+            "write a synthetic phantom data set (PNGs + manifest.csv)", _synth_arguments, _synth
+        ),
     )

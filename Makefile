@@ -1,0 +1,38 @@
+# Two commands from a fresh clone:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+# torch is installed first, on its own: on the reference machine these versions come from a
+# local wheel cache. Elsewhere, override: make demo TORCH="torch torchvision"
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+BIN    := $(VENV)/bin
+
+.PHONY: setup demo test test-slow lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with mtlkit and its test tools
+
+demo: setup  ## train and evaluate the quick config on built-in synthetic data
+	$(BIN)/mtl run configs/quick.yaml
+
+test: setup  ## the default test suite (a few minutes on 2 CPU cores)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: setup  ## long and real-data tests
+	$(BIN)/python -m pytest -m slow -q; code=$$?; [ $$code -eq 0 ] || [ $$code -eq 5 ]
+
+lint: setup
+	$(BIN)/ruff check core plugins tests benchmarks examples
+
+bench: setup  ## engine vs plain PyTorch training throughput
+	$(BIN)/python benchmarks/train_overhead.py
+
+clean-venv:
+	rm -rf $(VENV)

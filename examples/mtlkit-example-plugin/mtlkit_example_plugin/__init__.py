@@ -1,0 +1,64 @@
+"""An example mtlkit plugin, installed as its own distribution.
+
+    pip install -e examples/mtlkit-example-plugin
+    mtl plugins        # lists `brier` (metric) and `uncertainty` (weighting), owner `example`
+
+Then use them in a config:
+
+    weighting: uncertainty
+    evaluation: {metrics: [acc, se, sp, precision, f1, auc, brier]}
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from mtlkit import hookimpl
+from mtlkit.config import Strict
+from mtlkit.tasks import TaskWeighting
+
+
+def brier(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
+    """Brier score: mean squared error of the probabilities (lower is better)."""
+    if len(y_true) == 0:
+        return math.nan
+    if y_prob.ndim == 1:
+        return float(np.mean((y_prob - y_true) ** 2))
+    onehot = np.eye(y_prob.shape[1])[y_true]
+    return float(np.mean(np.sum((y_prob - onehot) ** 2, axis=1)))
+
+
+class UncertaintyOptions(Strict):
+    init_log_variance: float = Field(0.0, description="starting log variance of every task")
+
+
+class UncertaintyWeighting(TaskWeighting):
+    """Kendall et al. 2018: learn one log variance s per task; loss = sum(exp(-s) L + s)."""
+
+    Options = UncertaintyOptions
+
+    def __init__(self, options: UncertaintyOptions, task_names: list[str]):
+        super().__init__(task_names)
+        self.log_variance = torch.nn.Parameter(
+            torch.full((len(task_names),), options.init_log_variance)
+        )
+
+    def forward(self, losses):
+        total = 0.0
+        for i, name in enumerate(self.task_names):
+            total = total + torch.exp(-self.log_variance[i]) * losses[name] + self.log_variance[i]
+        return total
+
+
+@hookimpl
+def mtl_register_metrics(registry):
+    registry.register("brier", brier)
+
+
+@hookimpl
+def mtl_register_task_weightings(registry):
+    registry.register("uncertainty", UncertaintyWeighting)
