@@ -161,6 +161,18 @@ class RunConfig(Strict):
     def _components(cls, value: Any) -> Any:
         return [_component(v) for v in value] if isinstance(value, list) else value
 
+    @field_validator("output_dir")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        try:
+            value.format(name="x", timestamp="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"only {{name}} and {{timestamp}} may appear in braces ({type(exc).__name__}: "
+                f"{exc})"
+            ) from None
+        return value
+
     @field_validator("seed")
     @classmethod
     def _seeds(cls, value: int | list[int]) -> int | list[int]:
@@ -186,9 +198,25 @@ def load_config(
     else:
         label = str(source)
         raw = read_yaml(Path(source))
+    if overrides:
+        expand_shorthand(raw)  # so that --set heads[0].dropout=0.1 works on a `- bm` head
     for item in overrides:
         apply_override(raw, item)
     return validate_config(raw, label)
+
+
+def expand_shorthand(raw: Any) -> None:
+    """Turn component shorthands (``bm``) into mappings (``{type: bm}``) in place."""
+    if not isinstance(raw, dict):
+        return
+    for key in ("backbone", "weighting"):
+        if key in raw:
+            raw[key] = _component(raw[key])
+    for key in ("heads", "constraints", "reports"):
+        if isinstance(raw.get(key), list):
+            raw[key] = [_component(v) for v in raw[key]]
+    if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
+        raw["data"]["source"] = _component(raw["data"]["source"])
 
 
 def validate_config(raw: dict[str, Any], label: str | None = None) -> RunConfig:
@@ -212,15 +240,33 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([("", f"cannot read: {exc}")], str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([("", f"YAML syntax error at {where}{problem}")], str(path)) from None
+    except (ValueError, TypeError) as exc:  # a tagged value that cannot be built (!!int x)
+        raise ConfigError([("", f"YAML value error: {exc}")], str(path)) from None
     if data is None:
         raise ConfigError([("", "the file is empty")], str(path))
     return data
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without implicit dates: no config value is a date, and ``2024-13-45``
+    should reach validation as text instead of failing inside the parser."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way configs and ``--set`` values are read."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -248,8 +294,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     path, _, text = item.partition("=")
     path = path.strip()
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = parse_yaml(text)
+    except (yaml.YAMLError, ValueError, TypeError):
         raise ConfigError([(path, f"cannot parse override value {text!r}")]) from None
     parts = parse_path(path)
     node: Any = raw

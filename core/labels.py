@@ -5,6 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+MISSING = frozenset({"", "nan", "na", "n/a", "none", "null", "unknown", "?"})
+"""Texts that mean "no label" in a CSV cell."""
+
 
 def canonical(value: Any) -> str | None:
     """A comparable form of a label value; None when the value means "unknown".
@@ -14,6 +19,8 @@ def canonical(value: Any) -> str | None:
     """
     if value is None:
         return None
+    if isinstance(value, np.generic):  # numpy scalars behave like the Python ones
+        value = value.item()
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, (int, float)):
@@ -21,7 +28,7 @@ def canonical(value: Any) -> str | None:
             return None
         return _number_text(float(value))
     text = str(value).strip().lower()
-    if text in ("", "nan", "na", "n/a", "none", "null"):
+    if text in MISSING:
         return None
     number = as_number(text)
     return _number_text(number) if number is not None else text
@@ -29,6 +36,8 @@ def canonical(value: Any) -> str | None:
 
 def as_number(value: Any) -> float | None:
     """``value`` as a finite float, or None when it is not a number."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):

@@ -57,8 +57,8 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise PluginError(
-                f"plugin {exc.plugin_name!r} has a hook implementation that matches no mtlkit "
-                f"hook: {exc}"
+                f"plugin {self.pm.get_name(exc.plugin)!r} has a hook implementation that matches "
+                f"no mtlkit hook: {exc}"
             ) from None
         self.registries = {kind: Registry(kind) for kind in hookspecs.REGISTRATION_HOOKS.values()}
         for hook_name, kind in hookspecs.REGISTRATION_HOOKS.items():

@@ -105,6 +105,8 @@ class Registry:
         if "type" not in spec:
             raise ConfigError([(f"{path}.type", f"missing; choices: {', '.join(self.names())}")])
         name = spec["type"]
+        if not isinstance(name, str):
+            raise ConfigError([(f"{path}.type", f"expected a {self.kind} name, got {name!r}")])
         if name not in self._entries:
             raise ConfigError([(f"{path}.type", self.unknown_message(name))])
         entry = self._entries[name]

@@ -128,10 +128,17 @@ def aggregate(config: RunConfig, per_seed: dict[int, dict[str, Any]]) -> dict[st
                 if name not in ("n", "n_positive")
             }
             tasks[task]["n"] = metrics["n"]
+        consistency = {
+            relation: summarize(
+                [per_seed[s]["sets"][split]["consistency"][relation] for s in seeds]
+            )
+            for relation in content.get("consistency", {})
+        }
         sets[split] = {
             "n_images": content["n_images"],
             "n_patients": content["n_patients"],
             "tasks": tasks,
+            "consistency": consistency,
         }
     return {
         "schema": METRICS_SCHEMA,

@@ -28,7 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         host = PluginHost()
         parser = build_parser(host)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or argparse's own usage error (2)
+            return exc.code if isinstance(exc.code, int) else 0
         if not hasattr(args, "command_run"):
             parser.print_help()
             return 2

@@ -84,7 +84,7 @@ def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
 def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
     host = ctx.host
     for kind, registry in host.registries.items():
-        table = Table(title=f"{kind.replace('_', ' ')}s", title_justify="left", expand=False)
+        table = Table(title=KIND_TITLES.get(kind, kind), title_justify="left", expand=False)
         table.add_column("name", style="bold")
         table.add_column("plugin")
         table.add_column("distribution")
@@ -96,6 +96,19 @@ def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
     if host.disabled:
         ctx.console.print(f"disabled: {', '.join(sorted(host.disabled))}")
     return 0
+
+
+KIND_TITLES = {
+    "backbone": "backbones",
+    "head": "task heads",
+    "task_loss": "task losses",
+    "constraint": "constraints",
+    "weighting": "task weightings",
+    "metric": "metrics",
+    "data_source": "data sources",
+    "report": "reports",
+    "command": "commands",
+}
 
 
 def _describe(obj: Any, description: str) -> str:
