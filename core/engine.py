@@ -136,7 +136,10 @@ class Engine:
             model.train()
             weighting.train()
             started = time.perf_counter()
-            sums = {"loss": 0.0, "constraint": 0.0, **{h.name: 0.0 for h in self.heads}}
+            # Loss parts are summed on the device: one host sync per step (the total), not one
+            # per task.
+            part_sums = torch.zeros(len(self.heads) + 1, device=self.device)
+            loss_sum = 0.0
             steps = seen = 0
             batches = self.progress.task(f"epoch {epoch}", total=len(loader))
             for step, (images, index) in enumerate(loader, start=1):
@@ -147,22 +150,21 @@ class Engine:
                     losses = self._task_losses(outputs, batch_targets)
                     constraint_loss = self._constraint_loss(outputs, constraints)
                     loss = weighting(losses) + constraint_loss
+                value = loss.item()
+                if not math.isfinite(value):  # checked before the step corrupts the weights
+                    raise TrainingError(self._non_finite(epoch, step, losses, constraint_loss))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingError(self._non_finite(epoch, step, losses, constraint_loss))
-                sums["loss"] += value
-                sums["constraint"] += float(constraint_loss.detach())
-                for name, task_loss in losses.items():
-                    sums[name] += float(task_loss.detach())
+                loss_sum += value
+                part_sums += torch.stack([*losses.values(), constraint_loss]).detach().float()
                 steps += 1
                 seen += images.shape[0]
                 self.progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
             self.progress.remove(batches)
             seconds = time.perf_counter() - started
+            parts = (part_sums / max(steps, 1)).tolist()
             train_seconds += seconds
             train_images += seen
 
@@ -173,9 +175,9 @@ class Engine:
             log = EpochLog(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
-                train_loss=sums["loss"] / max(steps, 1),
-                task_losses={h.name: sums[h.name] / max(steps, 1) for h in self.heads},
-                constraint_loss=sums["constraint"] / max(steps, 1),
+                train_loss=loss_sum / max(steps, 1),
+                task_losses={h.name: parts[i] for i, h in enumerate(self.heads)},
+                constraint_loss=parts[-1],
                 val_score=score,
                 val_metrics=val_metrics,
                 seconds=seconds,

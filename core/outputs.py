@@ -21,13 +21,18 @@ from .tasks import TaskHead
 METRICS_SCHEMA = "mtlkit.metrics/1"
 
 
-def prepare_run_dir(path: Path) -> Path:
-    """Create an empty run directory; an existing non-empty one is refused, never reused."""
+def check_run_dir(path: Path) -> None:
+    """Refuse an existing non-empty run directory: a run never mixes with or overwrites another."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(
             f"output directory {path} already exists and is not empty; nothing was written. "
             "Choose another --out."
         )
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create an empty run directory (see :func:`check_run_dir`)."""
+    check_run_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -18,7 +18,14 @@ from rich.console import Console
 
 from .config import RunConfig, dump_config
 from .engine import Engine
-from .outputs import METRICS_SCHEMA, atomic_write_text, predictions_csv, prepare_run_dir, to_json
+from .outputs import (
+    METRICS_SCHEMA,
+    atomic_write_text,
+    check_run_dir,
+    predictions_csv,
+    prepare_run_dir,
+    to_json,
+)
 from .pluginhost import PluginHost
 from .progress import Progress
 from .results import EvalResult, FitResult, RunResult
@@ -42,6 +49,7 @@ def run(
     host = PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
     prepare_run_dir(out)
     atomic_write_text(out / "config.yaml", dump_config(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,10 @@ class TimmOptions(BackboneOptions):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        if value not in timm.list_models():
-            close = timm.list_models(f"*{value}*")[:8]
-            hint = f"; similar: {', '.join(close)}" if close else ""
+        names = timm.list_models()
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=5, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"timm has no model {value!r}{hint}")
         return value
 
