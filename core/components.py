@@ -6,6 +6,7 @@ Everything that can be checked without data or training is checked here, so that
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,16 +21,26 @@ from .pluginhost import PluginHost
 from .registry import Entry
 from .tasks import Constraint, TaskHead, TaskWeighting
 
+TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
+
 
 @dataclass
 class Components:
-    """The resolved pieces of one run (the backbone is built later, when needed)."""
+    """The resolved pieces of one run.
+
+    The backbone, the weighting and the constraints are built anew by each ``build_*``
+    call, so every training run starts from fresh state; ``weighting`` and ``constraints``
+    are the instances built while validating.
+    """
 
     backbone_entry: Entry
     backbone_options: BaseModel | None
     heads: list[TaskHead]
     task_losses: dict[str, TaskLossFn]
+    constraint_specs: list[tuple[Entry, BaseModel | None, str]]
     constraints: list[Constraint]
+    weighting_spec: tuple[Entry, BaseModel | None]
     weighting: TaskWeighting
     metrics: dict[str, Callable[..., float]]
     source_entry: Entry
@@ -38,7 +49,15 @@ class Components:
 
     def build_backbone(self) -> nn.Module:
         """Instantiate the backbone (may read pretrained weights)."""
-        return _call(self.backbone_entry, self.backbone_options, "backbone")
+        return call_component(self.backbone_entry, self.backbone_options, "backbone")
+
+    def build_constraints(self) -> list[Constraint]:
+        heads = {head.name: head for head in self.heads}
+        return [call_component(e, o, path, heads) for e, o, path in self.constraint_specs]
+
+    def build_weighting(self) -> TaskWeighting:
+        entry, options = self.weighting_spec
+        return call_component(entry, options, "weighting", self.task_names)
 
     @property
     def task_names(self) -> list[str]:
@@ -67,34 +86,36 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         if resolved is None:
             continue
         entry, options = resolved
-        head = attempt(lambda e=entry, o=options, p=path: _call(e, o, p))
+        head = attempt(lambda e=entry, o=options, p=path: call_component(e, o, p))
         if head is None:
             continue
-        if head.name in {h.name for h in heads}:
-            problems.append((f"{path}.name", f"task name {head.name!r} is used by two heads"))
+        problem = _task_name_problem(head.name, [h.name for h in heads])
+        if problem:
+            problems.append((f"{path}.name", problem))
             continue
         heads.append(head)
         loss_spec = getattr(options, "loss", None) or {"type": head.default_loss}
         loss_spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
-        loss = attempt(lambda s=loss_spec, p=path: _build_loss(host, s, f"{p}.loss"))
+        loss = attempt(lambda s=loss_spec, p=path, h=head: _build_loss(host, s, f"{p}.loss", h))
         if loss is not None:
             losses[head.name] = loss
 
     by_name = {head.name: head for head in heads}
-    constraints = []
+    constraint_specs, constraints = [], []
     for index, spec in enumerate(config.constraints):
         path = f"constraints[{index}]"
         resolved = attempt(lambda spec=spec, path=path: host.constraints.resolve(spec, path))
         if resolved is not None:
             entry, options = resolved
-            built = attempt(lambda e=entry, o=options, p=path: _call(e, o, p, by_name))
+            built = attempt(lambda e=entry, o=options, p=path: call_component(e, o, p, by_name))
             if built is not None:
+                constraint_specs.append((entry, options, path))
                 constraints.append(built)
 
+    weighting_spec = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
     weighting = None
-    resolved = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
-    if resolved is not None:
-        weighting = attempt(lambda: _call(*resolved, "weighting", [h.name for h in heads]))
+    if weighting_spec is not None:
+        weighting = attempt(lambda: call_component(*weighting_spec, "weighting", list(by_name)))
 
     metrics = {}
     for index, name in enumerate(config.evaluation.metrics):
@@ -103,29 +124,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         else:
             metrics[name] = host.metrics.get(name).obj
 
-    select_task, select_metric = config.evaluation.select.split(".")
-    if select_task != "mean" and select_task not in by_name:
-        problems.append(
-            (
-                "evaluation.select",
-                f"no task called {select_task!r}; tasks: {', '.join(by_name)} (or mean)",
-            )
-        )
-    if select_metric not in config.evaluation.metrics:
-        problems.append(
-            ("evaluation.select", f"metric {select_metric!r} is not in evaluation.metrics")
-        )
-    for task in config.evaluation.reference_columns:
-        if task not in by_name:
-            problems.append((f"evaluation.reference_columns.{task}", "no task of that name"))
-    for index, task in enumerate(config.data.split.stratify):
-        if task not in by_name:
-            problems.append(
-                (
-                    f"data.split.stratify[{index}]",
-                    f"no task called {task!r}; tasks: {', '.join(by_name)}",
-                )
-            )
+    problems += _reference_problems(config, by_name)
 
     reports = []
     for index, spec in enumerate(config.reports):
@@ -140,7 +139,9 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         backbone_options=backbone[1],
         heads=heads,
         task_losses=losses,
+        constraint_specs=constraint_specs,
         constraints=constraints,
+        weighting_spec=weighting_spec,
         weighting=weighting,
         metrics=metrics,
         source_entry=source[0],
@@ -149,12 +150,59 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
     )
 
 
-def _build_loss(host: PluginHost, spec: dict[str, Any], path: str) -> TaskLossFn:
+def _task_name_problem(name: str, taken: list[str]) -> str | None:
+    if not TASK_NAME.fullmatch(name or ""):
+        return (
+            f"task name {name!r} must start with a letter or _ and hold only letters, digits and _"
+        )
+    if name in RESERVED_TASK_NAMES:
+        return f"task name {name!r} is reserved"
+    if name in taken:
+        return f"task name {name!r} is used by two heads"
+    return None
+
+
+def _reference_problems(config: RunConfig, by_name: dict[str, TaskHead]) -> list:
+    """Config keys that name tasks must name existing ones."""
+    problems = []
+    tasks = ", ".join(by_name) or "(none)"
+    select_task, select_metric = config.evaluation.select.split(".")
+    if select_task != "mean" and select_task not in by_name:
+        problems.append(
+            ("evaluation.select", f"no task called {select_task!r}; tasks: {tasks} (or mean)")
+        )
+    if select_metric not in config.evaluation.metrics:
+        problems.append(
+            ("evaluation.select", f"metric {select_metric!r} is not in evaluation.metrics")
+        )
+    for task in config.evaluation.reference_columns:
+        if task not in by_name:
+            problems.append((f"evaluation.reference_columns.{task}", "no task of that name"))
+    for index, task in enumerate(config.data.split.stratify):
+        if task not in by_name:
+            problems.append(
+                (f"data.split.stratify[{index}]", f"no task called {task!r}; tasks: {tasks}")
+            )
+    return problems
+
+
+def _build_loss(host: PluginHost, spec: dict[str, Any], path: str, head: TaskHead) -> TaskLossFn:
     entry, options = host.task_losses.resolve(spec, path)
-    return _call(entry, options, path)
+    kinds = getattr(entry.obj, "head_kinds", None)
+    if kinds is not None and head.kind not in kinds:
+        raise ConfigError(
+            [
+                (
+                    f"{path}.type",
+                    f"loss {entry.name!r} is for {'/'.join(kinds)} heads; task "
+                    f"{head.name!r} is {head.kind}",
+                )
+            ]
+        )
+    return call_component(entry, options, path)
 
 
-def _call(entry: Entry, options: BaseModel | None, path: str, *args: Any) -> Any:
+def call_component(entry: Entry, options: BaseModel | None, path: str, *args: Any) -> Any:
     """Build a component; a ``ValueError`` from its constructor becomes a config error."""
     try:
         return entry.obj(options, *args) if options is not None else entry.obj(*args)

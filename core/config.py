@@ -2,7 +2,7 @@
 
 Components (backbone, heads, constraints, weighting, data source, reports) are mappings
 with a ``type`` key; their other keys are validated by the registered component's own
-options model when the engine resolves them (see :mod:`mtlkit.resolve`).
+options model when the engine resolves them (see :mod:`mtlkit.components`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
-from .registry import validation_problems
+from .registry import format_loc, validation_problems
 
 Component = dict[str, Any]
 
@@ -43,6 +43,12 @@ class SplitConfig(Strict):
         default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
     )
     seed: int = Field(0, description="split seed; fixed across repeated runs by default")
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitConfig:
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("test_fraction + val_fraction must leave patients for training (< 1)")
+        return self
 
     @field_validator("stratify", mode="before")
     @classmethod
@@ -300,7 +306,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     parts = parse_path(path)
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
-        where = _render(parts[: depth + 1])
+        where = format_loc(tuple(parts[: depth + 1]))
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
                 raise ConfigError([(where, "no such list item to override")])
@@ -318,13 +324,6 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[last] = value
     else:
         raise ConfigError([(path, "cannot set a key inside a non-mapping value")])
-
-
-def _render(parts: list[str | int]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
 
 
 def dump_config(config: RunConfig) -> str:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_weights, save_weights
-from .components import Components, resolve_components
+from .components import Components, call_component, resolve_components
 from .config import RunConfig, load_config
 from .data import SampleSet
 from .errors import DataError, TrainingError, UsageError
@@ -61,6 +61,7 @@ class Engine:
         self.device = resolve_device(config.training.device)
         self._data = data
         self.model: MultiTaskModel | None = None
+        self.weighting = self.components.weighting
         self.checkpoint_dir: Path | None = None
 
     @classmethod
@@ -86,7 +87,7 @@ class Engine:
         comps = self.components
         with self.progress.status("loading data"):
             entry, options = comps.source_entry, comps.source_options
-            sample_set = entry.obj(options) if options is not None else entry.obj()
+            sample_set = call_component(entry, options, "data.source")
             if not isinstance(sample_set, SampleSet):
                 raise DataError(
                     f"data source {entry.name!r} returned {type(sample_set).__name__}, "
@@ -111,13 +112,21 @@ class Engine:
         The best epoch has the highest ``evaluation.select`` score on the validation split
         (the last epoch when there is no validation split).
         """
+        threads = torch.get_num_threads()
+        if self.config.training.threads:
+            torch.set_num_threads(self.config.training.threads)
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(threads)  # leave the process as it was
+
+    def _fit(self) -> FitResult:
         cfg = self.config.training
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         data = self.data
         model = self.build_model()
-        weighting = self.components.weighting.to(self.device)
-        constraints = [c.to(self.device) for c in self.components.constraints]
+        # Fresh weighting and constraints per fit: a learned weighting must not carry over.
+        self.weighting = weighting = self.components.build_weighting().to(self.device)
+        constraints = [c.to(self.device) for c in self.components.build_constraints()]
         params = list(model.parameters()) + list(weighting.parameters())
         optimizer = make_optimizer(params, cfg)
         scheduler = make_scheduler(optimizer, cfg)
@@ -129,7 +138,7 @@ class Engine:
 
         self.host.fit_start(self)
         history: list[EpochLog] = []
-        best_score, best_epoch, best_state = -math.inf, 0, None
+        best_score, best_epoch, best_state = math.nan, 0, None
         train_seconds, train_images = 0.0, 0
         epochs = self.progress.task("epochs", total=cfg.epochs)
         for epoch in range(1, cfg.epochs + 1):
@@ -169,9 +178,7 @@ class Engine:
             train_images += seen
 
             val_metrics = self._evaluate_split("val").tasks if has_val else {}
-            score = (
-                selection_score(val_metrics, self.config.evaluation.select) if has_val else math.nan
-            )
+            score = self._selection_score(val_metrics) if has_val else math.nan
             log = EpochLog(
                 epoch=epoch,
                 lr=optimizer.param_groups[0]["lr"],
@@ -184,11 +191,11 @@ class Engine:
                 train_images_per_second=seen / seconds if seconds else math.nan,
             )
             history.append(log)
-            improved = not has_val or (not math.isnan(score) and score > best_score)
-            if improved or best_state is None:
-                best_score = score if not math.isnan(score) else best_score
-                best_epoch = epoch
-                best_state = copy.deepcopy(model.state_dict())
+            # Until a finite score is seen (no validation split, or a metric undefined on it)
+            # the latest epoch counts as best.
+            if math.isnan(best_score) or (not math.isnan(score) and score > best_score):
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy((model.state_dict(), weighting.state_dict()))
                 self._save("best", epoch)
             scheduler.step()
             self.host.epoch_end(self, epoch, _logs(log))
@@ -199,16 +206,26 @@ class Engine:
             )
         self._save("last", cfg.epochs)
         self.progress.remove(epochs)
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state[0])
+        weighting.load_state_dict(best_state[1])
         result = FitResult(
             best_epoch=best_epoch,
-            best_score=best_score if math.isfinite(best_score) else math.nan,
+            best_score=self._signed(best_score),
             history=history,
             train_seconds=train_seconds,
             train_images_per_second=train_images / train_seconds if train_seconds else math.nan,
         )
         self.host.fit_end(self, result)
         return result
+
+    def _selection_score(self, val_metrics: dict[str, dict[str, float]]) -> float:
+        """The validation score, negated for metrics where lower is better (higher = better)."""
+        return self._signed(selection_score(val_metrics, self.config.evaluation.select))
+
+    def _signed(self, score: float) -> float:
+        metric = self.config.evaluation.select.split(".")[1]
+        higher_is_better = getattr(self.components.metrics[metric], "higher_is_better", True)
+        return score if higher_is_better else -score
 
     def _task_losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor):
         fns = self.components.task_losses
@@ -300,7 +317,9 @@ class Engine:
             n_images=len(indices),
             n_patients=len(set(predictions.patient_ids)),
             tasks=tasks,
-            consistency=constraint_violations(self.components.constraints, probabilities),
+            consistency=constraint_violations(
+                self.components.constraints, probabilities, cfg.threshold
+            ),
             predictions=predictions,
         )
 
@@ -358,6 +377,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"training.device is {name!r} but CUDA is not available here")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UsageError(
+            f"training.device is {name!r} but this machine has {torch.cuda.device_count()} "
+            "CUDA device(s)"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UsageError("training.device is 'mps' but MPS is not available here")
     return torch.device(name)

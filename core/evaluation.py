@@ -51,13 +51,13 @@ def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def constraint_violations(
-    constraints: list[Constraint], probabilities: Mapping[str, np.ndarray]
+    constraints: list[Constraint], probabilities: Mapping[str, np.ndarray], threshold: float
 ) -> dict[str, float]:
-    """Share of samples whose predictions break each constraint relation."""
+    """Share of samples whose predictions, at ``threshold``, break each constraint relation."""
     tensors = {name: torch.as_tensor(p) for name, p in probabilities.items() if p.ndim == 1}
     out: dict[str, float] = {}
     for constraint in constraints:
-        out.update(constraint.violations(tensors))
+        out.update(constraint.violations(tensors, threshold))
     return out
 
 

@@ -21,6 +21,15 @@ from .tasks import TaskHead
 METRICS_SCHEMA = "mtlkit.metrics/1"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def check_run_dir(path: Path) -> None:
     """Refuse an existing non-empty run directory: a run never mixes with or overwrites another."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -31,10 +40,19 @@ def check_run_dir(path: Path) -> None:
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create an empty run directory (see :func:`check_run_dir`)."""
+    """Create an empty run directory (see :func:`check_run_dir`).
+
+    A missing directory is created with ``exist_ok=False``, so two runs racing for the same
+    path cannot both get it.
+    """
     check_run_dir(path)
+    if path.is_dir():
+        return path  # exists and is empty
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
+    except FileExistsError:
+        raise UsageError(f"output directory {path} was just created by another run") from None
     except OSError as exc:
         raise UsageError(f"cannot create output directory {path}: {exc.strerror}") from None
     return path
@@ -53,6 +71,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600 files
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -59,7 +59,9 @@ def prepare_data(
     if not samples:
         raise DataError(f"the data source returned no images ({sample_set.description})")
     check_unique_ids(samples)
+    check_label_columns(sample_set, heads)
     targets = build_targets(samples, heads)
+    check_every_task_has_labels(targets, heads)
     names = [h.name for h in heads]
     columns = [names.index(t) for t in data.split.stratify]
     strata = [strata_key(targets[i, columns].tolist()) for i in range(len(samples))]
@@ -93,6 +95,32 @@ def build_targets(samples: Sequence[Sample], heads: Sequence[TaskHead]) -> torch
     if problems:
         raise DataError(_listing(f"{len(problems)} label value(s) cannot be used:", problems))
     return targets
+
+
+def check_label_columns(sample_set: SampleSet, heads: Sequence[TaskHead]) -> None:
+    """Every column a head reads must exist: a misspelt one would silently mean "unknown"."""
+    columns = set(sample_set.columns)
+    if not columns:
+        columns = {key for sample in sample_set.samples for key in sample.labels}
+    problems = [
+        f"task {head.name} reads column {column!r}"
+        for head in heads
+        for column in head.label_columns
+        if column not in columns
+    ]
+    if problems:
+        available = ", ".join(sorted(columns)) or "(none)"
+        raise DataError(
+            _listing("the data has no such column:", problems) + f"\ncolumns: {available}"
+        )
+
+
+def check_every_task_has_labels(targets: torch.Tensor, heads: Sequence[TaskHead]) -> None:
+    """A task without a single known target cannot be trained or evaluated."""
+    known = (~torch.isnan(targets)).sum(dim=0).tolist()
+    empty = [head.name for head, count in zip(heads, known, strict=True) if count == 0]
+    if empty:
+        raise DataError(f"no image has a known label for task(s): {', '.join(empty)}")
 
 
 def check_unique_ids(samples: Sequence[Sample]) -> None:

@@ -85,11 +85,6 @@ def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
     return v2.Compose(steps)
 
 
-def eval_transform() -> v2.Transform:
-    """Deterministic conversion of a cached RoI to model input."""
-    return v2.Compose(_to_model_input())
-
-
 def _to_model_input() -> list[v2.Transform]:
     return [
         v2.ToDtype(torch.float32, scale=True),
@@ -98,5 +93,5 @@ def _to_model_input() -> list[v2.Transform]:
 
 
 def normalize_batch(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) -> normalised float, the same as :func:`eval_transform`."""
+    """uint8 (N, 1, H, W) -> normalised float, as the end of :func:`train_transform` does."""
     return (batch.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD

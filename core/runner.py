@@ -38,6 +38,7 @@ def run(
     *,
     out_dir: str | Path | None = None,
     plugins: Iterable[Any] = (),
+    host: PluginHost | None = None,
     progress: Progress | None = None,
     console: Console | None = None,
 ) -> RunResult:
@@ -46,11 +47,12 @@ def run(
     and checkpoints into the run directory."""
     console = console or Console()
     progress = progress or Progress(enabled=False)
-    host = PluginHost(plugins)
+    host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
+    first.build_model()  # and backbone/weights errors too
     prepare_run_dir(out)
     atomic_write_text(out / "config.yaml", dump_config(config))
     atomic_write_text(out / "splits.json", to_json(data.split_file()))
@@ -160,16 +162,27 @@ def aggregate(config: RunConfig, per_seed: dict[int, dict[str, Any]]) -> dict[st
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean, SD (n-1), the paper's 95% interval and the values, NaNs left out."""
+    """Mean, SD (n-1), the paper's 95% interval, the 95% CI of the mean and the values.
+
+    NaNs are left out. ``ci95`` is mean +- t x SD as in the paper's tables; ``ci95_mean``
+    is the usual confidence interval of the mean, mean +- t x SD / sqrt(n).
+    """
     from scipy.stats import t
 
     finite = [float(v) for v in values if v is not None and not math.isnan(v)]
-    if not finite:
-        return {"mean": math.nan, "sd": math.nan, "ci95": [math.nan, math.nan], "values": values}
-    mean = float(np.mean(finite))
-    sd = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-    half = float(t.ppf(0.975, len(finite) - 1)) * sd if len(finite) > 1 else math.nan
-    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "values": values}
+    n = len(finite)
+    mean = float(np.mean(finite)) if finite else math.nan
+    sd = float(np.std(finite, ddof=1)) if n > 1 else math.nan
+    half = float(t.ppf(0.975, n - 1)) * sd if n > 1 else math.nan
+    return {
+        "mean": mean,
+        "sd": sd,
+        "ci95": [mean - half, mean + half],
+        "ci95_mean": [mean - half / math.sqrt(n), mean + half / math.sqrt(n)]
+        if n
+        else [math.nan] * 2,
+        "values": values,
+    }
 
 
 def environment() -> dict[str, Any]:

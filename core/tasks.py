@@ -63,8 +63,11 @@ class Constraint(nn.Module):
     def forward(self, probabilities: Mapping[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def violations(self, probabilities: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """Share of samples breaking the constraint, per relation; reported as a metric."""
+    def violations(
+        self, probabilities: Mapping[str, torch.Tensor], threshold: float
+    ) -> dict[str, float]:
+        """Share of samples whose predictions at ``threshold`` break the constraint, per
+        relation; reported beside the metrics."""
         return {}
 
 

@@ -86,19 +86,45 @@ def load_local_weights(model: nn.Module, path: Path, in_chans: int) -> None:
     Classifier weights are dropped; a 3-channel first convolution is adapted to
     ``in_chans`` the way timm adapts its own pretrained weights.
     """
+    from timm.models import adapt_input_conv
+
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     own = model.state_dict()
     for key, value in list(state.items()):
-        if key in own and value.ndim == 4 and value.shape[1] != own[key].shape[1]:
-            from timm.models import adapt_input_conv
-
+        if key in own and _is_input_conv(value, own[key], in_chans):
             state[key] = adapt_input_conv(in_chans, value)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UsageError(
-            f"{path} does not fit the backbone: missing {missing[:6]}, unexpected {unexpected[:6]}"
-        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(own.keys() & state.keys())
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or reshaped:
+        parts = [
+            f"{title}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for title, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape", reshaped),
+            )
+            if items
+        ]
+        raise UsageError(f"{path} does not fit the backbone ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+def _is_input_conv(saved: torch.Tensor, own: torch.Tensor, in_chans: int) -> bool:
+    """The first convolution, saved for another channel count (e.g. RGB for grayscale)."""
+    return (
+        saved.ndim == 4
+        and own.ndim == 4
+        and own.shape[1] == in_chans
+        and saved.shape[1] != in_chans
+        and saved.shape[0] == own.shape[0]
+        and saved.shape[2:] == own.shape[2:]
+    )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -55,13 +55,15 @@ class HierarchicalHinge(Constraint):
             total = total + torch.clamp(gap, min=0).mean()
         return self.weight * total
 
-    def violations(self, probabilities: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        """Paper's inconsistency error: child predicted positive while parent negative (0.5)."""
+    def violations(
+        self, probabilities: Mapping[str, torch.Tensor], threshold: float
+    ) -> dict[str, float]:
+        """The paper's inconsistency error: child predicted positive, parent negative."""
         out = {}
         for parent, child in self.pairs:
             if len(probabilities[parent]) == 0:
                 continue
-            broken = (probabilities[child] > 0.5) & (probabilities[parent] <= 0.5)
+            broken = (probabilities[child] > threshold) & (probabilities[parent] <= threshold)
             out[f"{child}_without_{parent}"] = float(broken.float().mean())
         return out
 

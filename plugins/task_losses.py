@@ -27,6 +27,9 @@ def bce_loss(options: BCEOptions):
     return loss
 
 
+bce_loss.head_kinds = ("binary",)
+
+
 class CrossEntropyOptions(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
@@ -40,6 +43,9 @@ def cross_entropy_loss(options: CrossEntropyOptions):
         )
 
     return loss
+
+
+cross_entropy_loss.head_kinds = ("multiclass",)
 
 
 @hookimpl

@@ -106,3 +106,12 @@ def test_failed_download_is_a_clear_error(monkeypatch):
 def test_resnet50_preset_has_no_model_option():
     with pytest.raises(ValueError, match="model"):
         BackboneOptions.model_validate({"model": "resnet18"})
+
+
+def test_weights_with_the_same_keys_but_other_shapes_are_an_error(tmp_path):
+    torch.manual_seed(0)
+    wider = timm.create_model("resnet14t", num_classes=0, in_chans=1).state_dict()
+    path = tmp_path / "resnet14t.safetensors"
+    save_file({k: v.contiguous() for k, v in wider.items()}, str(path))
+    with pytest.raises(UsageError, match="does not fit"):
+        timm_backbone(options(pretrained=str(path)))

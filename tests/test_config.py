@@ -424,3 +424,39 @@ def test_output_dir_placeholders_expand(tiny_config):
     out = default_out_dir(load_config(tiny_config))
     assert out.parts[:2] == ("runs", "tiny")
     assert re.fullmatch(r"\d{8}-\d{6}", out.parts[2])
+
+
+# --- checks added after review ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "bm.2", "mean", "2nd", "a b"])
+def test_task_names_must_be_identifiers(tiny_config, name):
+    tiny_config["heads"][0] = {"type": "bm", "name": name}
+    tiny_config["data"]["split"]["stratify"] = ["alnm"]
+    problems = dict(resolve_problems(tiny_config))
+    assert "heads[0].name" in problems
+
+
+def test_a_loss_for_another_kind_of_head_is_refused(tiny_config):
+    tiny_config["heads"][0] = {"type": "bm", "loss": "cross_entropy"}
+    problems = dict(resolve_problems(tiny_config))
+    assert "binary" in problems["heads[0].loss.type"]
+
+
+def test_split_fractions_must_leave_training_patients(tiny_config):
+    tiny_config["data"]["split"] = {"test_fraction": 0.6, "val_fraction": 0.5}
+    with pytest.raises(ConfigError) as info:
+        load_config(tiny_config)
+    assert [p for p, _ in info.value.problems] == ["data.split"]
+
+
+def test_inconsistent_synthetic_options_are_a_config_error(tiny_config):
+    tiny_config["data"]["source"].update(images_min=5, images_max=2)
+    problems = dict(resolve_problems(tiny_config))
+    assert "images_max" in problems["data.source"]
+
+
+def resolve_problems(raw):
+    with pytest.raises(ConfigError) as info:
+        resolve_components(load_config(raw), PluginHost())
+    return info.value.problems

@@ -297,7 +297,7 @@ def test_run_with_two_seeds_writes_each_and_an_aggregate(tmp_path):
         assert cell["n"] == per_seed[0]["sets"]["test"]["tasks"][task]["n"]
         for name in METRICS:
             summary = cell[name]
-            assert set(summary) == {"mean", "sd", "ci95", "values"}
+            assert set(summary) == {"mean", "sd", "ci95", "ci95_mean", "values"}
             values = [p["sets"]["test"]["tasks"][task][name] for p in per_seed]
             assert summary["values"] == values
             finite = [v for v in values if v is not None]
@@ -307,6 +307,9 @@ def test_run_with_two_seeds_writes_each_and_an_aggregate(tmp_path):
                 assert summary["mean"] == pytest.approx(mean)
                 assert summary["sd"] == pytest.approx(sd)
                 assert summary["ci95"] == pytest.approx([mean - half, mean + half])
+                root2 = np.sqrt(2)
+                expected = [mean - half / root2, mean + half / root2]
+                assert summary["ci95_mean"] == pytest.approx(expected)
     with open(out / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:4] == ["seed", "image_id", "patient_id", "split"]
@@ -338,3 +341,58 @@ def test_run_refuses_a_non_empty_directory_before_training(tmp_path):
         mtlkit.run(load_config(tiny_raw()), out_dir=out, console=Console(file=io.StringIO()))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert (out / "keep.txt").read_text() == "mine"
+
+
+# --- checks added after review ----------------------------------------------------------------
+
+
+def test_a_misspelt_label_column_is_a_data_error():
+    raw = tiny_raw()
+    raw["heads"][0] = {"type": "bm", "label": "bm_typo"}
+    engine = Engine(load_config(raw))
+    with pytest.raises(DataError, match="task bm reads column 'bm_typo'"):
+        engine.load_data()
+
+
+class _FirstEpochWins:
+    """A metric that makes epoch 1 the best, so the best and the last epochs differ."""
+
+    name = "first_epoch_wins"
+
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl
+    def mtl_register_metrics(self, registry):
+        def score(y_true, y_prob, threshold):
+            self.calls += 1
+            return 1.0 if self.calls <= 5 else 0.0  # 5 tasks: epoch 1 scores 1, later 0
+
+        registry.register("first_epoch_wins", score)
+
+
+def test_the_best_epoch_weights_are_restored_when_it_is_not_the_last(tmp_path):
+    raw = tiny_raw()
+    raw["training"]["epochs"] = 3
+    raw["evaluation"]["metrics"] = ["auc", "first_epoch_wins"]
+    raw["evaluation"]["select"] = "mean.first_epoch_wins"
+    engine = Engine(load_config(raw), plugins=[_FirstEpochWins()])
+    engine.checkpoint_dir = tmp_path
+    result = engine.fit()
+    assert result.best_epoch == 1
+    from safetensors.torch import load_file
+
+    best, last = (
+        load_file(str(tmp_path / "best.safetensors")),
+        load_file(str(tmp_path / "last.safetensors")),
+    )
+    assert any(not np.array_equal(best[k].numpy(), last[k].numpy()) for k in best)
+    current = engine.model.state_dict()
+    assert all(np.array_equal(current[k].numpy(), best[k].numpy()) for k in best)
+
+
+def test_fit_twice_gives_the_same_model():
+    engine = Engine(load_config(tiny_raw()))
+    first = engine.fit()
+    second = engine.fit()
+    assert [h.train_loss for h in first.history] == [h.train_loss for h in second.history]

@@ -119,16 +119,16 @@ def test_resolve_errors_name_the_yaml_path(registry, spec, path, words):
 def test_builtin_components_record_their_plugin_and_distribution():
     host = PluginHost()
     expected = {
-        ("head", "bm"): "heads",
-        ("head", "alnm_burden"): "heads",
-        ("backbone", "timm"): "timm_backbones",
-        ("metric", "auc"): "metrics",
-        ("constraint", "hierarchical_hinge"): "constraints",
-        ("weighting", "equal"): "weighting",
-        ("data_source", "synthetic"): "synthetic",
-        ("report", "summary"): "reports",
-        ("task_loss", "bce"): "task_losses",
-        ("command", "data synth"): "synthetic",
+        ("head", "bm"): "mtlkit.heads",
+        ("head", "alnm_burden"): "mtlkit.heads",
+        ("backbone", "timm"): "mtlkit.backbones",
+        ("metric", "auc"): "mtlkit.metrics",
+        ("constraint", "hierarchical_hinge"): "mtlkit.constraints",
+        ("weighting", "equal"): "mtlkit.weighting",
+        ("data_source", "synthetic"): "mtlkit.synthetic",
+        ("report", "summary"): "mtlkit.reports",
+        ("task_loss", "bce"): "mtlkit.task_losses",
+        ("command", "data synth"): "mtlkit.synthetic",
     }
     for (kind, name), owner in expected.items():
         assert host.registries[kind].get(name).owner == owner, (kind, name)
@@ -151,7 +151,7 @@ def test_in_process_plugin_is_owner_without_distribution():
     host = PluginHost([ExtraHead("my_plugin")])
     assert host.heads.get("extra_head").owner == "my_plugin"
     assert host.owner_distribution("my_plugin") is None
-    assert host.heads.get("bm").owner == "heads"
+    assert host.heads.get("bm").owner == "mtlkit.heads"
 
 
 def test_duplicate_component_across_plugins_names_both_in_registration_order():
@@ -166,7 +166,7 @@ def test_in_process_plugin_clashing_with_a_builtin_name_is_an_error():
     with pytest.raises(RegistryError) as info:
         PluginHost([ExtraHead("shadow", "bm")])
     message = str(info.value)
-    assert "'heads'" in message and "'shadow'" in message
+    assert "'mtlkit.heads'" in message and "'shadow'" in message
     assert "MTLKIT_DISABLE_PLUGINS=shadow" in message
 
 
@@ -256,7 +256,7 @@ def test_working_third_party_entry_point_is_loaded_with_its_distribution(
 
 
 def test_disabling_a_builtin_plugin_removes_its_components(monkeypatch):
-    monkeypatch.setenv("MTLKIT_DISABLE_PLUGINS", "metrics")
+    monkeypatch.setenv("MTLKIT_DISABLE_PLUGINS", "mtlkit.metrics")
     host = PluginHost()
     assert "auc" not in host.metrics
     assert "bm" in host.heads

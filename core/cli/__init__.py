@@ -56,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _debug_flag() -> argparse.ArgumentParser:
+    # Accepted after the subcommand too (`mtl run cfg.yaml --debug`); main() reads argv.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    return parent
+
+
 def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     """The argument parser with the core commands and every plugin's commands."""
     parser = argparse.ArgumentParser(
@@ -84,7 +93,9 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
                     title=f"{key} commands", metavar="COMMAND"
                 )
             target = groups[key]
-        sub = target.add_parser(leaf, help=command.help, description=command.help)
+        sub = target.add_parser(
+            leaf, help=command.help, description=command.help, parents=[_debug_flag()]
+        )
         command.add_arguments(sub)
         sub.set_defaults(command_run=command.run)
     return parser

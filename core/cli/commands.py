@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
     config = load_config(args.config, args.overrides)
     show = not args.quiet and ctx.err.is_terminal
     with Progress(enabled=show, console=ctx.err) as progress:
-        result = run(config, out_dir=args.out, progress=progress, console=ctx.console)
+        result = run(
+            config, out_dir=args.out, host=ctx.host, progress=progress, console=ctx.console
+        )
     ctx.console.print(f"run directory: {result.out_dir}")
     return 0
 

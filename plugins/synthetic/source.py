@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from rich.table import Table
 
 from mtlkit import UsageError, hookimpl
 from mtlkit.cli import Command, CommandContext
 from mtlkit.config import Strict
 from mtlkit.data import Sample, SampleSet
+from mtlkit.registry import validation_problems
 
 from .phantoms import Phantom, PhantomSettings, generate_phantoms, oracle_aucs, write_phantom_set
 
@@ -19,21 +20,24 @@ ORACLE_TASKS = ("bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4")
 
 
 class SyntheticOptions(Strict):
-    patients: int = Field(300, ge=3, le=1_000_000)
+    patients: int = Field(300, ge=3, le=1_000_000, description="number of patients")
     images_min: int = Field(2, ge=1, le=50, description="images per patient, at least")
     images_max: int = Field(4, ge=1, le=50, description="images per patient, at most")
     image_size: int = Field(128, ge=32, le=1024, description="square side of generated images")
-    malignant_fraction: float = Field(0.5, ge=0, le=1)
+    malignant_fraction: float = Field(0.5, ge=0, le=1, description="share of malignant patients")
     difficulty: float = Field(1.0, gt=0, description="> 1 harder, < 1 easier")
-    alnm_missing_fraction: float = Field(0.1, ge=0, le=1)
+    alnm_missing_fraction: float = Field(
+        0.1, ge=0, le=1, description="share of malignant patients with an unknown node count"
+    )
     seed: int = Field(0, description="generator seed (independent of the training seed)")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SyntheticOptions:
+        self.settings()  # PhantomSettings checks the combinations (images_min <= images_max)
+        return self
+
     def settings(self) -> PhantomSettings:
-        values = self.model_dump(exclude={"seed"})
-        try:
-            return PhantomSettings(**values)
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
+        return PhantomSettings(**self.model_dump(exclude={"seed"}))
 
 
 def to_samples(phantoms: list[Phantom]) -> list[Sample]:
@@ -70,34 +74,26 @@ def synthetic_source(options: SyntheticOptions) -> SampleSet:
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = SyntheticOptions()
     parser.add_argument("--out", required=True, help="new or empty folder for images + manifest")
-    parser.add_argument("--patients", type=int, default=defaults.patients)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
-    parser.add_argument("--images-min", type=int, default=defaults.images_min)
-    parser.add_argument("--images-max", type=int, default=defaults.images_max)
-    parser.add_argument("--difficulty", type=float, default=defaults.difficulty)
-    parser.add_argument("--malignant-fraction", type=float, default=defaults.malignant_fraction)
-    parser.add_argument(
-        "--alnm-missing-fraction", type=float, default=defaults.alnm_missing_fraction
-    )
+    # One flag per option of the `synthetic` data source, so both accept the same values.
+    for name, field in SyntheticOptions.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(field.default),
+            default=field.default,
+            help=f"{field.description or name} (default {field.default})",
+        )
 
 
 def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
+    values = {name: getattr(args, name) for name in SyntheticOptions.model_fields}
     try:
-        settings = PhantomSettings(
-            patients=args.patients,
-            images_min=args.images_min,
-            images_max=args.images_max,
-            image_size=args.image_size,
-            malignant_fraction=args.malignant_fraction,
-            difficulty=args.difficulty,
-            alnm_missing_fraction=args.alnm_missing_fraction,
-        )
-    except ValueError as exc:
-        raise UsageError(f"invalid phantom settings: {exc}") from None
-    phantoms = generate_phantoms(settings, seed=args.seed)
+        options = SyntheticOptions.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{p.replace('_', '-')}: {m}" for p, m in validation_problems(exc))
+        raise UsageError(f"invalid phantom settings: {problems}") from None
+    settings = options.settings()
+    phantoms = generate_phantoms(settings, seed=options.seed)
     try:
         manifest = write_phantom_set(phantoms, Path(args.out))
     except FileExistsError as exc:

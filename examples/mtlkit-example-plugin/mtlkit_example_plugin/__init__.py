@@ -32,6 +32,9 @@ def brier(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
     return float(np.mean(np.sum((y_prob - onehot) ** 2, axis=1)))
 
 
+brier.higher_is_better = False  # so `select: mean.brier` picks the lowest
+
+
 class UncertaintyOptions(Strict):
     init_log_variance: float = Field(0.0, description="starting log variance of every task")
 
