@@ -30,6 +30,7 @@ test-slow: setup  ## long and real-data tests
 
 lint: setup
 	$(BIN)/ruff check core plugins tests benchmarks examples
+	$(BIN)/ruff format --check core plugins tests benchmarks examples
 
 bench: setup  ## engine vs plain PyTorch training throughput
 	$(BIN)/python benchmarks/train_overhead.py

@@ -3,8 +3,9 @@
 Both train the same timm model with the same five heads, masked BCE losses, hierarchical
 hinge chain, Adam, batch size, image size and thread count. The plain loop reads
 pre-normalised in-memory tensors; the engine reads its in-memory RoI cache through its own
-data loader (augmentation off, so both do the same arithmetic). Epochs alternate between
-the two to share the machine's noise; the first epoch of each is a warm-up.
+data loader (augmentation off, so both do the same arithmetic). Rounds of a few epochs
+alternate between the two to share the machine's noise; the first epoch of each round is a
+warm-up and is not counted.
 
     python benchmarks/train_overhead.py [--epochs 4] [--rounds 2] [--patients 120]
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from mtlkit import Engine, load_config
 from mtlkit.losses import masked_task_loss
+from mtlkit.preprocess import normalize_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,13 +106,15 @@ def main() -> None:
     parser.add_argument("--model", default="resnet10t")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch of a round is a warm-up)")
     torch.set_num_threads(args.threads)
 
     config = engine_config(args)
     probe = Engine(config)
     data = probe.data
     train = torch.from_numpy(data.indices("train"))
-    images = (data.cache[train].float() / 255.0 - 0.5) / 0.25
+    images = normalize_batch(data.cache[train])
     targets = data.targets[train]
     tasks = data.task_names
     pairs = [tuple(p) for c in config.constraints for p in c["pairs"]]

@@ -47,7 +47,9 @@ def mtl_register_heads(registry: Registry) -> None:
 def mtl_register_task_losses(registry: Registry) -> None:
     """Register per-task losses: factories returning ``fn(logits, targets) -> per-sample loss``.
 
-    The core masks samples without a label and averages over the labelled ones.
+    The core masks samples without a label and averages over the labelled ones. A factory
+    may set ``head_kinds = ("binary",)`` (or ``"multiclass"``) so that configuring it on
+    another kind of head is a config error.
     """
 
 
@@ -67,7 +69,11 @@ def mtl_register_task_weightings(registry: Registry) -> None:
 
 @hookspec
 def mtl_register_metrics(registry: Registry) -> None:
-    """Register metrics: ``fn(y_true, y_prob, threshold) -> float`` over a whole split."""
+    """Register metrics: ``fn(y_true, y_prob, threshold) -> float`` over a whole split.
+
+    Set ``fn.higher_is_better = False`` on a metric where lower is better, so that selecting
+    the best epoch on it picks the lowest value.
+    """
 
 
 @hookspec

@@ -280,3 +280,25 @@ def test_other_image_sizes_work() -> None:
             assert p.pixels.shape == (size, size) and p.mask.any()
             x0, y0, x1, y1 = p.box
             assert 0 < x0 and 0 < y0 and x1 < size and y1 < size
+
+
+def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    from mtlkit.plugins.synthetic import phantoms as module
+
+    images = generate_phantoms(PhantomSettings(patients=3, image_size=32), seed=0)
+    calls = {"n": 0}
+    real_save = module._save_png
+
+    def failing_save(pixels, path):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        real_save(pixels, path)
+
+    monkeypatch.setattr(module, "_save_png", failing_save)
+    out = tmp_path / "set"
+    with pytest.raises(OSError, match="disk full"):
+        write_phantom_set(images, out)
+    assert list(tmp_path.iterdir()) == []  # no out dir, no staging folder
+    monkeypatch.setattr(module, "_save_png", real_save)
+    assert write_phantom_set(images, out).is_file()  # and a retry works

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -670,8 +671,9 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def write_phantom_set(phantoms: list[Phantom], out_dir: Path) -> Path:
     """Write images/, masks/ (0/255 PNGs) and manifest.csv into out_dir; return the manifest path.
 
-    Refuses (FileExistsError) an out_dir that exists and is not empty. The manifest is
-    written last, atomically, so it never lists files that are not on disk.
+    Refuses (FileExistsError) an out_dir that exists and is not empty. Everything is written
+    into a staging folder beside out_dir that is renamed into place at the end, so an
+    interrupted run leaves neither a half-filled out_dir nor a manifest listing missing files.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -679,25 +681,26 @@ def write_phantom_set(phantoms: list[Phantom], out_dir: Path) -> Path:
             f"refusing to write phantoms into {out_dir}: it exists and is not an empty "
             "directory; choose a new or empty output directory"
         )
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "masks").mkdir(exist_ok=True)
-    for p in phantoms:
-        _save_png(p.pixels, out_dir / "images" / f"{p.image_id}.png")
-        _save_png(p.mask.astype(np.uint8) * 255, out_dir / "masks" / f"{p.image_id}.png")
-    manifest = out_dir / "manifest.csv"
-    # A plain exclusive create (not mkstemp) keeps the manifest's usual permissions.
-    partial = out_dir / f".manifest.csv.{os.getpid()}.partial"
-    handle = partial.open("x", newline="", encoding="utf-8")  # fails before we own it
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.partial"
+    staging.mkdir()  # fails if another writer owns it
     try:
-        with handle:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+        for p in phantoms:
+            _save_png(p.pixels, staging / "images" / f"{p.image_id}.png")
+            _save_png(p.mask.astype(np.uint8) * 255, staging / "masks" / f"{p.image_id}.png")
+        with (staging / "manifest.csv").open("x", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(MANIFEST_COLUMNS)
             writer.writerows(_manifest_row(p) for p in phantoms)
-        os.replace(partial, manifest)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above; rmdir refuses if someone filled it since
+        os.replace(staging, out_dir)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    return manifest
+    return out_dir / "manifest.csv"
 
 
 def _task_label(p: Phantom, task: str) -> int | None:
