@@ -238,6 +238,7 @@ BUILTIN_OWNERS = {
     "mtlkit.task_losses": ["bce", "cross_entropy"],
     "mtlkit.metrics": ["acc", "se", "sp", "precision", "f1", "auc"],
     "mtlkit.synthetic": ["synthetic", "data synth"],
+    "mtlkit.manifest": ["manifest"],
     "mtlkit.reports": ["summary", "markdown"],
 }
 
