@@ -32,3 +32,27 @@ def test_paper_config_is_the_papers_recipe():
     hinge = config.constraints[0]
     assert (hinge["margin"], hinge["weight"]) == (0.1, 0.05)
     assert len(config.seeds) == 5
+
+
+@pytest.mark.slow
+def test_paper_recipe_trains_end_to_end_on_a_cpu(tmp_path):
+    """configs/paper.yaml as shipped (ResNet50, step schedule, AMP flag, workers), shrunk."""
+    import json
+
+    from mtlkit import run
+
+    overrides = [
+        "seed=[0, 1]",
+        "training.epochs=2",
+        "training.num_workers=2",
+        "data.source.patients=20",
+        "data.source.image_size=64",
+        "data.image_size=64",
+        "training.batch_size=8",
+    ]
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper.yaml"
+    result = run(load_config(paper, overrides), out_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1]
+    assert set(metrics["sets"]["test"]["tasks"]) == set(result.task_names)
+    assert (tmp_path / "run" / "seed_1" / "checkpoints" / "best.safetensors").is_file()
