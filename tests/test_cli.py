@@ -239,6 +239,7 @@ BUILTIN_OWNERS = {
     "mtlkit.metrics": ["acc", "se", "sp", "precision", "f1", "auc"],
     "mtlkit.synthetic": ["synthetic", "data synth"],
     "mtlkit.manifest": ["manifest"],
+    "mtlkit.busi": ["busi"],
     "mtlkit.reports": ["summary", "markdown"],
 }
 
