@@ -43,6 +43,9 @@ class SplitConfig(Strict):
         default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
     )
     seed: int = Field(0, description="split seed; fixed across repeated runs by default")
+    file: str | None = Field(
+        None, description="reuse this splits.json of an earlier run instead of drawing a split"
+    )
 
     @model_validator(mode="after")
     def _room_for_training(self) -> SplitConfig:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,15 +65,18 @@ def prepare_data(
     targets = build_targets(samples, heads)
     check_every_task_has_labels(targets, heads)
     names = [h.name for h in heads]
-    columns = [names.index(t) for t in data.split.stratify]
-    strata = [strata_key(targets[i, columns].tolist()) for i in range(len(samples))]
-    splits = patient_split(
-        [s.patient_id for s in samples],
-        strata,
-        test_fraction=data.split.test_fraction,
-        val_fraction=data.split.val_fraction,
-        seed=data.split.seed,
-    )
+    if data.split.file:
+        splits = read_split_file(Path(data.split.file), samples)
+    else:
+        columns = [names.index(t) for t in data.split.stratify]
+        strata = [strata_key(targets[i, columns].tolist()) for i in range(len(samples))]
+        splits = patient_split(
+            [s.patient_id for s in samples],
+            strata,
+            test_fraction=data.split.test_fraction,
+            val_fraction=data.split.val_fraction,
+            seed=data.split.seed,
+        )
     if "train" not in splits:
         raise DataError("the split left no patient for training; lower the test/val fractions")
     references = {
@@ -80,6 +85,36 @@ def prepare_data(
     }
     cache = build_cache(samples, data.roi, data.image_size)
     return PreparedData(samples, names, targets, splits, cache, references)
+
+
+def read_split_file(path: Path, samples: Sequence[Sample]) -> list[str]:
+    """The split of every sample as an earlier run's splits.json recorded it.
+
+    Every image must be listed exactly once, and no patient may be in two splits.
+    """
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        assigned = {image: split for split in SPLITS for image in content[split]["images"]}
+    except FileNotFoundError:
+        raise DataError(f"split file not found: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a splits.json written by mtlkit ({exc})") from None
+    ids = [s.image_id for s in samples]
+    problems = [f"image {i} is not in the split file" for i in ids if i not in assigned]
+    problems += [
+        f"image {i} is in the split file but not in the data"
+        for i in sorted(set(assigned) - set(ids))
+    ]
+    where: dict[str, set[str]] = {}
+    for sample in samples:
+        if sample.image_id in assigned:
+            where.setdefault(sample.patient_id, set()).add(assigned[sample.image_id])
+    problems += [
+        f"patient {p} is in {', '.join(sorted(s))}" for p, s in where.items() if len(s) > 1
+    ]
+    if problems:
+        raise DataError(_listing(f"{path} does not fit this data:", problems))
+    return [assigned[i] for i in ids]
 
 
 def build_targets(samples: Sequence[Sample], heads: Sequence[TaskHead]) -> torch.Tensor:

@@ -128,3 +128,48 @@ def test_too_few_patients_is_a_data_error():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         patient_split(["a", "b", "c"], [(0.0,)] * 2, test_fraction=0.3, val_fraction=0.1, seed=0)
+
+
+# --- reusing an earlier run's splits.json ----------------------------------------------------
+
+
+def _split_file_engine(tmp_path, **split):
+    import json
+
+    from conftest import tiny_raw
+
+    from mtlkit import Engine, load_config
+
+    raw = tiny_raw()
+    raw["data"]["split"].update(split)
+    engine = Engine(load_config(raw))
+    return engine, json
+
+
+def test_a_saved_split_file_is_reused_exactly(tmp_path):
+    first, json = _split_file_engine(tmp_path)
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps(first.data.split_file()))
+    again, _ = _split_file_engine(tmp_path, seed=123, file=str(path))
+    assert again.data.splits == first.data.splits
+    redrawn, _ = _split_file_engine(tmp_path, seed=123)
+    assert redrawn.data.splits != first.data.splits  # the file, not the seed, decided
+
+
+def test_a_split_file_that_does_not_fit_is_a_data_error(tmp_path):
+    from mtlkit import DataError
+
+    first, json = _split_file_engine(tmp_path)
+    content = first.data.split_file()
+    dropped = content["train"]["images"].pop()
+    moved = content["test"]["images"][0]  # its patient's other images stay in test
+    content["train"]["images"].append(moved)
+    content["test"]["images"].remove(moved)
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps(content))
+    engine, _ = _split_file_engine(tmp_path, file=str(path))
+    with pytest.raises(DataError) as info:
+        engine.load_data()
+    message = str(info.value)
+    assert f"image {dropped} is not in the split file" in message
+    assert "is in test, train" in message
