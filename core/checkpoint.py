@@ -48,20 +48,27 @@ def load_weights(model: Any, path: Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file: {exc}") from None
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    reshaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own.keys() & state.keys()
-        if own[k].shape != state[k].shape
-    ]
-    if missing or extra or reshaped:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", extra), ("shape", reshaped)):
-            if items:
-                parts.append(
-                    f"{title}: {', '.join(items[:8])}" + (" ..." if len(items) > 8 else "")
-                )
-        raise UsageError(f"{path} does not fit this model ({'; '.join(parts)})")
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise UsageError(f"{path} does not fit this model ({mismatch})")
     model.load_state_dict(state)
+
+
+def state_dict_mismatch(own: dict[str, Any], saved: dict[str, Any]) -> str | None:
+    """Why ``saved`` cannot be loaded into a model whose state dict is ``own``, or None.
+
+    Names the missing, unexpected and reshaped tensors (a few of each).
+    """
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(own.keys() & saved.keys())
+        if own[k].shape != saved[k].shape
+    ]
+    parts = [
+        f"{title}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped))
+        if items
+    ]
+    return "; ".join(parts) or None

@@ -7,6 +7,17 @@ and any other :class:`MtlError` into a short message and exit code 1.
 
 from __future__ import annotations
 
+MAX_LISTED = 50
+"""Problems listed in one error message; a count says how many more there were."""
+
+
+def list_problems(title: str, problems: list[str]) -> str:
+    """An error message: ``title`` and one indented line per problem (at most MAX_LISTED)."""
+    lines = [title, *(f"  {p}" for p in problems[:MAX_LISTED])]
+    if len(problems) > MAX_LISTED:
+        lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
+    return "\n".join(lines)
+
 
 class MtlError(Exception):
     """Base class of every error mtlkit raises on purpose."""

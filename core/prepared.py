@@ -15,13 +15,11 @@ from torchvision.transforms import v2
 
 from .config import DataConfig
 from .data import Sample, SampleSet
-from .errors import DataError
+from .errors import DataError, list_problems
 from .labels import as_number
 from .preprocess import build_cache
 from .splits import SPLITS, patient_split, strata_key
 from .tasks import TaskHead
-
-MAX_LISTED = 50  # rows listed in one error message; the count says how many more there were
 
 
 @dataclass
@@ -113,7 +111,7 @@ def read_split_file(path: Path, samples: Sequence[Sample]) -> list[str]:
         f"patient {p} is in {', '.join(sorted(s))}" for p, s in where.items() if len(s) > 1
     ]
     if problems:
-        raise DataError(_listing(f"{path} does not fit this data:", problems))
+        raise DataError(list_problems(f"{path} does not fit this data:", problems))
     return [assigned[i] for i in ids]
 
 
@@ -128,7 +126,7 @@ def build_targets(samples: Sequence[Sample], heads: Sequence[TaskHead]) -> torch
             except ValueError as exc:
                 problems.append(f"image {sample.image_id} (row {row + 1}), task {head.name}: {exc}")
     if problems:
-        raise DataError(_listing(f"{len(problems)} label value(s) cannot be used:", problems))
+        raise DataError(list_problems(f"{len(problems)} label value(s) cannot be used:", problems))
     return targets
 
 
@@ -146,7 +144,7 @@ def check_label_columns(sample_set: SampleSet, heads: Sequence[TaskHead]) -> Non
     if problems:
         available = ", ".join(sorted(columns)) or "(none)"
         raise DataError(
-            _listing("the data has no such column:", problems) + f"\ncolumns: {available}"
+            list_problems("the data has no such column:", problems) + f"\ncolumns: {available}"
         )
 
 
@@ -170,14 +168,7 @@ def check_unique_ids(samples: Sequence[Sample]) -> None:
         else:
             seen[sample.image_id] = row
     if problems:
-        raise DataError(_listing("duplicate image ids:", problems))
-
-
-def _listing(title: str, problems: list[str]) -> str:
-    lines = [title, *(f"  {p}" for p in problems[:MAX_LISTED])]
-    if len(problems) > MAX_LISTED:
-        lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
-    return "\n".join(lines)
+        raise DataError(list_problems("duplicate image ids:", problems))
 
 
 def _reference(sample: Sample, column: str) -> float:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from mtlkit import UsageError, hookimpl
+from mtlkit.checkpoint import state_dict_mismatch
 from mtlkit.config import Strict
 
 # Keys of a classifier layer in common checkpoints; a feature extractor does not want them.
@@ -94,24 +95,9 @@ def load_local_weights(model: nn.Module, path: Path, in_chans: int) -> None:
     for key, value in list(state.items()):
         if key in own and _is_input_conv(value, own[key], in_chans):
             state[key] = adapt_input_conv(in_chans, value)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    reshaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in sorted(own.keys() & state.keys())
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or reshaped:
-        parts = [
-            f"{title}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-            for title, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape", reshaped),
-            )
-            if items
-        ]
-        raise UsageError(f"{path} does not fit the backbone ({'; '.join(parts)})")
+    mismatch = state_dict_mismatch(own, state)
+    if mismatch:
+        raise UsageError(f"{path} does not fit the backbone ({mismatch})")
     model.load_state_dict(state)
 
 

@@ -18,10 +18,10 @@ from pydantic import Field
 from mtlkit import DataError, hookimpl
 from mtlkit.config import Strict
 from mtlkit.data import Sample, SampleSet
+from mtlkit.errors import list_problems
 from mtlkit.labels import as_number
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
-MAX_LISTED = 50
 
 
 class ManifestOptions(Strict):
@@ -94,10 +94,7 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
             )
         )
     if problems:
-        listed = [f"  {p}" for p in problems[:MAX_LISTED]]
-        if len(problems) > MAX_LISTED:
-            listed.append(f"  ... and {len(problems) - MAX_LISTED} more")
-        raise DataError("\n".join([f"{path}: {len(problems)} bad row(s):", *listed]))
+        raise DataError(list_problems(f"{path}: {len(problems)} bad row(s):", problems))
     labels = [c for c in columns if c not in reserved]
     return SampleSet(samples, description=f"manifest {path}", columns=labels)
 
