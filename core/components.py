@@ -77,6 +77,9 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
 
     backbone = attempt(lambda: host.backbones.resolve(config.backbone, "backbone"))
     source = attempt(lambda: host.data_sources.resolve(config.data.source, "data.source"))
+    for index, external in enumerate(config.evaluation.external):
+        path = f"evaluation.external[{index}].source"
+        attempt(lambda e=external, p=path: host.data_sources.resolve(e.source, p))
 
     heads: list[TaskHead] = []
     losses: dict[str, TaskLossFn] = {}

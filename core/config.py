@@ -46,12 +46,28 @@ class SplitConfig(Strict):
     file: str | None = Field(
         None, description="reuse this splits.json of an earlier run instead of drawing a split"
     )
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="k-fold cross-validation: each fold of patients is the test set once "
+        "(test_fraction is then 1/folds); null: one train/val/test split",
+    )
 
     @model_validator(mode="after")
     def _room_for_training(self) -> SplitConfig:
-        if self.test_fraction + self.val_fraction >= 1:
-            raise ValueError("test_fraction + val_fraction must leave patients for training (< 1)")
+        if self.folds is not None and "test_fraction" in self.model_fields_set:
+            raise ValueError("with folds the test share is 1/folds; drop test_fraction")
+        if self.test_share + self.val_fraction >= 1:
+            raise ValueError(
+                "the test share (test_fraction or 1/folds) + val_fraction must leave patients "
+                "for training (< 1)"
+            )
         return self
+
+    @property
+    def test_share(self) -> float:
+        return 1 / self.folds if self.folds else self.test_fraction
 
     @field_validator("stratify", mode="before")
     @classmethod
@@ -66,13 +82,62 @@ class RoiConfig(Strict):
     margin: float = Field(0.2, ge=0, le=3, description="context added on each side, x box size")
 
 
+class DuplicatesConfig(Strict):
+    """Near-duplicate images (the same lesion or frame twice) found by perceptual hashing;
+    the defaults were chosen on BUSI (see docs/results.md)."""
+
+    detect: bool = Field(True, description="group near-duplicates so they share one split")
+    method: str = Field("dhash", description="imagehash function(s): phash, dhash, ... or a+b")
+    hash_size: int = Field(16, ge=2, le=64, description="hash side: hash_size^2 bits per part")
+    max_distance: int = Field(
+        60, ge=0, description="largest Hamming distance that counts as a near-duplicate"
+    )
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> DuplicatesConfig:
+        self.settings()  # raises ValueError naming the field
+        return self
+
+    def settings(self):
+        """The :class:`mtlkit.duplicates.DuplicateSettings` these options describe."""
+        from .duplicates import DuplicateSettings
+
+        return DuplicateSettings(self.method, self.hash_size, self.max_distance)
+
+
 class DataConfig(Strict):
     source: Component
     split: SplitConfig = Field(default_factory=SplitConfig)
     roi: RoiConfig = Field(default_factory=RoiConfig)
     image_size: int = Field(256, ge=16, le=2048, description="square input side in pixels")
+    duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
+    exclude: list[str] = Field(
+        default_factory=list, description="image ids to leave out (each must exist)"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="folder for decoded RoIs, keyed by file content and preprocessing "
+        "settings, reused by later runs; null: keep them in memory only",
+    )
 
     _as_component = field_validator("source", mode="before")(_component)
+
+
+class ExternalSetConfig(Strict):
+    """An extra test set, e.g. another hospital's images, evaluated after training."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", description="name in the results")
+    source: Component
+    roi: RoiConfig | None = Field(None, description="default: the training data's roi")
+
+    _as_component = field_validator("source", mode="before")(_component)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_split(cls, value: str) -> str:
+        if value in ("train", "val", "test"):
+            raise ValueError("train, val and test name the splits of the training data")
+        return value
 
 
 class AugmentationConfig(Strict):
@@ -139,6 +204,18 @@ class EvaluationConfig(Strict):
         description="task -> data column with a reference probability (e.g. an oracle or a "
         "radiologist's score); its AUC is reported beside the model's",
     )
+    external: list[ExternalSetConfig] = Field(
+        default_factory=list, description="extra test sets evaluated with the trained model"
+    )
+
+    @field_validator("external")
+    @classmethod
+    def _distinct_names(cls, value: list[ExternalSetConfig]) -> list[ExternalSetConfig]:
+        names = [s.name for s in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"external set names repeat: {', '.join(repeated)}")
+        return value
 
     @field_validator("select")
     @classmethod

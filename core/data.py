@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,9 @@ class Sample:
     ``labels`` maps column names to raw values (None or NaN = unknown); heads turn them
     into targets. ``image`` returns a 2-D uint8 grayscale array; ``mask`` returns a 2-D
     boolean array or is None. ``box`` is ``(x0, y0, x1, y1)`` in pixels, end exclusive.
+    ``files`` are the files the sample is read from (image, mask, annotation), when there
+    are any: they fingerprint the data and key the on-disk RoI cache. ``origin`` says where
+    the sample was listed (``"manifest.csv row 12"``), for messages.
     """
 
     image_id: str
@@ -26,6 +30,12 @@ class Sample:
     image: ImageLoader
     mask: ImageLoader | None = None
     box: tuple[int, int, int, int] | None = None
+    files: tuple[Path, ...] = ()
+    origin: str = ""
+
+    def where(self) -> str:
+        """The sample as messages name it: its image id, and its origin when known."""
+        return f"image {self.image_id}" + (f" ({self.origin})" if self.origin else "")
 
 
 @dataclass

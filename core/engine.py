@@ -20,14 +20,15 @@ from torch.utils.data import DataLoader
 
 from .checkpoint import load_weights, save_weights
 from .components import Components, call_component, resolve_components
-from .config import RunConfig, load_config
+from .config import ExternalSetConfig, RunConfig, load_config
 from .data import SampleSet
 from .errors import DataError, TrainingError, UsageError
 from .evaluation import constraint_violations, selection_score, task_metrics
+from .inspection import prepare_data, prepare_external, roi_for
 from .losses import masked_task_loss
 from .model import MultiTaskModel
 from .pluginhost import PluginHost
-from .prepared import PreparedData, RoiDataset, prepare_data
+from .prepared import PreparedData, RoiDataset
 from .preprocess import normalize_batch, train_transform
 from .progress import Progress
 from .results import EpochLog, EvalResult, FitResult, Predictions
@@ -83,19 +84,44 @@ class Engine:
         return self._data
 
     def load_data(self) -> PreparedData:
-        """Read the configured data source and prepare it for training."""
-        comps = self.components
-        with self.progress.status("loading data"):
-            entry, options = comps.source_entry, comps.source_options
-            sample_set = call_component(entry, options, "data.source")
-            if not isinstance(sample_set, SampleSet):
-                raise DataError(
-                    f"data source {entry.name!r} returned {type(sample_set).__name__}, "
-                    "not a SampleSet"
-                )
-            return prepare_data(
-                sample_set, comps.heads, self.config.data, self.config.evaluation.reference_columns
+        """Read the configured data source, check it and prepare it for training."""
+        sample_set = self._read_source(
+            self.components.source_entry, self.components.source_options, "data.source"
+        )
+        return prepare_data(
+            sample_set,
+            self.components.heads,
+            self.config.data,
+            self.config.evaluation.reference_columns,
+            progress=self._image_progress,
+        )
+
+    def load_external(self, external: ExternalSetConfig, where: str = "") -> PreparedData:
+        """An extra test set (``evaluation.external``), read and checked with this run's
+        preprocessing; every image is in one split named after the set."""
+        where = where or f"external set {external.name}"
+        entry, options = self.host.data_sources.resolve(external.source, f"{where}.source")
+        sample_set = self._read_source(entry, options, f"{where}.source")
+        return prepare_external(
+            sample_set,
+            self.components.heads,
+            roi_for(self.config.data, external.roi),
+            external.name,
+            progress=self._image_progress,
+        )
+
+    def _read_source(self, entry, options, where: str) -> SampleSet:
+        with self.progress.status(f"listing images ({where})"):
+            sample_set = call_component(entry, options, where)
+        if not isinstance(sample_set, SampleSet):
+            raise DataError(
+                f"data source {entry.name!r} returned {type(sample_set).__name__}, not a SampleSet"
             )
+        return sample_set
+
+    def _image_progress(self, total: int):
+        task = self.progress.task("reading images", total=total)
+        return lambda: self.progress.advance(task)
 
     def build_model(self) -> MultiTaskModel:
         """A freshly initialised model for this engine's seed, on its device."""
@@ -288,9 +314,17 @@ class Engine:
             raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
         return self._evaluate_split(split)
 
+    def evaluate_external(self, data: PreparedData) -> EvalResult:
+        """Metrics of the current model on an external set from :meth:`load_external`."""
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        name = data.splits[0] if data.splits else "external"
+        return self._evaluate(data, np.arange(len(data.samples)), name)
+
     def _evaluate_split(self, split: str) -> EvalResult:
-        data = self.data
-        indices = data.indices(split)
+        return self._evaluate(self.data, self.data.indices(split), split)
+
+    def _evaluate(self, data: PreparedData, indices: np.ndarray, split: str) -> EvalResult:
         probabilities = self._infer(data.cache[torch.from_numpy(indices)])
         targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(self.heads)}
         cfg = self.config.evaluation

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from PIL import Image
@@ -25,49 +23,35 @@ def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig) -> tuple[int, int
         return 0, 0, width, height
     if roi.mode == "mask":
         if sample.mask is None:
-            raise DataError(f"image {sample.image_id}: roi.mode is 'mask' but it has no mask")
-        ys, xs = np.nonzero(sample.mask())
+            raise DataError("roi.mode is 'mask' but it has no mask")
+        mask = sample.mask()
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"its mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}"
+            )
+        ys, xs = np.nonzero(mask)
         if len(xs) == 0:
-            raise DataError(f"image {sample.image_id}: its mask is empty")
+            raise DataError("its mask is empty")
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     else:
         if sample.box is None:
-            raise DataError(f"image {sample.image_id}: roi.mode is 'box' but it has no box")
+            raise DataError("roi.mode is 'box' but it has no box")
         box = sample.box
+        if box[2] > width or box[3] > height:
+            raise DataError(f"box {box} extends outside the {width}x{height} image")
     x0, y0, x1, y1 = box
     mx, my = roi.margin * (x1 - x0), roi.margin * (y1 - y0)
     x0, y0 = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
     x1, y1 = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
-    if x1 <= x0 or y1 <= y0:
-        raise DataError(
-            f"image {sample.image_id}: box {box} lies outside the {width}x{height} image"
-        )
     return x0, y0, x1, y1
 
 
-def load_roi(sample: Sample, roi: RoiConfig, size: int) -> np.ndarray:
-    """The sample's RoI as a ``size`` x ``size`` uint8 array (the paper resizes RoIs to squares)."""
-    image = sample.image()
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise DataError(
-            f"image {sample.image_id}: expected 2-D uint8 grayscale, got "
-            f"{image.dtype} {image.shape}"
-        )
-    x0, y0, x1, y1 = roi_box(sample, image, roi)
-    crop = Image.fromarray(image[y0:y1, x0:x1])
+def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The box cut from the image, resized to a ``size`` x ``size`` uint8 square (the paper
+    resizes RoIs to squares)."""
+    x0, y0, x1, y1 = box
+    crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
-
-
-def build_cache(samples: Sequence[Sample], roi: RoiConfig, size: int) -> torch.Tensor:
-    """Decode and crop every sample once: a uint8 tensor of shape (N, 1, size, size).
-
-    Later epochs read this instead of decoding images again; augmentation still draws
-    new random crops every epoch.
-    """
-    cache = torch.empty((len(samples), 1, size, size), dtype=torch.uint8)
-    for index, sample in enumerate(samples):
-        cache[index, 0] = torch.tensor(load_roi(sample, roi, size))
-    return cache
 
 
 def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:

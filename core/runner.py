@@ -18,6 +18,8 @@ from rich.console import Console
 
 from .config import RunConfig, dump_config
 from .engine import Engine
+from .errors import DataError, list_problems
+from .inspection import shared_images
 from .outputs import (
     METRICS_SCHEMA,
     atomic_write_text,
@@ -27,6 +29,7 @@ from .outputs import (
     to_json,
 )
 from .pluginhost import PluginHost
+from .prepared import PreparedData
 from .progress import Progress
 from .results import EvalResult, FitResult, RunResult
 
@@ -52,6 +55,7 @@ def run(
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
+    externals = load_externals(first, data)
     first.build_model()  # and backbone/weights errors too
     prepare_run_dir(out)
     atomic_write_text(out / "config.yaml", dump_config(config))
@@ -59,32 +63,43 @@ def run(
     atomic_write_text(out / "environment.json", to_json(environment()))
 
     seeds = config.seeds
-    per_seed: dict[int, dict[str, Any]] = {}
+    runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
+    per_run: dict[str, dict[str, Any]] = {}
     all_predictions = []
-    for seed in seeds:
-        seed_dir = out if len(seeds) == 1 else out / f"seed_{seed}"
+    for fold, seed in runs:
+        label = run_label(fold, seed, data.n_folds, seeds)
+        run_dir = out / label if label else out
         engine = (
             first
-            if seed == seeds[0]
-            else Engine(config, host=host, seed=seed, progress=progress, data=data)
+            if (fold, seed) == runs[0]
+            else Engine(config, host=host, seed=seed, progress=progress, data=data.for_fold(fold))
         )
-        engine.checkpoint_dir = seed_dir / "checkpoints"
+        engine.checkpoint_dir = run_dir / "checkpoints"
         fit = engine.fit()
-        evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(data.indices(s))}
+        evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(engine.data.indices(s))}
+        evals.update({name: engine.evaluate_external(ext) for name, ext in externals.items()})
         document = metrics_document(config, seed, fit, evals)
-        per_seed[seed] = document
+        if data.n_folds > 1:
+            document["fold"] = fold + 1
+        per_run[label or str(seed)] = document
         predictions = [e.predictions for e in evals.values()]
-        all_predictions.append((seed, predictions))
-        atomic_write_text(seed_dir / "metrics.json", to_json(document))
-        atomic_write_text(seed_dir / "predictions.csv", predictions_csv(predictions, first.heads))
-        atomic_write_text(seed_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
+        all_predictions.append((fold, seed, predictions))
+        atomic_write_text(run_dir / "metrics.json", to_json(document))
+        atomic_write_text(run_dir / "predictions.csv", predictions_csv(predictions, first.heads))
+        atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
 
-    if len(seeds) == 1:
-        metrics = per_seed[seeds[0]]
+    if len(runs) == 1:
+        metrics = next(iter(per_run.values()))
     else:
-        metrics = aggregate(config, per_seed)
+        metrics = aggregate(config, per_run)
+        metrics["folds"] = data.n_folds
         atomic_write_text(out / "metrics.json", to_json(metrics))
-        parts = [predictions_csv(p, first.heads, {"seed": str(s)}) for s, p in all_predictions]
+        parts = []
+        for fold, seed, predictions in all_predictions:
+            extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
+            if len(seeds) > 1:
+                extra["seed"] = str(seed)
+            parts.append(predictions_csv(predictions, first.heads, extra))
         combined = parts[0] + "".join(p.split("\n", 1)[1] for p in parts[1:])
         atomic_write_text(out / "predictions.csv", combined)
 
@@ -93,6 +108,35 @@ def run(
         report = entry.obj(options) if options is not None else entry.obj()
         report(result, console)
     return result
+
+
+def load_externals(engine: Engine, data: PreparedData) -> dict[str, PreparedData]:
+    """Every ``evaluation.external`` set, checked before anything is written; an external
+    image identical to one of the training data is an error (its score would flatter)."""
+    externals = {}
+    for index, external in enumerate(engine.config.evaluation.external):
+        prepared = engine.load_external(external, f"evaluation.external[{index}]")
+        shared = shared_images(data, prepared)
+        if shared:
+            raise DataError(
+                list_problems(
+                    f"external set {external.name} shares {len(shared)} image(s) with the "
+                    "training data:",
+                    shared,
+                )
+            )
+        externals[external.name] = prepared
+    return externals
+
+
+def run_label(fold: int, seed: int, n_folds: int, seeds: list[int]) -> str:
+    """The sub-folder of one training run: ``fold_2/seed_1``, ``seed_1``, ``fold_2`` or ``""``."""
+    parts = []
+    if n_folds > 1:
+        parts.append(f"fold_{fold + 1}")
+    if len(seeds) > 1:
+        parts.append(f"seed_{seed}")
+    return "/".join(parts)
 
 
 def default_out_dir(config: RunConfig) -> Path:
@@ -120,45 +164,49 @@ def metrics_document(
     }
 
 
-def aggregate(config: RunConfig, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Repeated runs summarised as the paper reports them: mean, SD and a 95% interval.
+def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Repeated runs (seeds, folds) summarised as the paper reports them: mean, SD and a 95%
+    interval.
 
     ``ci95`` is mean +- t(0.975, n-1) x SD, the convention of Li et al. 2022 (its tables'
-    intervals follow it); ``values`` keeps every seed's number.
+    intervals follow it); ``values`` keeps every run's number, in the order of ``runs``.
     """
-    seeds = list(per_seed)
-    first = per_seed[seeds[0]]
+    documents = list(per_run.values())
+    first = documents[0]
     sets: dict[str, Any] = {}
     for split, content in first["sets"].items():
         tasks = {}
         for task, metrics in content["tasks"].items():
             tasks[task] = {
-                name: summarize([per_seed[s]["sets"][split]["tasks"][task][name] for s in seeds])
+                name: summarize([d["sets"][split]["tasks"][task][name] for d in documents])
                 for name in metrics
                 if name not in ("n", "n_positive")
             }
             tasks[task]["n"] = metrics["n"]
         consistency = {
-            relation: summarize(
-                [per_seed[s]["sets"][split]["consistency"][relation] for s in seeds]
-            )
+            relation: summarize([d["sets"][split]["consistency"][relation] for d in documents])
             for relation in content.get("consistency", {})
         }
         sets[split] = {
-            "n_images": content["n_images"],
-            "n_patients": content["n_patients"],
+            # folds differ in size: a list of per-run counts then
+            "n_images": _same_or_list([d["sets"][split]["n_images"] for d in documents]),
+            "n_patients": _same_or_list([d["sets"][split]["n_patients"] for d in documents]),
             "tasks": tasks,
             "consistency": consistency,
         }
     return {
         "schema": METRICS_SCHEMA,
         "name": config.name,
-        "seeds": seeds,
+        "seeds": config.seeds,
         "select": config.evaluation.select,
         "threshold": config.evaluation.threshold,
         "sets": sets,
-        "runs": {str(s): per_seed[s] for s in seeds},
+        "runs": per_run,
     }
+
+
+def _same_or_list(values: list[int]) -> int | list[int]:
+    return values[0] if len(set(values)) == 1 else values
 
 
 def summarize(values: list[float]) -> dict[str, Any]:

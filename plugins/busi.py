@@ -57,6 +57,7 @@ def busi_source(options: BusiOptions) -> SampleSet:
                 labels={"bm": label if label != "normal" else None, "label": label},
                 image=lambda image=image: load_grayscale(image),
                 mask=lambda masks=masks: _merged_mask(masks),
+                files=(image, *masks),
             )
         )
     grouped = "duplicate groups as patients" if groups else "no patient ids"

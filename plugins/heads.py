@@ -25,6 +25,9 @@ class BinaryOptions(Strict):
     positive: list[Any] | None = Field(None, description="values meaning positive")
     negative: list[Any] | None = Field(None, description="values meaning negative")
     threshold: float | None = Field(None, description="numeric column: positive when >= this")
+    count: bool = Field(
+        False, description="the column holds a count: only non-negative integers are valid"
+    )
     negative_if: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="column -> values that make the target 0 whatever the label column says "
@@ -63,21 +66,33 @@ class BinaryHead(TaskHead):
         return (self.options.label, *self._negative_if)
 
     def target(self, labels: Mapping[str, Any]) -> float:
+        own = self._own_target(labels)
         for column, values in self._negative_if.items():
             if canonical(labels.get(column)) in values:
+                if own == 1.0:  # e.g. a benign tumour with metastatic nodes: a data error
+                    raise ValueError(
+                        f"{column}={labels.get(column)!r} means negative, but "
+                        f"{self.options.label}={labels.get(self.options.label)!r} is positive"
+                    )
                 return 0.0
+        return own
+
+    def _own_target(self, labels: Mapping[str, Any]) -> float:
+        """The target the label column alone gives (NaN = unknown)."""
         raw = labels.get(self.options.label)
         value = canonical(raw)
         if value is None:
             return float("nan")
-        if self.options.threshold is not None:
+        if self.options.threshold is not None or self.options.count:
             number = as_number(raw)
             if number is None:
+                raise ValueError(f"{self.options.label}={raw!r} is not a number")
+            if self.options.count and (number < 0 or not number.is_integer()):
                 raise ValueError(
-                    f"{self.options.label}={raw!r} is not a number (threshold "
-                    f"{self.options.threshold:g})"
+                    f"{self.options.label}={raw!r} is not a count (a non-negative integer)"
                 )
-            return float(number >= self.options.threshold)
+            if self.options.threshold is not None:
+                return float(number >= self.options.threshold)
         if self._positive:
             if value in self._positive:
                 return 1.0
@@ -112,6 +127,7 @@ class ALNMOptions(BinaryOptions):
     name: str = "alnm"
     label: str = "alnm_count"
     threshold: float | None = 1
+    count: bool = True
     negative_if: dict[str, list[Any]] = Field(default_factory=lambda: {"bm": ["benign", 0]})
 
 

@@ -89,8 +89,10 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
                 patient_id=patient or image_id,
                 labels={k: v for k, v in row.items() if k not in reserved},
                 image=lambda image=image: load_grayscale(image),
-                mask=(lambda mask=mask, image=image: load_mask(mask, image)) if mask else None,
+                mask=(lambda mask=mask: load_mask(mask)) if mask else None,
                 box=box,
+                files=(image, mask) if mask else (image,),
+                origin=f"{path.name} {where}",
             )
         )
     if problems:
@@ -149,7 +151,12 @@ def _box(row: dict[str, str], columns: list[str] | tuple[str, ...]):
 
 
 def load_grayscale(path: Path) -> np.ndarray:
-    """An image file as 2-D uint8 grayscale; 16-bit images are scaled, not clipped."""
+    """An image file (PNG, JPEG, TIFF, BMP, single-frame DICOM) as 2-D uint8 grayscale;
+    16-bit images are scaled, not clipped."""
+    from mtlkit.plugins.dicom import is_dicom, read_dicom  # here: dicom imports this module
+
+    if is_dicom(path):
+        return read_dicom(path)
     try:
         with Image.open(path) as image:
             image.load()
@@ -162,17 +169,9 @@ def load_grayscale(path: Path) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {exc}") from None
 
 
-def load_mask(path: Path, image_path: Path) -> np.ndarray:
-    """A mask file as a boolean array (non-zero = lesion)."""
-    mask = load_grayscale(path) > 0
-    with Image.open(image_path) as image:
-        size = image.size[::-1]
-    if mask.shape != size:
-        raise DataError(
-            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image "
-            f"{image_path} is {size[1]}x{size[0]}"
-        )
-    return mask
+def load_mask(path: Path) -> np.ndarray:
+    """A mask file as a boolean array (non-zero = lesion); the scan checks its size."""
+    return load_grayscale(path) > 0
 
 
 @hookimpl

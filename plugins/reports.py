@@ -40,6 +40,13 @@ def format_value(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def format_count(value: Any) -> str:
+    """An image or patient count; folds of different sizes give a range."""
+    if isinstance(value, list):
+        return f"{min(value)}-{max(value)} per run"
+    return str(value)
+
+
 def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for metrics in tasks.values():
@@ -48,7 +55,9 @@ def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
 
 
 class SummaryOptions(Strict):
-    sets: list[str] = Field(default_factory=lambda: ["test"], description="which splits to show")
+    sets: list[str] | None = Field(
+        None, description="which sets to show; default: test and every external set"
+    )
 
 
 def summary_report(options: SummaryOptions):
@@ -56,13 +65,15 @@ def summary_report(options: SummaryOptions):
 
     def report(result: RunResult, console: Console) -> None:
         sets = result.metrics["sets"]
-        for split in options.sets:
+        shown = options.sets or [s for s in sets if s not in ("train", "val")]
+        for split in shown:
             if split not in sets:
                 continue
             content = sets[split]
             table = Table(
                 title=f"{result.metrics.get('name', '')}: {split} "
-                f"({content['n_images']} images, {content['n_patients']} patients)"
+                f"({format_count(content['n_images'])} images, "
+                f"{format_count(content['n_patients'])} patients)"
             )
             table.add_column("task", style="bold")
             table.add_column("n", justify="right")
@@ -99,7 +110,8 @@ def markdown_report(options: MarkdownOptions):
         for split, content in result.metrics["sets"].items():
             names = metric_names(content["tasks"])
             lines += [
-                f"## {split}: {content['n_images']} images, {content['n_patients']} patients",
+                f"## {split}: {format_count(content['n_images'])} images, "
+                f"{format_count(content['n_patients'])} patients",
                 "",
                 "| task | n | " + " | ".join(METRIC_TITLES.get(n, n) for n in names) + " |",
                 "|---|---|" + "---|" * len(names),

@@ -291,7 +291,7 @@ def test_run_with_two_seeds_writes_each_and_an_aggregate(tmp_path):
     assert metrics == json.loads(to_json(result.metrics))
     assert metrics["seeds"] == [0, 1]
     per_seed = [json.loads((out / f"seed_{s}" / "metrics.json").read_text()) for s in (0, 1)]
-    assert metrics["runs"]["0"] == per_seed[0] and metrics["runs"]["1"] == per_seed[1]
+    assert metrics["runs"]["seed_0"] == per_seed[0] and metrics["runs"]["seed_1"] == per_seed[1]
     for task in TASKS:
         cell = metrics["sets"]["test"]["tasks"][task]
         assert cell["n"] == per_seed[0]["sets"]["test"]["tasks"][task]["n"]

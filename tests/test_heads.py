@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from mtlkit.config import DataConfig
 from mtlkit.data import Sample, SampleSet
 from mtlkit.errors import DataError
+from mtlkit.inspection import prepare_data
 from mtlkit.plugins.heads import (
     ALNMHead,
     ALNMOptions,
@@ -23,7 +24,7 @@ from mtlkit.plugins.heads import (
     MulticlassHead,
     MulticlassOptions,
 )
-from mtlkit.prepared import build_targets, check_unique_ids, prepare_data
+from mtlkit.targets import build_targets, repeated_images
 
 
 def bm_head() -> BMHead:
@@ -114,6 +115,24 @@ def test_threshold_on_a_non_numeric_value_raises(count):
     assert "not a number" in str(info.value) and repr(count) in str(info.value)
 
 
+@pytest.mark.parametrize("count", [-1, "-2", 1.5, "2.5"])
+def test_node_counts_must_be_non_negative_integers(count):
+    with pytest.raises(ValueError, match="not a count"):
+        alnm_head().target({"bm": "malignant", "alnm_count": count})
+    with pytest.raises(ValueError, match="not a count"):
+        burden_head(2).target({"bm": "malignant", "alnm_count": count})
+
+
+@pytest.mark.parametrize("bm", ["benign", 0, "0"])
+def test_a_benign_tumour_with_metastatic_nodes_is_a_contradiction(bm):
+    with pytest.raises(ValueError) as info:
+        alnm_head().target({"bm": bm, "alnm_count": 2})
+    assert "means negative" in str(info.value) and "alnm_count=2" in str(info.value)
+    # a benign tumour with zero nodes, or an unknown count, is consistent
+    assert alnm_head().target({"bm": bm, "alnm_count": 0}) == 0.0
+    assert alnm_head().target({"bm": bm, "alnm_count": ""}) == 0.0
+
+
 @pytest.mark.parametrize(
     "k, count, target",
     [
@@ -123,7 +142,6 @@ def test_threshold_on_a_non_numeric_value_raises(count):
         (3, 3, 1.0),
         (3, "3.0", 1.0),
         (4, 7, 1.0),
-        (4, 3.5, 0.0),
     ],
 )
 def test_burden_targets(k, count, target):
@@ -180,7 +198,10 @@ def test_binary_head_with_values_and_negative_if():
     assert head.target({"grade": "HIGH"}) == 1.0
     assert head.target({"grade": "3"}) == 1.0
     assert head.target({"grade": 2.0}) == 0.0
-    assert head.target({"grade": "high", "bm": "benign"}) == 0.0
+    assert head.target({"grade": "low", "bm": "benign"}) == 0.0
+    assert head.target({"bm": "benign"}) == 0.0
+    with pytest.raises(ValueError, match="means negative"):
+        head.target({"grade": "high", "bm": "benign"})
     with pytest.raises(ValueError, match="allowed: 1, 2, 3, high, low"):
         head.target({"grade": "medium"})
 
@@ -249,7 +270,7 @@ def test_multiclass_classes_must_be_distinct():
 
 
 def sample(i: int, patient: str, **labels) -> Sample:
-    image = np.full((40, 40), 100 + i, dtype=np.uint8)
+    image = np.random.default_rng(i).integers(0, 256, (40, 40), dtype=np.uint8)
     return Sample(
         image_id=f"img{i}",
         patient_id=patient,
@@ -265,7 +286,8 @@ def test_build_targets_matrix():
         sample(1, "p1", bm="benign", alnm_count=None),
         sample(2, "p2", bm=None, alnm_count=None),
     ]
-    targets = build_targets(samples, [bm_head(), alnm_head(), burden_head(3)])
+    targets, problems = build_targets(samples, [bm_head(), alnm_head(), burden_head(3)])
+    assert problems == []
     assert targets.shape == (3, 3)
     assert targets[0].tolist() == [1.0, 1.0, 1.0]
     assert targets[1].tolist() == [0.0, 0.0, 0.0]
@@ -280,15 +302,20 @@ def test_every_bad_row_is_listed_in_one_error():
         sample(3, "p3", bm="benign", alnm_count=0),
         sample(4, "p4", bm="unsure", alnm_count="lots"),
     ]
-    with pytest.raises(DataError) as info:
-        build_targets(samples, [bm_head(), alnm_head()])
-    message = str(info.value)
-    assert message.startswith("4 label value(s) cannot be used")
-    assert "image img1 (row 2), task bm" in message
-    assert "image img2 (row 3), task alnm" in message
-    assert "image img4 (row 5), task bm" in message
-    assert "image img4 (row 5), task alnm" in message
+    _, problems = build_targets(samples, [bm_head(), alnm_head()])
+    message = "\n".join(problems)
+    assert len(problems) == 4
+    assert "image img1, task bm" in message
+    assert "image img2, task alnm" in message
+    assert "image img4, task bm" in message
+    assert "image img4, task alnm" in message
     assert "img0" not in message and "img3" not in message
+
+
+def test_problems_name_the_row_a_sample_came_from():
+    row = Sample("a.png", "p", {"bm": "x"}, lambda: None, origin="m.csv row 7")
+    _, problems = build_targets([row], [bm_head()])
+    assert problems[0].startswith("image a.png (m.csv row 7), task bm")
 
 
 def test_prepare_data_reports_bad_labels_before_reading_images():
@@ -305,27 +332,41 @@ def test_prepare_data_reports_bad_labels_before_reading_images():
     with pytest.raises(DataError) as info:
         prepare_data(SampleSet(bad), [bm_head()], data, {})
     message = str(info.value)
-    assert "3 label value(s)" in message
-    assert all(f"image i{i} " in message for i in (1, 3, 5))
+    assert "3 problem(s)" in message
+    assert all(f"image i{i}," in message for i in (1, 3, 5))
 
 
 def test_long_listings_are_cut_with_a_count():
     samples = [sample(i, f"p{i}", bm="x") for i in range(60)]
+    data = DataConfig(source={"type": "x"}, image_size=16)
     with pytest.raises(DataError) as info:
-        build_targets(samples, [bm_head()])
-    assert "60 label value(s)" in str(info.value)
+        prepare_data(SampleSet(samples), [bm_head()], data, {})
+    assert "60 problem(s)" in str(info.value)
     assert "... and 10 more" in str(info.value)
 
 
-def test_duplicate_image_ids_are_a_data_error():
-    samples = [sample(0, "p0", bm=1), sample(1, "p1", bm=0), sample(0, "p2", bm=1)]
-    with pytest.raises(DataError, match="'img0' at rows 1 and 3"):
-        check_unique_ids(samples)
+def test_an_image_listed_twice_is_a_duplicate_row_or_a_contradiction():
+    samples = [
+        sample(0, "p0", bm=1),
+        sample(1, "p1", bm=0),
+        sample(0, "p2", bm=1),
+        sample(1, "p1", bm="malignant"),
+    ]
+    problems = repeated_images(samples, ["bm"])
+    assert problems == [
+        "image 'img0' is listed twice: a duplicate row",
+        "image 'img1' is listed twice with different labels: bm: 0 vs 'malignant'",
+    ]
 
 
 def test_prepare_data_end_to_end():
     samples = [
-        sample(i, f"p{i // 2}", bm="malignant" if i % 4 < 2 else "benign", alnm_count=i % 3)
+        sample(
+            i,
+            f"p{i // 2}",
+            bm="malignant" if i % 4 < 2 else "benign",
+            alnm_count=i % 3 if i % 4 < 2 else 0,
+        )
         for i in range(24)
     ]
     data = DataConfig(source={"type": "x"}, image_size=16, split={"stratify": ["bm"]})

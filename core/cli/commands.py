@@ -118,7 +118,10 @@ def _describe(obj: Any, description: str) -> str:
 
 
 def builtin_commands() -> dict[str, Command]:
+    from .data_commands import data_commands
+
     return {
+        **data_commands(),
         "run": Command("train and evaluate a configuration", _run_arguments, _run),
         "validate": Command(
             "check a configuration without running it", _validate_arguments, _validate

@@ -1,0 +1,577 @@
+"""The ``dicom`` data source: ultrasound DICOM files found under a folder, labels from a CSV.
+
+Every file under ``root`` (recursively) that starts like a DICOM file (``DICM`` at byte 128,
+so names without an extension work; a ``.dcm`` name is also accepted) and holds an image is
+a sample; other DICOM objects without an image (structured reports, ``DICOMDIR``) and
+non-DICOM files are passed over. Only headers are read while listing; pixel data is decoded
+when the engine asks for an image.
+
+``labels`` names a CSV with one row per file: a column with the file's path relative to
+``root`` and the label columns heads read, optionally a patient id, a mask, a box and a
+frame. Without a CSV the samples have no labels.
+
+Patients: the CSV's patient column where it has a value, else the DICOM PatientID, else the
+file is its own patient. Frames of one file always share a patient, so a patient-level
+split never puts two frames of one cine loop on both sides.
+
+Multi-frame files (cine loops): ``frames: middle`` (the default) takes the middle frame,
+because a loop is usually recorded while sweeping through the lesion, so the middle frame
+is the likeliest to show it; ``first`` takes frame 0, for loops that start on the key
+image; ``all`` makes one sample per frame with image id ``path#N``. A CSV ``frame`` column
+picks the frame of one file (0-based, as in ``path#N``; DICOM viewers count from 1). The
+middle frame of N is frame N // 2. A file's box and mask apply to every frame taken from it.
+
+Files with no CSV row are an error by default (``unlabelled: error``): a path typo or an
+export that does not match the label list would otherwise drop images without a word; set
+``unlabelled: skip`` when the folder deliberately holds more images than the CSV.
+Every bad file and row is reported together.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from mtlkit import DataError, hookimpl
+from mtlkit.config import Strict
+from mtlkit.data import Sample, SampleSet
+from mtlkit.errors import list_problems
+from mtlkit.labels import as_number
+from mtlkit.plugins.manifest import BOX_COLUMNS, load_grayscale, read_rows
+
+MAGIC_OFFSET = 128
+MAGIC = b"DICM"
+_HEADER_TAGS = [
+    "PatientID",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "SOPClassUID",
+]
+# ITU-R BT.601 luma, the weights Pillow's convert("L") uses.
+LUMA = np.array([299, 587, 114], dtype=np.float64) / 1000
+
+
+def is_dicom(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a file that looks like DICOM: ``DICM`` at byte 128, or a .dcm name."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm" and path.is_file():
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(MAGIC_OFFSET)
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def read_dicom(path: str | os.PathLike[str], frame: int | None = None) -> np.ndarray:
+    """One frame of a DICOM image as a 2-D uint8 grayscale array.
+
+    ``frame`` (0-based) is required for multi-frame files and may be 0 for single-frame ones.
+    Stored values are scaled to 0..255 by BitsStored (not clipped); MONOCHROME1 is inverted;
+    RGB, YBR_FULL, YBR_FULL_422 and PALETTE COLOR become gray by ITU-R 601 luma, as Pillow
+    does. Rescale and window tags are not applied: ultrasound rarely has them, and a linear
+    rescale changes nothing once the stored range is mapped to 0..255. Raises DataError
+    naming the file and the problem.
+    """
+    pixels, photometric, bits, signed, dataset = _decode(Path(path), frame)
+    if photometric == "PALETTE COLOR":
+        return _luma(_palette_rgb(pixels, dataset, Path(path)))
+    if pixels.ndim == 3:
+        return _luma(_to_8_bit(pixels, bits, signed))
+    gray = _to_8_bit(pixels, bits, signed)
+    return 255 - gray if photometric == "MONOCHROME1" else gray
+
+
+def _decode(path: Path, frame: int | None):
+    """The stored values of one frame, RGB for colour images, with how to interpret them."""
+    from pydicom.pixels import convert_color_space, get_decoder
+
+    dataset = _read_dataset(path)
+    if "PixelData" not in dataset:
+        kind = "float pixel data (not supported)" if _has_float_pixels(dataset) else "no image"
+        raise DataError(f"DICOM {path}: {kind}; it holds no pixel data")
+    frames = _frame_count(dataset)
+    if frame is None and frames > 1:
+        raise DataError(
+            f"DICOM {path}: {frames} frames; choose one (frame=0..{frames - 1}, or the dicom "
+            "source's frames: first | middle | all)"
+        )
+    index = frame or 0
+    if not 0 <= index < frames:
+        raise DataError(f"DICOM {path}: frame {index} does not exist (frames 0..{frames - 1})")
+    syntax = dataset.file_meta.TransferSyntaxUID
+    problem = decoder_problem(syntax)
+    if problem:
+        raise DataError(f"DICOM {path}: {problem}")
+    try:
+        pixels, meta = get_decoder(syntax).as_array(dataset, index=index)
+    except Exception as exc:  # any decoder failure is a bad file, not a bug
+        raise DataError(
+            f"DICOM {path}: cannot decode frame {index} ({syntax.name}): {exc}"
+        ) from None
+    photometric = str(meta.get("photometric_interpretation", ""))
+    samples = int(meta.get("samples_per_pixel", 1))
+    if samples == 3 and photometric in ("YBR_FULL", "YBR_FULL_422") and pixels.dtype == np.uint8:
+        # pydicom converts these itself; this is for decoders that leave them as they are.
+        pixels = convert_color_space(pixels, "YBR_FULL", "RGB")
+        photometric = "RGB"
+    supported = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") if samples == 1 else ("RGB",)
+    if samples not in (1, 3) or photometric not in supported:
+        raise DataError(
+            f"DICOM {path}: photometric interpretation {photometric or '(none)'} with "
+            f"{samples} sample(s) per pixel is not supported"
+        )
+    bits = int(meta.get("bits_stored") or dataset.get("BitsStored") or 8)
+    signed = int(meta.get("pixel_representation") or 0) == 1
+    return pixels, photometric, bits, signed, dataset
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_dataset(path: str, mtime_ns: int, size: int):
+    # One file kept: the frames of a cine loop are read one after another, and re-reading
+    # the whole file for each frame would read it once per frame.
+    from pydicom import dcmread
+
+    try:
+        return dcmread(path, force=not _has_magic(Path(path)))
+    except Exception as exc:  # pydicom raises many types for a bad file
+        raise DataError(f"DICOM {path}: not a readable DICOM file ({_reason(exc)})") from None
+
+
+def _read_dataset(path: Path):
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise DataError(f"cannot read DICOM {path}: {exc.strerror}") from None
+    if not _has_magic(path) and path.suffix.lower() != ".dcm":
+        raise DataError(f"{path}: not a DICOM file (no 'DICM' marker at byte 128)")
+    dataset = _cached_dataset(str(path), stat.st_mtime_ns, stat.st_size)
+    if "TransferSyntaxUID" not in getattr(dataset, "file_meta", {}):
+        raise DataError(f"DICOM {path}: no transfer syntax in its file meta information")
+    return dataset
+
+
+def decoder_problem(syntax) -> str | None:
+    """Why pixel data in transfer syntax ``syntax`` cannot be decoded here, or None if it can."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID, MPEGTransferSyntaxes
+
+    syntax = UID(str(syntax))
+    name = f"transfer syntax {syntax.name}" + (f" ({syntax})" if syntax.name != syntax else "")
+    if syntax in MPEGTransferSyntaxes or syntax.name.startswith("HEVC"):
+        return f"{name} is video; export the frames as images (e.g. with ffmpeg) first"
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return f"{name} has no decoder in pydicom; convert the file to uncompressed DICOM first"
+    if not decoder.is_available:
+        needs = "; or ".join(decoder.missing_dependencies) or "a decoding package"
+        return f"{name} needs a decoder that is not installed: {needs}"
+    return None
+
+
+def _has_magic(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(MAGIC_OFFSET)
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def _has_float_pixels(dataset) -> bool:
+    return "FloatPixelData" in dataset or "DoubleFloatPixelData" in dataset
+
+
+def _frame_count(dataset) -> int:
+    try:
+        return max(1, int(dataset.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _to_8_bit(pixels: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Stored values of ``bits`` bits mapped linearly onto 0..255."""
+    if bits == 8 and pixels.dtype == np.uint8:
+        return pixels
+    top = float(2**bits - 1)
+    values = pixels.astype(np.float64)
+    if signed:
+        values += 2 ** (bits - 1)
+    return np.clip(np.floor(values / top * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(rgb.astype(np.float64) @ LUMA + 0.5), 0, 255).astype(np.uint8)
+
+
+def _palette_rgb(pixels: np.ndarray, dataset, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(pixels, dataset)
+        bits = int(dataset.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as exc:  # a broken palette is a bad file
+        raise DataError(f"DICOM {path}: cannot apply its colour palette ({_reason(exc)})") from None
+    return _to_8_bit(rgb, 16 if bits > 8 else 8, False)
+
+
+# --- the data source --------------------------------------------------------------------
+
+
+class DicomOptions(Strict):
+    root: str = Field(description="folder searched recursively for DICOM files")
+    labels: str | None = Field(
+        None, description="CSV with one row per file (path relative to root) and label columns"
+    )
+    image_column: str = Field("image", description="labels column with the file's path")
+    patient_column: str | None = Field(
+        "patient_id",
+        description="labels column with a patient id, used where it has a value; otherwise the "
+        "DICOM PatientID, otherwise each file its own patient",
+    )
+    mask_column: str | None = Field(
+        "mask", description="labels column with a lesion mask (PNG or DICOM) path, if any"
+    )
+    box_columns: list[str] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="x0, y0, x1, y1 columns of the RoI box; default: x0,y0,x1,y1 when present",
+    )
+    frame_column: str | None = Field(
+        "frame", description="labels column with a 0-based frame number for multi-frame files"
+    )
+    frames: Literal["first", "middle", "all"] = Field(
+        "middle",
+        description="frame of a multi-frame file: first, middle, or all (one sample per frame)",
+    )
+    unlabelled: Literal["error", "skip"] = Field(
+        "error", description="DICOM images with no labels row: error, or skip them"
+    )
+
+    @model_validator(mode="after")
+    def _columns_need_labels(self) -> DicomOptions:
+        columns = ("image_column", "patient_column", "mask_column", "box_columns", "frame_column")
+        given = [name for name in columns if name in self.model_fields_set]
+        if self.labels is None and given:
+            raise ValueError(f"{', '.join(given)} only apply with a labels CSV (labels: PATH)")
+        if self.labels is None and "unlabelled" in self.model_fields_set:
+            raise ValueError("unlabelled only applies with a labels CSV (labels: PATH)")
+        return self
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What listing needs from one file, read without its pixel data."""
+
+    path: Path
+    relative: str
+    patient: str
+    frames: int
+    rows: int
+    columns: int
+
+
+def dicom_source(options: DicomOptions) -> SampleSet:
+    """Samples from the DICOM images under ``options.root``; raises DataError listing every
+    bad file and row."""
+    root = Path(options.root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"DICOM folder not found: {root}")
+    headers, others, problems = _scan(root)
+    if options.labels is None:
+        entries = [_Entry(h, {}) for h in headers.values()]
+        columns: list[str] = []
+        skipped = 0
+    else:
+        entries, columns, skipped, row_problems = _join(options, root, headers, others)
+        problems += row_problems
+    samples: list[Sample] = []
+    for entry in entries:
+        samples += _samples(entry, options.frames)
+    if problems:
+        raise DataError(list_problems(f"{root}: {len(problems)} problem(s):", problems))
+    if not samples:
+        raise DataError(f"{root}: no DICOM images found (searched recursively)")
+    cines = sum(e.header.frames > 1 for e in entries)
+    notes = [f"{len(entries)} file(s)"]
+    if cines:
+        notes.append(f"{cines} multi-frame ({options.frames} frame)")
+    if skipped:
+        notes.append(f"{skipped} unlabelled skipped")
+    if others:
+        notes.append(f"{len(others)} non-image DICOM object(s) ignored")
+    return SampleSet(samples, description=f"dicom {root} ({', '.join(notes)})", columns=columns)
+
+
+def _scan(root: Path) -> tuple[dict[str, _Header], dict[str, str], list[str]]:
+    """Headers of the DICOM images under root by relative path; non-image DICOM objects
+    (relative path -> what they are); one problem per unreadable file."""
+    from pydicom import dcmread
+
+    headers: dict[str, _Header] = {}
+    others: dict[str, str] = {}
+    problems: list[str] = []
+    for path in _files(root):
+        if not is_dicom(path):
+            continue
+        relative = path.relative_to(root).as_posix()
+        magic = _has_magic(path)
+        try:
+            header = dcmread(
+                path, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=not magic
+            )
+        except Exception as exc:  # pydicom raises many types for a bad file
+            problems.append(f"{relative}: not a readable DICOM file ({_reason(exc)})")
+            continue
+        if "Rows" not in header or "Columns" not in header:
+            kind = _sop_class(header)
+            # pydicom reads a truncated file without complaint, so an image object without
+            # Rows, or a file with no SOP class at all, is broken, not a report to pass over.
+            if not magic:
+                problems.append(
+                    f"{relative}: not a readable DICOM image (no 'DICM' marker at byte 128, "
+                    "no Rows/Columns)"
+                )
+            elif kind and "Image Storage" not in kind:
+                others[relative] = kind
+            else:
+                what = kind or "DICOM file"
+                problems.append(f"{relative}: {what} without Rows/Columns (truncated or broken?)")
+            continue
+        syntax = getattr(header, "file_meta", {}).get("TransferSyntaxUID")
+        problem = decoder_problem(syntax) if syntax else "no transfer syntax in its file meta"
+        if problem:
+            problems.append(f"{relative}: {problem}")
+            continue
+        try:
+            rows, columns = int(header.Rows), int(header.Columns)
+        except (TypeError, ValueError):
+            problems.append(f"{relative}: Rows/Columns are not numbers")
+            continue
+        patient = str(header.get("PatientID") or "").strip()
+        headers[relative] = _Header(
+            path, relative, patient or relative, _frame_count(header), rows, columns
+        )
+    return headers, others, problems
+
+
+def _files(root: Path) -> Iterable[Path]:
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            if path.is_file():
+                yield path
+
+
+def _sop_class(header) -> str | None:
+    """The name of the file's SOP class (what kind of object it is), if it says."""
+    uid = header.get("SOPClassUID") or getattr(header, "file_meta", {}).get(
+        "MediaStorageSOPClassUID"
+    )
+    return getattr(uid, "name", None) or (str(uid) if uid else None)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    header: _Header
+    labels: dict[str, str]
+    patient: str | None = None
+    mask: Path | None = None
+    box: tuple[int, int, int, int] | None = None
+    frame: int | None = None
+    origin: str = ""
+
+
+def _join(options: DicomOptions, root: Path, headers: dict[str, _Header], others: dict[str, str]):
+    """The labelled entries, the label columns, how many images were skipped, and problems."""
+    path = Path(options.labels).expanduser()
+    if not path.is_file():
+        raise DataError(f"labels CSV not found: {path}")
+    rows, columns = read_rows(path)
+    box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
+    required = [options.image_column]
+    for name in ("patient_column", "mask_column", "box_columns", "frame_column"):
+        value = getattr(options, name)
+        if name in options.model_fields_set and value:
+            required += value if isinstance(value, list) else [value]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
+        )
+    patient_column = options.patient_column if options.patient_column in columns else None
+    mask_column = options.mask_column if options.mask_column in columns else None
+    frame_column = options.frame_column if options.frame_column in columns else None
+    reserved = {options.image_column, patient_column, mask_column, frame_column}
+    reserved |= set(box_columns or ())
+    reserved.discard(None)
+
+    entries, problems = [], []
+    seen: dict[str, int] = {}
+    for number, row in rows:
+        where = f"{path.name} row {number}"
+        relative = _relative(row[options.image_column], root)
+        if relative is None:
+            problems.append(f"{where}: image path is empty or leaves {root}")
+            continue
+        if relative in seen:
+            problems.append(f"{where}: {relative} is already listed in row {seen[relative]}")
+            continue
+        seen[relative] = number
+        header = headers.get(relative)
+        if header is None:
+            problems.append(f"{where}: {_why_not_an_image(root, relative, others)}")
+            continue
+        problem = None
+        mask = None
+        if mask_column and row[mask_column]:
+            mask_relative = _relative(row[mask_column], root)
+            mask = root / mask_relative if mask_relative else None
+            if mask is None or not mask.is_file():
+                problem = f"mask file not found: {row[mask_column]}"
+        box = None
+        if box_columns and problem is None:
+            box, problem = _box(row, box_columns, header)
+        frame = None
+        if frame_column and row[frame_column] and problem is None:
+            frame, problem = _frame(row[frame_column], header)
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        patient = row[patient_column] if patient_column else ""
+        labels = {k: v for k, v in row.items() if k not in reserved}
+        entries.append(_Entry(header, labels, patient or None, mask, box, frame, where))
+    unlabelled = sorted(set(headers) - set(seen))
+    skipped = 0
+    if unlabelled and options.unlabelled == "error":
+        problems += [
+            f"{relative}: no row in {path.name} (unlabelled: skip leaves such files out)"
+            for relative in unlabelled
+        ]
+    else:
+        skipped = len(unlabelled)
+    return entries, [c for c in columns if c not in reserved], skipped, problems
+
+
+def _relative(text: str, root: Path) -> str | None:
+    """A CSV path as a posix path relative to root, or None when empty or outside root."""
+    text = (text or "").strip().replace("\\", "/")
+    if not text:
+        return None
+    candidate = Path(text)
+    if candidate.is_absolute():
+        if not candidate.is_relative_to(root):
+            return None
+        candidate = candidate.relative_to(root)
+    # Lexical, not resolve(): the scan lists symlinked files under their own names.
+    normal = os.path.normpath(candidate.as_posix())
+    if normal in (".", "..") or normal.startswith("../"):
+        return None
+    return normal
+
+
+def _why_not_an_image(root: Path, relative: str, others: dict[str, str]) -> str:
+    if relative in others:
+        return f"{relative} is a DICOM {others[relative]} without an image"
+    path = root / relative
+    if not path.is_file():
+        return f"file not found under the root folder: {relative}"
+    if is_dicom(path):
+        return f"{relative} cannot be read (see its own line)"
+    return f"{relative} is not a DICOM file"
+
+
+def _box(row: dict[str, str], columns, header: _Header):
+    values = [as_number(row[c]) for c in columns]
+    if any(v is None or not float(v).is_integer() for v in values):
+        return None, f"box {', '.join(row[c] or '(empty)' for c in columns)} is not four integers"
+    x0, y0, x1, y1 = (int(v) for v in values)
+    if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
+        return None, f"box ({x0}, {y0}, {x1}, {y1}) needs 0 <= x0 < x1 and 0 <= y0 < y1"
+    if x1 > header.columns or y1 > header.rows:
+        return None, (
+            f"box ({x0}, {y0}, {x1}, {y1}) leaves the {header.columns}x{header.rows} image"
+        )
+    return (x0, y0, x1, y1), None
+
+
+def _frame(text: str, header: _Header):
+    value = as_number(text)
+    if value is None or not float(value).is_integer():
+        return None, f"frame {text!r} is not a whole number"
+    frame = int(value)
+    if not 0 <= frame < header.frames:
+        return None, f"frame {frame} does not exist (frames 0..{header.frames - 1}, 0-based)"
+    return frame, None
+
+
+def _samples(entry: _Entry, frames: str) -> list[Sample]:
+    header = entry.header
+    patient = entry.patient or header.patient
+    # The on-disk RoI cache keys a sample by its files' content and box, not by the frame:
+    # frames of one cine loop would share one entry, so they go without the cache.
+    files: tuple[Path, ...] = ()
+    if header.frames == 1:
+        files = (header.path,) + ((entry.mask,) if entry.mask else ())
+    if entry.frame is not None:
+        chosen = [entry.frame]
+    elif header.frames == 1:
+        chosen = [0]
+    elif frames == "all":
+        chosen = list(range(header.frames))
+    else:
+        chosen = [0 if frames == "first" else header.frames // 2]
+    per_frame = frames == "all" and entry.frame is None and header.frames > 1
+    mask = entry.mask
+    return [
+        Sample(
+            image_id=f"{header.relative}#{frame}" if per_frame else header.relative,
+            patient_id=patient,
+            labels=dict(entry.labels),
+            image=lambda frame=frame: read_dicom(header.path, frame),
+            mask=(lambda: load_mask(mask, header)) if mask else None,
+            box=entry.box,
+            files=files,
+            origin=entry.origin,
+        )
+        for frame in chosen
+    ]
+
+
+def load_mask(path: Path, header: _Header) -> np.ndarray:
+    """A mask (PNG or single-frame DICOM; non-zero = lesion) of the size of its image."""
+    if is_dicom(path):
+        pixels = _decode(path, None)[0]
+        mask = pixels.any(axis=-1) if pixels.ndim == 3 else pixels != 0
+    else:
+        mask = load_grayscale(path) > 0
+    if mask.shape != (header.rows, header.columns):
+        raise DataError(
+            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{header.path} is {header.columns}x{header.rows}"
+        )
+    return mask
+
+
+@hookimpl
+def mtl_register_data_sources(registry):
+    registry.register("dicom", dicom_source, options=DicomOptions)
