@@ -20,6 +20,7 @@ from mtlkit.config import Strict
 from mtlkit.data import Sample, SampleSet
 from mtlkit.errors import list_problems
 from mtlkit.labels import as_number
+from mtlkit.plugins.dicom_pixels import is_dicom, read_dicom
 
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
@@ -153,8 +154,6 @@ def _box(row: dict[str, str], columns: list[str] | tuple[str, ...]):
 def load_grayscale(path: Path) -> np.ndarray:
     """An image file (PNG, JPEG, TIFF, BMP, single-frame DICOM) as 2-D uint8 grayscale;
     16-bit images are scaled, not clipped."""
-    from mtlkit.plugins.dicom import is_dicom, read_dicom  # here: dicom imports this module
-
     if is_dicom(path):
         return read_dicom(path)
     try:

@@ -468,3 +468,13 @@ def test_a_run_on_dicom_files_trains_every_task(tmp_path):
     assert tasks["bm"]["n"] > 0 and tasks["bm"]["reference_auc"] is not None
     splits = json.loads((tmp_path / "run" / "splits.json").read_text())
     assert "p0000/IM0000" in json.dumps(splits)
+
+
+def test_a_manifest_may_list_dicom_files(tmp_path):
+    from mtlkit.plugins.manifest import ManifestOptions, manifest_source
+
+    pixels = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    write_dicom(tmp_path / "scans" / "one", pixels)  # no extension: found by its marker
+    manifest = write_csv(tmp_path / "m.csv", ["image", "bm"], [["scans/one", "benign"]])
+    (sample,) = manifest_source(ManifestOptions(path=str(manifest))).samples
+    assert np.array_equal(sample.image(), pixels)
