@@ -11,7 +11,15 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from .config import RunConfig, load_config  # noqa: E402
 from .engine import Engine  # noqa: E402
-from .errors import ConfigError, DataError, MtlError, PluginError, TrainingError, UsageError  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    MtlError,
+    OutputError,
+    PluginError,
+    TrainingError,
+    UsageError,
+)
 from .pluginhost import hookimpl  # noqa: E402
 from .runner import run  # noqa: E402
 
@@ -22,6 +30,7 @@ __all__ = [
     "MtlError",
     "PluginError",
     "RunConfig",
+    "OutputError",
     "TrainingError",
     "UsageError",
     "hookimpl",

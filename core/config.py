@@ -182,6 +182,12 @@ class TrainingConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     amp: bool = Field(False, description="mixed precision on CUDA")
+    state_every: int = Field(
+        1,
+        ge=0,
+        description="save the complete training state every N epochs, so that a killed run "
+        "can resume (mtl resume); 0: never",
+    )
 
     @field_validator("device")
     @classmethod

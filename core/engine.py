@@ -7,6 +7,7 @@ is "how to run it".
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -18,11 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_weights, save_weights
+from .checkpoint import load_weights, read_metadata, save_weights
 from .components import Components, call_component, resolve_components
 from .config import ExternalSetConfig, RunConfig, load_config
 from .data import SampleSet
-from .errors import DataError, TrainingError, UsageError
+from .errors import DataError, MtlError, TrainingError, UsageError
 from .evaluation import constraint_violations, selection_score, task_metrics
 from .inspection import prepare_data, prepare_external, roi_for
 from .losses import masked_task_loss
@@ -33,6 +34,9 @@ from .preprocess import normalize_batch, train_transform
 from .progress import Progress
 from .results import EpochLog, EvalResult, FitResult, Predictions
 from .seeding import seed_everything, seed_worker
+from .trainstate import TrainingState, capture_rng, load_state, restore_rng, save_state
+
+STATE_FILE = "state.safetensors"
 
 
 class Engine:
@@ -132,21 +136,29 @@ class Engine:
 
     # --- training ------------------------------------------------------------------------
 
-    def fit(self) -> FitResult:
+    def fit(self, resume: bool = False) -> FitResult:
         """Train for ``training.epochs``; afterwards the model holds the best epoch's weights.
 
         The best epoch has the highest ``evaluation.select`` score on the validation split
-        (the last epoch when there is no validation split).
+        (the last epoch when there is no validation split). With a ``checkpoint_dir`` the
+        complete training state is saved every ``training.state_every`` epochs;
+        ``resume=True`` continues from that state when there is one, and on a CPU with the
+        same settings ends exactly where an uninterrupted fit would.
         """
         threads = torch.get_num_threads()
         if self.config.training.threads:
             torch.set_num_threads(self.config.training.threads)
         try:
-            return self._fit()
+            return self._fit(resume)
         finally:
             torch.set_num_threads(threads)  # leave the process as it was
 
-    def _fit(self) -> FitResult:
+    @property
+    def state_path(self) -> Path | None:
+        """Where the training state is saved (None without a checkpoint directory)."""
+        return self.checkpoint_dir / STATE_FILE if self.checkpoint_dir is not None else None
+
+    def _fit(self, resume: bool) -> FitResult:
         cfg = self.config.training
         data = self.data
         model = self.build_model()
@@ -156,18 +168,39 @@ class Engine:
         params = list(model.parameters()) + list(weighting.parameters())
         optimizer = make_optimizer(params, cfg)
         scheduler = make_scheduler(optimizer, cfg)
-        loader = self._train_loader(data)
+        generator = torch.Generator().manual_seed(self.seed)
+        loader = self._train_loader(data, generator)
         targets = data.targets.to(self.device)
         has_val = len(data.indices("val")) > 0
         amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-        self.host.fit_start(self)
         history: list[EpochLog] = []
         best_score, best_epoch, best_state = math.nan, 0, None
         train_seconds, train_images = 0.0, 0
+        first_epoch = 1
+        saved = load_state(self.state_path) if resume and self._has_state() else None
+        if saved is not None:
+            self._check_state(saved)
+            model.load_state_dict(saved.model)
+            weighting.load_state_dict(saved.weighting)
+            optimizer.load_state_dict(saved.optimizer)
+            scheduler.load_state_dict(saved.scheduler)
+            if saved.scaler:
+                scaler.load_state_dict(saved.scaler)
+            generator.set_state(saved.loader_generator)
+            restore_rng(saved.rng)
+            history = [EpochLog(**log) for log in saved.history]
+            best_score, best_epoch = _nan_if_none(saved.best["score"]), saved.best["epoch"]
+            best_state = (saved.best["model"], saved.best["weighting"])
+            train_seconds, train_images = saved.totals["seconds"], int(saved.totals["images"])
+            first_epoch = saved.epoch + 1
+
+        self.host.fit_start(self)
         epochs = self.progress.task("epochs", total=cfg.epochs)
-        for epoch in range(1, cfg.epochs + 1):
+        for _ in range(first_epoch - 1):
+            self.progress.advance(epochs)
+        for epoch in range(first_epoch, cfg.epochs + 1):
             model.train()
             weighting.train()
             started = time.perf_counter()
@@ -224,13 +257,41 @@ class Engine:
                 best_state = copy.deepcopy((model.state_dict(), weighting.state_dict()))
                 self._save("best", epoch)
             scheduler.step()
+            if (
+                self.state_path is not None
+                and cfg.state_every
+                and (epoch % cfg.state_every == 0 or epoch == cfg.epochs)
+            ):
+                save_state(
+                    self.state_path,
+                    TrainingState(
+                        epoch=epoch,
+                        model=model.state_dict(),
+                        weighting=weighting.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(),
+                        loader_generator=generator.get_state(),
+                        rng=capture_rng(),
+                        best={
+                            "epoch": best_epoch,
+                            "score": best_score,
+                            "model": best_state[0],
+                            "weighting": best_state[1],
+                        },
+                        history=[_logs(h) for h in history],
+                        totals={"seconds": train_seconds, "images": train_images},
+                        config_fingerprint=self._fingerprint(),
+                    ),
+                )
             self.host.epoch_end(self, epoch, _logs(log))
             self.progress.advance(
                 epochs,
                 description=f"epochs (val {self.config.evaluation.select} "
                 f"{score:.3f}, best {best_epoch})",
             )
-        self._save("last", cfg.epochs)
+        if first_epoch <= cfg.epochs or not self._has_checkpoint("last"):
+            self._save("last", cfg.epochs)
         self.progress.remove(epochs)
         model.load_state_dict(best_state[0])
         weighting.load_state_dict(best_state[1])
@@ -240,9 +301,36 @@ class Engine:
             history=history,
             train_seconds=train_seconds,
             train_images_per_second=train_images / train_seconds if train_seconds else math.nan,
+            resumed_from=first_epoch - 1,
         )
         self.host.fit_end(self, result)
         return result
+
+    def _has_state(self) -> bool:
+        return self.state_path is not None and self.state_path.is_file()
+
+    def _has_checkpoint(self, tag: str) -> bool:
+        return (
+            self.checkpoint_dir is not None
+            and (self.checkpoint_dir / f"{tag}.safetensors").is_file()
+        )
+
+    def _fingerprint(self) -> str:
+        """The config and seed a training state belongs to."""
+        text = self.config.model_dump_json() + f"|seed={self.seed}|fold={self.data.fold}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _check_state(self, saved: TrainingState) -> None:
+        if saved.config_fingerprint != self._fingerprint():
+            raise UsageError(
+                f"{self.state_path} was saved by a run with another config, seed or fold; "
+                "it cannot be resumed with this one"
+            )
+        if saved.epoch > self.config.training.epochs:
+            raise UsageError(
+                f"{self.state_path} is at epoch {saved.epoch}, beyond training.epochs "
+                f"({self.config.training.epochs})"
+            )
 
     def _selection_score(self, val_metrics: dict[str, dict[str, float]]) -> float:
         """The validation score, negated for metrics where lower is better (higher = better)."""
@@ -276,13 +364,13 @@ class Engine:
             "try a lower learning rate. The last good checkpoint is kept."
         )
 
-    def _train_loader(self, data: PreparedData) -> DataLoader:
+    def _train_loader(self, data: PreparedData, generator: torch.Generator) -> DataLoader:
+        """Shuffled training batches; ``generator`` decides the order (saved for resume)."""
         cfg = self.config.training
         indices = data.indices("train")
         dataset = RoiDataset(
             data.cache, indices, train_transform(cfg.augmentation, self.config.data.image_size)
         )
-        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
@@ -396,9 +484,38 @@ class Engine:
         return self._infer(rois)
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Load weights saved by a run into a model built from this engine's config."""
+        """Load weights saved by a run into a model built from this engine's config.
+
+        Only safetensors files written by mtlkit are read (never a pickle); a checkpoint of
+        another model names the tasks and tensors that differ.
+        """
+        path = Path(path)
+        trained = read_metadata(path)["config"]
         model = self.model if self.model is not None else self.build_model()
-        load_weights(model, Path(path))
+        try:
+            load_weights(model, path)
+        except UsageError as exc:
+            raise UsageError(f"{exc}\n{self._describe_difference(trained)}") from None
+
+    def _describe_difference(self, trained: dict[str, Any]) -> str:
+        """Which tasks and backbone the checkpoint was trained with, beside this config's."""
+        try:
+            theirs = resolve_components(load_config(trained), self.host).task_names
+        except MtlError:  # a plugin of the training run is missing here: show raw specs
+            theirs = [str(h.get("name") or h.get("type")) for h in trained.get("heads", [])]
+        ours = self.components.task_names
+        lines = [f"the checkpoint's tasks: {', '.join(theirs)}; this config's: {', '.join(ours)}"]
+        if set(theirs) != set(ours):
+            lines.append(
+                f"  only in the checkpoint: {', '.join(sorted(set(theirs) - set(ours))) or '-'}; "
+                f"only in this config: {', '.join(sorted(set(ours) - set(theirs))) or '-'}"
+            )
+        if trained.get("backbone") != self.config.model_dump(mode="json")["backbone"]:
+            lines.append(
+                f"  backbone: checkpoint {trained.get('backbone')}, config "
+                f"{self.config.model_dump(mode='json')['backbone']}"
+            )
+        return "\n".join(lines)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -437,6 +554,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg):
     if sched.name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _logs(log: EpochLog) -> dict[str, Any]:

@@ -55,5 +55,9 @@ class RegistryError(UsageError):
     """A component name is unknown or registered twice."""
 
 
+class OutputError(UsageError):
+    """An output cannot be written (full disk, no permission); nothing half-written is left."""
+
+
 class TrainingError(MtlError):
     """Training failed at run time (for example a non-finite loss)."""

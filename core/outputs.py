@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import OutputError, UsageError
 from .results import Predictions
 from .tasks import TaskHead
 
@@ -31,12 +31,20 @@ _UMASK = _current_umask()
 
 
 def check_run_dir(path: Path) -> None:
-    """Refuse an existing non-empty run directory: a run never mixes with or overwrites another."""
+    """Refuse an existing non-empty run directory (a run never mixes with or overwrites
+    another) and one that could not be created, before any long work starts."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(
             f"output directory {path} already exists and is not empty; nothing was written. "
             "Choose another --out."
         )
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"cannot create output directory {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create output directory {path}: {ancestor} is not writable")
 
 
 def prepare_run_dir(path: Path) -> Path:
@@ -50,6 +58,9 @@ def prepare_run_dir(path: Path) -> Path:
         return path  # exists and is empty
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output directory {path}: {exc.strerror}") from None
+    try:
         path.mkdir()
     except FileExistsError:
         raise UsageError(f"output directory {path} was just created by another run") from None
@@ -64,20 +75,36 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    A failure (full disk, no permission) raises :class:`OutputError` and leaves the previous
+    content of ``path``, if any, untouched.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600 files
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        reason = exc.strerror or str(exc)
+        raise OutputError(
+            f"cannot write {path}: {reason}"
+            + ("; its previous content is unchanged" if path.exists() else "")
+        ) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def to_json(data: Any) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,19 @@ class PreparedData:
 
     def indices(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what training sees: ids, patients, labels, boxes, each decoded image's
+        digest and the RoI crops. Equal fingerprints = the same data, whatever its files."""
+        digest = hashlib.sha256()
+        for index, sample in enumerate(self.samples):
+            labels = json.dumps({k: str(v) for k, v in sample.labels.items()}, sort_keys=True)
+            image = self.digests[index] if self.digests else ""
+            digest.update(
+                f"{sample.image_id}|{sample.patient_id}|{labels}|{sample.box}|{image}\n".encode()
+            )
+        digest.update(self.cache.numpy().tobytes())
+        return digest.hexdigest()
 
     def split_file(self) -> dict[str, Any]:
         """The content of splits.json: which image and patient went where, per fold."""

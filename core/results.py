@@ -33,6 +33,7 @@ class FitResult:
     history: list[EpochLog]
     train_seconds: float
     train_images_per_second: float
+    resumed_from: int = 0  # epochs restored from a saved training state
 
 
 @dataclass

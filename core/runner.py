@@ -7,8 +7,10 @@ directory is created, so a rejected run leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import platform
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from rich.console import Console
 
 from .config import RunConfig, dump_config
 from .engine import Engine
-from .errors import DataError, list_problems
+from .errors import DataError, UsageError, list_problems
 from .inspection import shared_images
 from .outputs import (
     METRICS_SCHEMA,
@@ -44,49 +46,74 @@ def run(
     host: PluginHost | None = None,
     progress: Progress | None = None,
     console: Console | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Train and evaluate ``config`` once per seed; returns the run result and writes
-    ``metrics.json``, ``predictions.csv``, ``history.json``, ``config.yaml``, ``splits.json``
-    and checkpoints into the run directory."""
+    """Train and evaluate ``config`` once per fold and seed; returns the run result and
+    writes ``metrics.json``, ``predictions.csv``, ``history.json``, ``timing.json``,
+    ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints into the run
+    directory.
+
+    ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
+    kept, an unfinished one continues from its last saved training state.
+    """
     console = console or Console()
     progress = progress or Progress(enabled=False)
     host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    check_run_dir(out)  # before the (possibly long) data loading
+    if resume:
+        check_resumable(out, config)
+    else:
+        check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
     externals = load_externals(first, data)
     first.build_model()  # and backbone/weights errors too
-    prepare_run_dir(out)
-    atomic_write_text(out / "config.yaml", dump_config(config))
-    atomic_write_text(out / "splits.json", to_json(data.split_file()))
-    atomic_write_text(out / "environment.json", to_json(environment()))
+    records = environment(data)
+    if resume:
+        check_same_data(out, data, records)
+        for stale in out.rglob(".*.tmp"):  # a write the interruption cut short
+            stale.unlink()
+    else:
+        prepare_run_dir(out)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        atomic_write_text(out / "splits.json", to_json(data.split_file()))
+        atomic_write_text(out / "environment.json", to_json(records))
 
     seeds = config.seeds
     runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
     per_run: dict[str, dict[str, Any]] = {}
-    all_predictions = []
+    prediction_parts: list[tuple[dict[str, str], str]] = []
     for fold, seed in runs:
         label = run_label(fold, seed, data.n_folds, seeds)
         run_dir = out / label if label else out
+        extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
+        if len(seeds) > 1:
+            extra["seed"] = str(seed)
+        if resume and (run_dir / "metrics.json").is_file():  # finished before the interruption
+            per_run[label or str(seed)] = json.loads((run_dir / "metrics.json").read_text())
+            prediction_parts.append((extra, (run_dir / "predictions.csv").read_text()))
+            continue
         engine = (
             first
             if (fold, seed) == runs[0]
             else Engine(config, host=host, seed=seed, progress=progress, data=data.for_fold(fold))
         )
         engine.checkpoint_dir = run_dir / "checkpoints"
-        fit = engine.fit()
+        fit = engine.fit(resume=resume)
         evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(engine.data.indices(s))}
         evals.update({name: engine.evaluate_external(ext) for name, ext in externals.items()})
         document = metrics_document(config, seed, fit, evals)
         if data.n_folds > 1:
             document["fold"] = fold + 1
-        per_run[label or str(seed)] = document
-        predictions = [e.predictions for e in evals.values()]
-        all_predictions.append((fold, seed, predictions))
-        atomic_write_text(run_dir / "metrics.json", to_json(document))
-        atomic_write_text(run_dir / "predictions.csv", predictions_csv(predictions, first.heads))
+        predictions = predictions_csv([e.predictions for e in evals.values()], first.heads)
+        prediction_parts.append((extra, predictions))
+        atomic_write_text(run_dir / "predictions.csv", predictions)
         atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
+        atomic_write_text(run_dir / "timing.json", to_json(timing_document(fit)))
+        atomic_write_text(run_dir / "metrics.json", to_json(document))  # written last: done
+        per_run[label or str(seed)] = document
+        if engine.state_path is not None:
+            engine.state_path.unlink(missing_ok=True)  # the finished run needs it no more
 
     if len(runs) == 1:
         metrics = next(iter(per_run.values()))
@@ -94,20 +121,59 @@ def run(
         metrics = aggregate(config, per_run)
         metrics["folds"] = data.n_folds
         atomic_write_text(out / "metrics.json", to_json(metrics))
-        parts = []
-        for fold, seed, predictions in all_predictions:
-            extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
-            if len(seeds) > 1:
-                extra["seed"] = str(seed)
-            parts.append(predictions_csv(predictions, first.heads, extra))
-        combined = parts[0] + "".join(p.split("\n", 1)[1] for p in parts[1:])
-        atomic_write_text(out / "predictions.csv", combined)
+        atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
     result = RunResult(out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads])
     for entry, options in first.components.reports:
         report = entry.obj(options) if options is not None else entry.obj()
         report(result, console)
     return result
+
+
+def check_resumable(out: Path, config: RunConfig) -> None:
+    """A run directory can be resumed with ``config`` only if it was started with it."""
+    recorded = out / "config.yaml"
+    if not recorded.is_file():
+        raise UsageError(f"{out} is not an mtlkit run directory (no config.yaml) to resume")
+    if recorded.read_text(encoding="utf-8") != dump_config(config):
+        raise UsageError(
+            f"{out} was started with another config; resume it with `mtl resume {out}` "
+            "(which reads its config.yaml) or start a new run"
+        )
+
+
+def check_same_data(out: Path, data: PreparedData, records: dict[str, Any]) -> None:
+    """Resuming on changed data would mix two experiments: refuse it."""
+    try:
+        before = json.loads((out / "environment.json").read_text())["data"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{out}/environment.json is missing or damaged; cannot resume") from None
+    if before != records["data"]["fingerprint"]:
+        raise DataError(
+            f"the data changed since {out} was started (fingerprint {before[:12]}... vs "
+            f"{records['data']['fingerprint'][:12]}...); start a new run"
+        )
+
+
+def combine_predictions(parts: list[tuple[dict[str, str], str]]) -> str:
+    """One predictions.csv from every run's, with leading ``fold``/``seed`` columns."""
+    lines: list[str] = []
+    for extra, text in parts:
+        prefix = "".join(f"{v}," for v in extra.values())
+        header, *rows = text.splitlines()
+        if not lines:
+            lines.append("".join(f"{k}," for k in extra) + header)
+        lines += [prefix + row for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def timing_document(fit: FitResult) -> dict[str, Any]:
+    """How long training took: kept apart from metrics.json, which must be reproducible."""
+    return {
+        "train_seconds": round(fit.train_seconds, 3),
+        "train_images_per_second": round(fit.train_images_per_second, 2),
+        "resumed_from_epoch": fit.resumed_from,
+    }
 
 
 def load_externals(engine: Engine, data: PreparedData) -> dict[str, PreparedData]:
@@ -158,8 +224,6 @@ def metrics_document(
         "best_epoch": fit.best_epoch,
         "best_val_score": fit.best_score,
         "epochs": config.training.epochs,
-        "train_seconds": round(fit.train_seconds, 3),
-        "train_images_per_second": round(fit.train_images_per_second, 2),
         "sets": {split: result.as_dict() for split, result in evals.items()},
     }
 
@@ -233,14 +297,16 @@ def summarize(values: list[float]) -> dict[str, Any]:
     }
 
 
-def environment() -> dict[str, Any]:
-    """Versions of what produced a run, recorded beside its results."""
+def environment(data: PreparedData | None = None) -> dict[str, Any]:
+    """What produced a run, recorded beside its results so that it can be audited and
+    reproduced: package versions, the mtlkit source's git commit, and the data's
+    fingerprint."""
     import timm
     import torch
 
     from . import __version__
 
-    return {
+    record: dict[str, Any] = {
         "mtlkit": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -248,4 +314,66 @@ def environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "packages": package_versions(),
+        "git": git_commit(Path(__file__).resolve().parent),
+        "command": sys.argv,
     }
+    if data is not None:
+        record["data"] = {
+            "fingerprint": data.fingerprint(),
+            "images": len(data.samples),
+            "patients": len({s.patient_id for s in data.samples}),
+        }
+    return record
+
+
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "pillow",
+    "pydantic",
+    "pluggy",
+    "scikit-learn",
+    "scipy",
+    "safetensors",
+    "imagehash",
+    "pydicom",
+    "rich",
+    "pyyaml",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit of the git checkout ``folder`` lies in, and whether it has local changes;
+    None outside a checkout or without git."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}

@@ -120,7 +120,7 @@ def labelimg_source(options: LabelImgOptions) -> SampleSet:
         try:
             with Image.open(image_path) as image:
                 size = image.size
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             problems.append(f"image {image_id}: cannot read it ({exc})")
             continue
         xml_path = _annotation(xml_root, image_id)

@@ -164,6 +164,8 @@ def load_grayscale(path: Path) -> np.ndarray:
                 top = 65535.0 if image.mode.startswith("I;16") else max(pixels.max(), 1.0)
                 return np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
             return np.asarray(image.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise DataError(f"image {path} is too large to read safely: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
 

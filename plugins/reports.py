@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mtlkit import hookimpl
@@ -40,6 +41,27 @@ def format_value(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def markdown_text(text: Any) -> str:
+    """``text`` safe inside Markdown (and the HTML it becomes): markup characters are
+    backslash-escaped and ``<``, ``>``, ``&`` become entities, so a run or task name
+    cannot inject formatting, links, table cells or HTML."""
+    out = []
+    for char in str(text):
+        if char == "&":
+            out.append("&amp;")
+        elif char == "<":
+            out.append("&lt;")
+        elif char == ">":
+            out.append("&gt;")
+        elif char in "\\`*_[]#|~":  # enough to stop emphasis, code, links, cells, headings
+            out.append("\\" + char)
+        elif char in "\r\n":
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def format_count(value: Any) -> str:
     """An image or patient count; folds of different sizes give a range."""
     if isinstance(value, list):
@@ -71,22 +93,28 @@ def summary_report(options: SummaryOptions):
                 continue
             content = sets[split]
             table = Table(
-                title=f"{result.metrics.get('name', '')}: {split} "
-                f"({format_count(content['n_images'])} images, "
-                f"{format_count(content['n_patients'])} patients)"
+                title=escape(
+                    f"{result.metrics.get('name', '')}: {split} "
+                    f"({format_count(content['n_images'])} images, "
+                    f"{format_count(content['n_patients'])} patients)"
+                )
             )
             table.add_column("task", style="bold")
             table.add_column("n", justify="right")
             names = metric_names(content["tasks"])
             for name in names:
-                table.add_column(METRIC_TITLES.get(name, name), justify="right")
+                table.add_column(escape(METRIC_TITLES.get(name, name)), justify="right")
             for task, metrics in content["tasks"].items():
                 table.add_row(
-                    task, str(metrics.get("n", "")), *(format_value(metrics.get(n)) for n in names)
+                    escape(task),
+                    str(metrics.get("n", "")),
+                    *(format_value(metrics.get(n)) for n in names),
                 )
             console.print(table)
             for relation, share in content.get("consistency", {}).items():
-                console.print(f"  inconsistent predictions {relation}: {format_value(share)}")
+                console.print(
+                    escape(f"  inconsistent predictions {relation}: {format_value(share)}")
+                )
 
     return report
 
@@ -99,26 +127,27 @@ def markdown_report(options: MarkdownOptions):
     """report.md in the run directory: the paper-style table of every split."""
 
     def report(result: RunResult, console: Console) -> None:
-        lines = [f"# {result.metrics.get('name', 'run')}", ""]
+        md = markdown_text
+        lines = [f"# {md(result.metrics.get('name', 'run'))}", ""]
         seeds = result.metrics.get("seeds") or [result.metrics.get("seed")]
         lines += [
-            f"Seeds: {', '.join(map(str, seeds))}. Threshold "
-            f"{result.metrics.get('threshold')}. Best epoch by validation "
-            f"{result.metrics.get('select')}.",
+            f"Seeds: {md(', '.join(map(str, seeds)))}. Threshold "
+            f"{md(result.metrics.get('threshold'))}. Best epoch by validation "
+            f"{md(result.metrics.get('select'))}.",
             "",
         ]
         for split, content in result.metrics["sets"].items():
             names = metric_names(content["tasks"])
             lines += [
-                f"## {split}: {format_count(content['n_images'])} images, "
-                f"{format_count(content['n_patients'])} patients",
+                f"## {md(split)}: {md(format_count(content['n_images']))} images, "
+                f"{md(format_count(content['n_patients']))} patients",
                 "",
-                "| task | n | " + " | ".join(METRIC_TITLES.get(n, n) for n in names) + " |",
+                "| task | n | " + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names) + " |",
                 "|---|---|" + "---|" * len(names),
             ]
             for task, metrics in content["tasks"].items():
-                cells = [format_value(metrics.get(n)) for n in names]
-                lines.append(f"| {task} | {metrics.get('n', '')} | " + " | ".join(cells) + " |")
+                cells = [md(format_value(metrics.get(n))) for n in names]
+                lines.append(f"| {md(task)} | {metrics.get('n', '')} | " + " | ".join(cells) + " |")
             lines.append("")
         atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..components import resolve_components
 from ..config import load_config
+from ..errors import UsageError
 from ..pluginhost import PluginHost
 from ..progress import Progress
 
@@ -49,20 +52,48 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--out", help="run directory (must not exist or be empty)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out (started with this same config)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    config = load_config(args.config, args.overrides)
+    return _train(config, args.out, args.resume, args.quiet, ctx)
+
+
+def _train(config, out: str | None, resume: bool, quiet: bool, ctx: CommandContext) -> int:
     from ..runner import run
 
-    config = load_config(args.config, args.overrides)
-    show = not args.quiet and ctx.err.is_terminal
+    show = not quiet and ctx.err.is_terminal
     with Progress(enabled=show, console=ctx.err) as progress:
         result = run(
-            config, out_dir=args.out, host=ctx.host, progress=progress, console=ctx.console
+            config,
+            out_dir=out,
+            host=ctx.host,
+            progress=progress,
+            console=ctx.console,
+            resume=resume,
         )
-    ctx.console.print(f"run directory: {result.out_dir}")
+    ctx.console.print(f"run directory: {escape(str(result.out_dir))}")
     return 0
+
+
+def _resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="directory of the interrupted run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _resume(args: argparse.Namespace, ctx: CommandContext) -> int:
+    recorded = Path(args.run_dir) / "config.yaml"
+    if not recorded.is_file():
+        raise UsageError(f"{args.run_dir} is not an mtlkit run directory (no config.yaml)")
+    return _train(load_config(recorded), args.run_dir, True, args.quiet, ctx)
 
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +154,11 @@ def builtin_commands() -> dict[str, Command]:
     return {
         **data_commands(),
         "run": Command("train and evaluate a configuration", _run_arguments, _run),
+        "resume": Command(
+            "continue an interrupted run from its last saved training state",
+            _resume_arguments,
+            _resume,
+        ),
         "validate": Command(
             "check a configuration without running it", _validate_arguments, _validate
         ),
