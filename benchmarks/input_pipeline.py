@@ -112,7 +112,7 @@ def main() -> None:
             f"in memory {', '.join(f'{s:.1f}' for s in memory[-1])} s "
             f"({len(rois)} training images, loading {loading:.1f} s)"
         )
-    print(f"\nepoch  pipeline s  in-memory s  ratio (in-memory / pipeline)")
+    print("\nepoch  pipeline s  in-memory s  ratio (in-memory / pipeline)")
     for epoch in range(args.epochs):
         p = statistics.median(r[epoch] for r in pipeline)
         m = statistics.median(r[epoch] for r in memory)

@@ -21,10 +21,13 @@ from .registry import format_loc, validation_problems
 Component = dict[str, Any]
 
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+
 class Strict(BaseModel):
     """Base of every options model: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/NaN numbers
 
 
 def _component(value: Any) -> Any:
@@ -42,7 +45,9 @@ class SplitConfig(Strict):
     stratify: list[str] = Field(
         default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
     )
-    seed: int = Field(0, description="split seed; fixed across repeated runs by default")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="split seed; fixed across repeated runs by default"
+    )
     file: str | None = Field(
         None, description="reuse this splits.json of an earlier run instead of drawing a split"
     )
@@ -121,6 +126,13 @@ class DataConfig(Strict):
     )
 
     _as_component = field_validator("source", mode="before")(_component)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _a_usable_path(cls, value: str | None) -> str | None:
+        if value is not None and ("\x00" in value or not value.strip()):
+            raise ValueError("not a usable folder name")
+        return value
 
 
 class ExternalSetConfig(Strict):
@@ -210,6 +222,11 @@ class EvaluationConfig(Strict):
         description="task -> data column with a reference probability (e.g. an oracle or a "
         "radiologist's score); its AUC is reported beside the model's",
     )
+    tta: Literal["none", "hflip"] = Field(
+        "none",
+        description="test-time augmentation: hflip averages each image's probabilities with "
+        "its mirror image's (validation, test, external sets and predict)",
+    )
     external: list[ExternalSetConfig] = Field(
         default_factory=list, description="extra test sets evaluated with the trained model"
     )
@@ -270,6 +287,8 @@ class RunConfig(Strict):
     def _seeds(cls, value: int | list[int]) -> int | list[int]:
         if isinstance(value, list) and (not value or len(set(value)) != len(value)):
             raise ValueError("a list of seeds must be non-empty and without repeats")
+        if any(not 0 <= s <= MAX_SEED for s in (value if isinstance(value, list) else [value])):
+            raise ValueError(f"seeds must lie in [0, {MAX_SEED}]")
         return value
 
     @property
@@ -338,16 +357,53 @@ def read_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([("", f"YAML syntax error at {where}{problem}")], str(path)) from None
-    except (ValueError, TypeError) as exc:  # a tagged value that cannot be built (!!int x)
-        raise ConfigError([("", f"YAML value error: {exc}")], str(path)) from None
+    except Exception as exc:  # noqa: BLE001 - a tag PyYAML cannot build (!!int x, !!int)
+        raise ConfigError(
+            [("", f"YAML value error: {type(exc).__name__}: {exc} (a tagged value?)")],
+            str(path),
+        ) from None
     if data is None:
         raise ConfigError([("", "the file is empty")], str(path))
     return data
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """Safe YAML without implicit dates: no config value is a date, and ``2024-13-45``
-    should reach validation as text instead of failing inside the parser."""
+    """Safe YAML without implicit dates (no config value is a date, and ``2024-13-45``
+    should reach validation as text instead of failing inside the parser), and with
+    repeated keys refused: PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+    def construct_object(self, node, deep=False):
+        # PyYAML's own constructors crash on some tagged values (`!!int` with no digits:
+        # IndexError, `!!bool maybe`: KeyError); report them like any YAML error, with a line.
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot build {node.tag} value {node.value!r} ({exc})",
+                node.start_mark,
+            ) from None
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
@@ -387,7 +443,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     path = path.strip()
     try:
         value = parse_yaml(text)
-    except (yaml.YAMLError, ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - any YAML that PyYAML cannot build
         raise ConfigError([(path, f"cannot parse override value {text!r}")]) from None
     parts = parse_path(path)
     node: Any = raw

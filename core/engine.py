@@ -355,8 +355,8 @@ class Engine:
         return sum(c(probabilities) for c in constraints)
 
     def _non_finite(self, epoch: int, step: int, losses: dict, constraint_loss) -> str:
-        bad = [name for name, value in losses.items() if not math.isfinite(float(value))]
-        if not math.isfinite(float(constraint_loss)):
+        bad = [name for name, v in losses.items() if not math.isfinite(float(v.detach()))]
+        if not math.isfinite(float(constraint_loss.detach())):
             bad.append("constraints")
         where = ", ".join(bad) or "the task weighting"
         return (
@@ -447,17 +447,25 @@ class Engine:
 
     @torch.no_grad()
     def _infer(self, rois: torch.Tensor) -> dict[str, np.ndarray]:
-        """Probabilities per task for uint8 RoIs of shape (N, 1, S, S)."""
+        """Probabilities per task for uint8 RoIs of shape (N, 1, S, S); with
+        ``evaluation.tta: hflip`` the mean over each image and its mirror image."""
         model = self.model
         model.eval()
         parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         batch = max(self.config.training.batch_size, 64)
+        views = [lambda x: x]
+        if self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
+            views.append(lambda x: torch.flip(x, dims=[3]))
         for start in range(0, len(rois), batch):
             images = normalize_batch(rois[start : start + batch]).to(self.device)
-            outputs = model(images)
+            probs: dict[str, torch.Tensor] = {}
+            for view in views:
+                outputs = model(view(images))
+                for head in self.heads:
+                    p = head.probabilities(outputs[head.name].float())
+                    probs[head.name] = probs[head.name] + p if head.name in probs else p
             for head in self.heads:
-                probs = head.probabilities(outputs[head.name].float())
-                parts[head.name].append(probs.cpu().numpy())
+                parts[head.name].append((probs[head.name] / len(views)).cpu().numpy())
         return {
             name: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.float32)
             for name, chunks in parts.items()

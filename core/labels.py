@@ -26,7 +26,8 @@ def canonical(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         if isinstance(value, float) and math.isnan(value):
             return None
-        return _number_text(float(value))
+        number = as_number(value)
+        return _number_text(number) if number is not None else str(value).lower()
     text = str(value).strip().lower()
     if text in MISSING:
         return None
@@ -40,11 +41,11 @@ def as_number(value: Any) -> float | None:
         value = value.item()
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
     try:
+        if isinstance(value, (int, float)):
+            return float(value) if math.isfinite(value) else None
         number = float(str(value).strip())
-    except ValueError:
+    except (ValueError, OverflowError):  # text, or an integer beyond float range
         return None
     return number if math.isfinite(number) else None
 

@@ -103,7 +103,8 @@ def leaks(
     for sample, group, split in zip(samples, groups, splits, strict=True):
         units.setdefault(group, {}).setdefault(split, set()).add(sample.patient_id)
     for parts in units.values():
-        if len(parts) > 1:
+        patients = [p for members in parts.values() for p in members]
+        if len(parts) > 1 and len(patients) == len(set(patients)):  # else a patient leak
             text = "; ".join(
                 f"{split}: {', '.join(sorted(p))}" for split, p in sorted(parts.items())
             )

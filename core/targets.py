@@ -75,7 +75,7 @@ def label_differences(a: dict, b: dict, columns: Sequence[str]) -> str:
     """``bm: 'benign' vs 'malignant'; ...`` for the columns where two label sets disagree."""
     parts = [
         f"{column}: {a.get(column)!r} vs {b.get(column)!r}"
-        for column in columns
+        for column in dict.fromkeys(columns)
         if canonical(a.get(column)) != canonical(b.get(column))
     ]
     return "; ".join(parts)

@@ -30,8 +30,13 @@ class BackboneOptions(Strict):
     @field_validator("pretrained")
     @classmethod
     def _existing_file(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str) and not Path(value).expanduser().is_file():
-            raise ValueError(f"pretrained weights file not found: {value}")
+        if isinstance(value, str):
+            try:
+                found = Path(value).expanduser().is_file()
+            except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+                raise ValueError(f"not a usable file name ({exc})") from None
+            if not found:
+                raise ValueError(f"pretrained weights file not found: {value}")
         return value
 
 

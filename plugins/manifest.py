@@ -9,6 +9,7 @@ collected over the whole file and reported together, each with its row number.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
 def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
     """The rows of a CSV file with their line numbers (header = 1), and its columns."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")  # line breaks untranslated, for csv
     except FileNotFoundError:
         raise DataError(f"manifest not found: {path}") from None
     except UnicodeDecodeError as exc:
@@ -113,8 +114,12 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
         raise DataError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8") from None
     except OSError as exc:
         raise DataError(f"cannot read manifest {path}: {exc.strerror}") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in reader.fieldnames or []]
+    # newline="" keeps line breaks inside quoted cells; line_num gives true line numbers
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        columns = [c.strip() for c in reader.fieldnames or []]
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not columns:
         raise DataError(f"{path}: the file is empty (no header row)")
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
@@ -122,10 +127,16 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
         raise DataError(f"{path}: duplicated column(s) {', '.join(duplicated)}")
     reader.fieldnames = columns
     rows = []
-    for number, row in enumerate(reader, start=2):
-        if None in row:
-            raise DataError(f"{path}: row {number} has more cells than the header")
-        rows.append((number, {k: (v or "").strip() for k, v in row.items()}))
+    try:
+        for row in reader:
+            number = reader.line_num  # the file's line (the last one of a multi-line row)
+            if None in row:
+                raise DataError(f"{path}: row {number} has more cells than the header")
+            rows.append((number, {k: (v or "").strip() for k, v in row.items()}))
+    except csv.Error as exc:
+        raise DataError(
+            f"{path}: not a readable CSV file (line {reader.line_num}: {exc})"
+        ) from None
     return rows, columns
 
 
@@ -133,11 +144,14 @@ def _resolve(text: str, root: Path, allow_outside: bool) -> Path | str:
     """The file a manifest cell names, or a string saying what is wrong with it."""
     if not (text or "").strip():
         return "path is empty"
-    path = (root / text.strip()).resolve()
-    if not allow_outside and not path.is_relative_to(root):
-        return f"{text!r} is outside the manifest's folder (set allow_outside_root to accept)"
-    if not path.is_file():
-        return f"file not found: {text}"
+    try:
+        path = (root / text.strip()).resolve()
+        if not allow_outside and not path.is_relative_to(root):
+            return f"{text!r} is outside the manifest's folder (set allow_outside_root to accept)"
+        if not path.is_file():
+            return f"file not found: {text}"
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        return f"{text[:80]!r} is not a usable file name ({type(exc).__name__})"
     return path
 
 

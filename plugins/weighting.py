@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import torch
 from pydantic import Field
@@ -13,8 +14,8 @@ from mtlkit.tasks import TaskWeighting
 
 
 class EqualOptions(Strict):
-    weights: dict[str, float] = Field(
-        default_factory=dict, description="optional fixed weight per task; others get 1"
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="optional fixed weight (>= 0) per task; others get 1"
     )
 
 

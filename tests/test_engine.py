@@ -396,3 +396,19 @@ def test_fit_twice_gives_the_same_model():
     first = engine.fit()
     second = engine.fit()
     assert [h.train_loss for h in first.history] == [h.train_loss for h in second.history]
+
+
+def test_hflip_tta_averages_each_image_with_its_mirror(fitted):
+    engine, _ = fitted
+    best = engine.checkpoint_dir / "best.safetensors"
+    config = engine.config.model_copy(deep=True)
+    config.evaluation.tta = "hflip"
+    mirrored = Engine(config, host=engine.host)
+    mirrored.load_checkpoint(best)
+    images = [engine.data.cache[i, 0].numpy() for i in range(4)]
+    plain = engine.predict(images)
+    flipped = engine.predict([np.ascontiguousarray(i[:, ::-1]) for i in images])
+    both = mirrored.predict(images)
+    for task in TASKS:
+        np.testing.assert_allclose(both[task], (plain[task] + flipped[task]) / 2, rtol=1e-5)
+        assert not np.allclose(both[task], plain[task])
