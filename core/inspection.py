@@ -137,6 +137,7 @@ def inspect_data(
         cache=scan.rois,
         references=references,
         digests=[f.digest for f in scan.facts],
+        warnings=report.warnings,
     )
     return report
 

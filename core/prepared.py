@@ -33,6 +33,7 @@ class PreparedData:
     cache: torch.Tensor
     references: dict[str, np.ndarray]
     digests: list[str] = dataclasses.field(default_factory=list)  # of each decoded image
+    warnings: list[str] = dataclasses.field(default_factory=list)  # found by the data check
     fold: int = 0
 
     @property

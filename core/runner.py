@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from .config import RunConfig, dump_config
 from .engine import Engine
@@ -68,6 +69,9 @@ def run(
     data = first.data  # data errors surface here, before anything is written
     externals = load_externals(first, data)
     first.build_model()  # and backbone/weights errors too
+    for prepared in (data, *externals.values()):
+        for warning in prepared.warnings:  # e.g. near-duplicates with different labels
+            progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
     records = environment(data)
     if resume:
         check_same_data(out, data, records)

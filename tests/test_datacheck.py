@@ -251,3 +251,18 @@ def test_cached_and_fresh_rois_are_identical(dataset, tmp_path):
     assert results[1].scan.from_cache == len(rows)
     assert results[0].prepared.cache.equal(results[1].prepared.cache)
     assert results[0].prepared.splits == results[1].prepared.splits
+
+
+def test_a_run_shows_data_warnings(dataset, tmp_path, capsys):
+    folder, rows, header = dataset
+    source = np.asarray(Image.open(folder / rows[15]["image"]), dtype=np.int16)
+    other = next(
+        r for r in rows if r["patient_id"] != rows[15]["patient_id"] and r["bm"] != rows[15]["bm"]
+    )
+    Image.fromarray(np.clip(source + 6, 0, 255).astype(np.uint8)).save(folder / other["image"])
+    raw = config_for(folder, tmp_path)
+    code = main(["run", str(raw), "--out", str(tmp_path / "run"), "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 0
+    assert "data warning:" in err and "look like the same lesion" in err
+    assert other["image"] in err and rows[15]["image"] in err
