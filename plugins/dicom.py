@@ -53,7 +53,13 @@ from mtlkit.plugins.dicom_pixels import (
     is_dicom,
     read_dicom,
 )
-from mtlkit.plugins.manifest import BOX_COLUMNS, load_grayscale, read_rows
+from mtlkit.plugins.manifest import (
+    BOX_COLUMNS,
+    check_columns,
+    load_grayscale,
+    parse_box,
+    read_rows,
+)
 
 
 class DicomOptions(Strict):
@@ -229,16 +235,8 @@ def _join(options: DicomOptions, root: Path, headers: dict[str, _Header], others
         raise DataError(f"labels CSV not found: {path}")
     rows, columns = read_rows(path)
     box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
-    required = [options.image_column]
-    for name in ("patient_column", "mask_column", "box_columns", "frame_column"):
-        value = getattr(options, name)
-        if name in options.model_fields_set and value:
-            required += value if isinstance(value, list) else [value]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
-        )
+    fields = ("patient_column", "mask_column", "box_columns", "frame_column")
+    check_columns(path, columns, options, fields)
     patient_column = options.patient_column if options.patient_column in columns else None
     mask_column = options.mask_column if options.mask_column in columns else None
     frame_column = options.frame_column if options.frame_column in columns else None
@@ -322,12 +320,10 @@ def _why_not_an_image(root: Path, relative: str, others: dict[str, str]) -> str:
 
 
 def _box(row: dict[str, str], columns, header: _Header):
-    values = [as_number(row[c]) for c in columns]
-    if any(v is None or not float(v).is_integer() for v in values):
-        return None, f"box {', '.join(row[c] or '(empty)' for c in columns)} is not four integers"
-    x0, y0, x1, y1 = (int(v) for v in values)
-    if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
-        return None, f"box ({x0}, {y0}, {x1}, {y1}) needs 0 <= x0 < x1 and 0 <= y0 < y1"
+    box, problem = parse_box(row, columns)
+    if box is None:
+        return None, problem
+    x0, y0, x1, y1 = box
     if x1 > header.columns or y1 > header.rows:
         return None, (
             f"box ({x0}, {y0}, {x1}, {y1}) leaves the {header.columns}x{header.rows} image"

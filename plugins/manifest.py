@@ -48,18 +48,7 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
     rows, columns = read_rows(path)
     root = path.parent.resolve()
     box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
-    # The image column is always needed; the others only when the config names them (their
-    # defaults may simply be absent from a manifest).
-    required = [options.image_column]
-    for field in ("patient_column", "mask_column", "box_columns"):
-        value = getattr(options, field)
-        if field in options.model_fields_set and value:
-            required += value if isinstance(value, list) else [value]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
-        )
+    check_columns(path, columns, options, ("patient_column", "mask_column", "box_columns"))
     patient_column = options.patient_column if options.patient_column in columns else None
     mask_column = options.mask_column if options.mask_column in columns else None
     reserved = {options.image_column, patient_column, mask_column, *(box_columns or ())}
@@ -79,7 +68,7 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
                 continue
         box = None
         if box_columns:
-            box, problem = _box(row, box_columns)
+            box, problem = parse_box(row, box_columns)
             if problem:
                 problems.append(f"{where}: {problem}")
                 continue
@@ -101,6 +90,21 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
         raise DataError(list_problems(f"{path}: {len(problems)} bad row(s):", problems))
     labels = [c for c in columns if c not in reserved]
     return SampleSet(samples, description=f"manifest {path}", columns=labels)
+
+
+def check_columns(path: Path, columns: list[str], options: Strict, fields: tuple[str, ...]):
+    """The image column must exist; the optional ``fields`` only when the config names them
+    (their defaults may simply be absent from a CSV). Raises DataError naming the missing."""
+    required = [options.image_column]
+    for field in fields:
+        value = getattr(options, field)
+        if field in options.model_fields_set and value:
+            required += value if isinstance(value, list) else [value]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
+        )
 
 
 def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
@@ -155,7 +159,8 @@ def _resolve(text: str, root: Path, allow_outside: bool) -> Path | str:
     return path
 
 
-def _box(row: dict[str, str], columns: list[str] | tuple[str, ...]):
+def parse_box(row: dict[str, str], columns: list[str] | tuple[str, ...]):
+    """Four integer box cells as ``(box, None)``, or ``(None, what is wrong)``."""
     values = [as_number(row[c]) for c in columns]
     if any(v is None or not float(v).is_integer() for v in values):
         return None, f"box {', '.join(row[c] or '(empty)' for c in columns)} is not four integers"
