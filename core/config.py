@@ -194,6 +194,13 @@ class TrainingConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     amp: bool = Field(False, description="mixed precision on CUDA")
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay of an exponential moving average of the weights, updated every step; "
+        "the average is what is validated, selected and saved (e.g. 0.99); 0: off",
+    )
     state_every: int = Field(
         1,
         ge=0,
@@ -225,7 +232,8 @@ class EvaluationConfig(Strict):
     tta: Literal["none", "hflip"] = Field(
         "none",
         description="test-time augmentation: hflip averages each image's probabilities with "
-        "its mirror image's (validation, test, external sets and predict)",
+        "its mirror image's (reported validation and test metrics, external sets, evaluate, "
+        "predict; the per-epoch validation that picks the best epoch does without)",
     )
     external: list[ExternalSetConfig] = Field(
         default_factory=list, description="extra test sets evaluated with the trained model"

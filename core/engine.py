@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .averaging import WeightAverage
 from .checkpoint import load_weights, read_metadata, save_weights
 from .components import Components, call_component, resolve_components
 from .config import ExternalSetConfig, RunConfig, load_config
@@ -166,6 +167,9 @@ class Engine:
         self.weighting = weighting = self.components.build_weighting().to(self.device)
         constraints = [c.to(self.device) for c in self.components.build_constraints()]
         params = list(model.parameters()) + list(weighting.parameters())
+        # With training.ema the average is the model that is validated, selected and saved.
+        average = WeightAverage(model, cfg.ema) if cfg.ema else None
+        evaluated = average.model if average is not None else model
         optimizer = make_optimizer(params, cfg)
         scheduler = make_scheduler(optimizer, cfg)
         generator = torch.Generator().manual_seed(self.seed)
@@ -188,6 +192,8 @@ class Engine:
             scheduler.load_state_dict(saved.scheduler)
             if saved.scaler:
                 scaler.load_state_dict(saved.scaler)
+            if average is not None:
+                average.load_state_dict(saved.average)
             generator.set_state(saved.loader_generator)
             restore_rng(saved.rng)
             history = [EpochLog(**log) for log in saved.history]
@@ -196,6 +202,7 @@ class Engine:
             train_seconds, train_images = saved.totals["seconds"], int(saved.totals["images"])
             first_epoch = saved.epoch + 1
 
+        self.model = evaluated
         self.host.fit_start(self)
         epochs = self.progress.task("epochs", total=cfg.epochs)
         for _ in range(first_epoch - 1):
@@ -225,6 +232,8 @@ class Engine:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if average is not None:
+                    average.update()
                 loss_sum += value
                 part_sums += torch.stack([*losses.values(), constraint_loss]).detach().float()
                 steps += 1
@@ -236,7 +245,11 @@ class Engine:
             train_seconds += seconds
             train_images += seen
 
-            val_metrics = self._evaluate_split("val").tasks if has_val else {}
+            # The per-epoch choice of the best epoch does without test-time augmentation:
+            # it would double the validation cost of every epoch. Reported metrics use it.
+            val_metrics = (
+                self._evaluate(data, data.indices("val"), "val", tta=False).tasks if has_val else {}
+            )
             score = self._selection_score(val_metrics) if has_val else math.nan
             log = EpochLog(
                 epoch=epoch,
@@ -254,7 +267,7 @@ class Engine:
             # the latest epoch counts as best.
             if math.isnan(best_score) or (not math.isnan(score) and score > best_score):
                 best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy((model.state_dict(), weighting.state_dict()))
+                best_state = copy.deepcopy((evaluated.state_dict(), weighting.state_dict()))
                 self._save("best", epoch)
             scheduler.step()
             if (
@@ -271,6 +284,7 @@ class Engine:
                         optimizer=optimizer.state_dict(),
                         scheduler=scheduler.state_dict(),
                         scaler=scaler.state_dict(),
+                        average=average.state_dict() if average is not None else {},
                         loader_generator=generator.get_state(),
                         rng=capture_rng(),
                         best={
@@ -293,6 +307,7 @@ class Engine:
         if first_epoch <= cfg.epochs or not self._has_checkpoint("last"):
             self._save("last", cfg.epochs)
         self.progress.remove(epochs)
+        self.model = model
         model.load_state_dict(best_state[0])
         weighting.load_state_dict(best_state[1])
         result = FitResult(
@@ -412,8 +427,10 @@ class Engine:
     def _evaluate_split(self, split: str) -> EvalResult:
         return self._evaluate(self.data, self.data.indices(split), split)
 
-    def _evaluate(self, data: PreparedData, indices: np.ndarray, split: str) -> EvalResult:
-        probabilities = self._infer(data.cache[torch.from_numpy(indices)])
+    def _evaluate(
+        self, data: PreparedData, indices: np.ndarray, split: str, tta: bool = True
+    ) -> EvalResult:
+        probabilities = self._infer(data.cache[torch.from_numpy(indices)], tta)
         targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(self.heads)}
         cfg = self.config.evaluation
         tasks = {
@@ -446,15 +463,15 @@ class Engine:
         )
 
     @torch.no_grad()
-    def _infer(self, rois: torch.Tensor) -> dict[str, np.ndarray]:
+    def _infer(self, rois: torch.Tensor, tta: bool = True) -> dict[str, np.ndarray]:
         """Probabilities per task for uint8 RoIs of shape (N, 1, S, S); with
-        ``evaluation.tta: hflip`` the mean over each image and its mirror image."""
+        ``evaluation.tta: hflip`` (and ``tta``) the mean over each image and its mirror."""
         model = self.model
         model.eval()
         parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         batch = max(self.config.training.batch_size, 64)
         views = [lambda x: x]
-        if self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
+        if tta and self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
             views.append(lambda x: torch.flip(x, dims=[3]))
         for start in range(0, len(rois), batch):
             images = normalize_batch(rois[start : start + batch]).to(self.device)

@@ -100,7 +100,10 @@ def mtl_register_commands(registry: Registry) -> None:
 
 @hookspec
 def mtl_fit_start(engine: Engine) -> None:
-    """Called once when ``Engine.fit`` starts, after the model and data are built."""
+    """Called once when ``Engine.fit`` starts, after the model and data are built.
+
+    During the fit ``engine.model`` is the model that is validated and saved: with
+    ``training.ema`` that is the weight average, not the weights the optimiser steps."""
 
 
 @hookspec

@@ -1,10 +1,11 @@
 """The complete state of a training run, saved every epoch so a killed run can continue.
 
-One safetensors file holds every tensor (model, task weighting, optimizer moments, the best
-epoch's weights, random generator states); its JSON metadata holds the rest (epoch,
-scheduler, optimizer hyper-parameters, python and numpy generator states, history). No
-pickle is involved, and the file is written to a temporary name and renamed, so a kill at
-any instant leaves either the previous state or the new one, never a broken file.
+One safetensors file holds every tensor (model, task weighting, optimizer moments, the weight
+average, the best epoch's weights, random generator states); its JSON metadata holds the
+rest (epoch, scheduler, optimizer hyper-parameters, python and numpy generator states,
+history). No pickle is involved, and the file is written to a temporary name and renamed,
+so a kill at any instant leaves either the previous state or the new one, never a broken
+file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class TrainingState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
+    average: dict[str, torch.Tensor]  # the weight average of training.ema; empty without
     loader_generator: torch.Tensor
     rng: dict[str, Any]
     best: dict[str, Any]  # epoch, score, model and weighting state dicts
@@ -79,6 +81,7 @@ def save_state(path: Path, state: TrainingState) -> None:
     }
     _put(tensors, "model.", state.model)
     _put(tensors, "weighting.", state.weighting)
+    _put(tensors, "average.", state.average)
     _put(tensors, "best.model.", state.best["model"])
     _put(tensors, "best.weighting.", state.best["weighting"])
     tensors["rng.loader"] = state.loader_generator
@@ -109,6 +112,7 @@ def load_state(path: Path) -> TrainingState:
         optimizer=_unflatten_optimizer(meta["optimizer"], tensors),
         scheduler=meta["scheduler"],
         scaler=meta["scaler"],
+        average=_take(tensors, "average."),
         loader_generator=tensors["rng.loader"],
         rng=_unflatten_rng(meta["rng"], tensors),
         best={

@@ -412,3 +412,20 @@ def test_hflip_tta_averages_each_image_with_its_mirror(fitted):
     for task in TASKS:
         np.testing.assert_allclose(both[task], (plain[task] + flipped[task]) / 2, rtol=1e-5)
         assert not np.allclose(both[task], plain[task])
+
+
+def test_the_best_epoch_is_chosen_without_tta_and_reported_with_it(tmp_path):
+    raw = tiny_raw()
+    raw["evaluation"]["tta"] = "hflip"
+    engine = Engine(load_config(raw))
+    engine.checkpoint_dir = tmp_path
+    result = engine.fit()
+    recorded = result.history[result.best_epoch - 1].val_metrics
+    plain_config = engine.config.model_copy(deep=True)
+    plain_config.evaluation.tta = "none"
+    plain = Engine(plain_config, host=engine.host, data=engine.data)
+    plain.load_checkpoint(tmp_path / "best.safetensors")
+    without, reported = plain.evaluate("val").tasks, engine.evaluate("val").tasks
+    for task in TASKS:
+        assert without[task] == pytest.approx(recorded[task], nan_ok=True), task
+    assert reported != without
