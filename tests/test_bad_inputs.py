@@ -269,6 +269,8 @@ CONFIG_CASES = [
         "evaluation.threshold",
         "less than 1",
     ),
+    case("ema-of-1", setting("training.ema", 1.0), "training.ema", "less than 1"),
+    case("negative-ema", setting("training.ema", -0.9), "training.ema", "greater than or equal"),
     case("unknown-device", setting("training.device", "gpu"), "training.device", "cuda"),
     case("roi-mode", setting("data.roi.mode", "polygon"), "data.roi.mode", "'box'"),
     case(
