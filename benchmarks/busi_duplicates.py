@@ -1,5 +1,5 @@
 """Which perceptual hash and threshold find BUSI's near-duplicates; the numbers behind the
-defaults of ``mtlkit.duplicates.DuplicateSettings``.
+defaults of ``mtlkit.data.duplicates.DuplicateSettings``.
 
     python benchmarks/busi_duplicates.py [BUSI_DIR] [--phantom-patients 300] [--scale 10000]
 
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mtlkit.duplicates import (
+from mtlkit.data.duplicates import (
     DuplicateSettings,
     find_near_duplicates,
     group_duplicates,
@@ -59,7 +59,7 @@ CANDIDATES: dict[str, tuple[DuplicateSettings, list[int]]] = {
     "dhash 16": (DuplicateSettings("dhash", 16, 0), [40, 48, 56, 60, 64, 68, 72, 80]),
     "phash+dhash 16": (DuplicateSettings("phash+dhash", 16, 0), [116, 132, 148, 164]),
 }
-# "a AND b": both distances within their own thresholds (not offered by mtlkit.duplicates;
+# "a AND b": both distances within their own thresholds (not offered by mtlkit.data.duplicates;
 # measured to see whether requiring two hashes to agree buys anything).
 AND_CANDIDATES = [
     (("phash 8", 8), ("dhash 8", 14)),

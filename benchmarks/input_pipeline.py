@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlkit import Engine, load_config
-from mtlkit.preprocess import train_transform
+from mtlkit.data.transforms import train_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from mtlkit import Engine, load_config
-from mtlkit.losses import masked_task_loss
-from mtlkit.preprocess import normalize_batch
+from mtlkit.data.transforms import normalize_batch
+from mtlkit.training.losses import masked_task_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

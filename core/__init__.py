@@ -1,40 +1,113 @@
-"""mtlkit: plugin-based multi-task deep learning for breast ultrasound."""
+"""mtlkit: plugin-based multi-task deep learning for breast ultrasound.
+
+This module is the public API, the one place users and plugin authors import from:
+
+- running: :class:`Engine`, :func:`run`, :func:`load_config`, :class:`RunConfig` and the
+  result types;
+- writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
+  (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`), :class:`Sample` and
+  :class:`SampleSet`, :class:`Command`, the label and file-reading helpers, safe output
+  writing; :mod:`mtlkit.testing` checks a plugin against these contracts;
+- the errors, all under :class:`MtlError`.
+
+Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("mtlkit")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
-from .config import RunConfig, load_config  # noqa: E402
-from .engine import Engine  # noqa: E402
-from .errors import (  # noqa: E402
+from mtlkit.cli.base import Command, CommandContext
+from mtlkit.components.host import hookimpl
+from mtlkit.components.interfaces import (
+    DEFAULT_LOSSES,
+    HEAD_KINDS,
+    Constraint,
+    MetricFn,
+    TaskHead,
+    TaskLossFn,
+    TaskWeighting,
+)
+from mtlkit.config.loading import load_config
+from mtlkit.config.problems import validation_problems
+from mtlkit.config.schema import OptionsModel, RunConfig
+from mtlkit.data.labels import MISSING, as_number, canonical
+from mtlkit.data.reading import (
+    Box,
+    is_dicom,
+    load_grayscale,
+    load_mask,
+    parse_box,
+    read_csv_rows,
+    read_dicom,
+    resolve_data_file,
+)
+from mtlkit.data.samples import Sample, SampleSet
+from mtlkit.engine import Engine
+from mtlkit.errors import (
     ConfigError,
     DataError,
     MtlError,
     OutputError,
     PluginError,
+    RegistryError,
     TrainingError,
     UsageError,
+    list_problems,
 )
-from .pluginhost import hookimpl  # noqa: E402
-from .runner import run  # noqa: E402
+from mtlkit.evaluation.metrics import binary_auc
+from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
+from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
+from mtlkit.runs.runner import run
+from mtlkit.training.checkpoint import state_dict_mismatch
+from mtlkit.version import __version__
 
 __all__ = [
+    "DEFAULT_LOSSES",
+    "HEAD_KINDS",
+    "MISSING",
+    "Box",
+    "Command",
+    "CommandContext",
     "ConfigError",
+    "Constraint",
     "DataError",
     "Engine",
+    "EpochLog",
+    "EvalResult",
+    "FitResult",
+    "MetricFn",
     "MtlError",
-    "PluginError",
-    "RunConfig",
+    "OptionsModel",
     "OutputError",
+    "PluginError",
+    "Predictions",
+    "RegistryError",
+    "RunConfig",
+    "RunResult",
+    "Sample",
+    "SampleSet",
+    "TaskHead",
+    "TaskLossFn",
+    "TaskWeighting",
     "TrainingError",
     "UsageError",
-    "hookimpl",
-    "load_config",
-    "run",
     "__version__",
+    "as_number",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "binary_auc",
+    "canonical",
+    "hookimpl",
+    "is_dicom",
+    "list_problems",
+    "load_config",
+    "load_grayscale",
+    "load_mask",
+    "parse_box",
+    "read_csv_rows",
+    "read_dicom",
+    "resolve_data_file",
+    "run",
+    "state_dict_mismatch",
+    "to_json",
+    "validation_problems",
 ]

@@ -19,23 +19,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .averaging import WeightAverage
-from .checkpoint import load_weights, read_metadata, save_weights
-from .components import Components, call_component, resolve_components
-from .config import ExternalSetConfig, RunConfig, load_config
-from .data import SampleSet
-from .errors import DataError, MtlError, TrainingError, UsageError
-from .evaluation import constraint_violations, selection_score, task_metrics
-from .inspection import prepare_data, prepare_external, roi_for
-from .losses import masked_task_loss
-from .model import MultiTaskModel
-from .pluginhost import PluginHost
-from .prepared import PreparedData, RoiDataset
-from .preprocess import normalize_batch, train_transform
-from .progress import Progress
-from .results import EpochLog, EvalResult, FitResult, Predictions
-from .seeding import seed_everything, seed_worker
-from .trainstate import TrainingState, capture_rng, load_state, restore_rng, save_state
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import Components, call_component, resolve_components
+from mtlkit.config.loading import load_config
+from mtlkit.config.schema import ExternalSetConfig, RunConfig
+from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
+from mtlkit.data.prepared import PreparedData, RoiDataset
+from mtlkit.data.samples import SampleSet
+from mtlkit.data.transforms import normalize_batch, train_transform
+from mtlkit.errors import DataError, MtlError, TrainingError, UsageError
+from mtlkit.evaluation.metrics import constraint_violations, selection_score, task_metrics
+from mtlkit.progress import Progress
+from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions
+from mtlkit.training.averaging import WeightAverage
+from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
+from mtlkit.training.losses import masked_task_loss
+from mtlkit.training.model import MultiTaskModel
+from mtlkit.training.seeding import seed_everything, seed_worker
+from mtlkit.training.state import TrainingState, capture_rng, load_state, restore_rng, save_state
 
 STATE_FILE = "state.safetensors"
 

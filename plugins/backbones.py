@@ -11,15 +11,13 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from mtlkit import UsageError, hookimpl
-from mtlkit.checkpoint import state_dict_mismatch
-from mtlkit.config import Strict
+from mtlkit import OptionsModel, UsageError, hookimpl, state_dict_mismatch
 
 # Keys of a classifier layer in common checkpoints; a feature extractor does not want them.
 CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "last_linear.", "head.fc.")
 
 
-class BackboneOptions(Strict):
+class BackboneOptions(OptionsModel):
     pretrained: bool | str = Field(
         False, description="false, true (timm download) or a local .safetensors/.pth file"
     )

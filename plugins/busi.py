@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from mtlkit import DataError, hookimpl
-from mtlkit.config import Strict
-from mtlkit.data import Sample, SampleSet
-from mtlkit.plugins.manifest import load_grayscale
+from mtlkit import DataError, OptionsModel, Sample, SampleSet, hookimpl, load_grayscale
 
 CLASSES = ("benign", "malignant", "normal")
 ORIGINAL_NAME = re.compile(r"^(benign|malignant|normal) \((\d+)\)\.png$")
 
 
-class BusiOptions(Strict):
+class BusiOptions(OptionsModel):
     root: str = Field(description="Dataset_BUSI_with_GT folder, or a folder with manifest.csv")
     include_normal: bool = Field(False, description="keep normal (lesion-free) images")
     groups: str | None = Field(

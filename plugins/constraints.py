@@ -7,12 +7,10 @@ from collections.abc import Mapping
 import torch
 from pydantic import Field
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
-from mtlkit.tasks import Constraint, TaskHead
+from mtlkit import Constraint, OptionsModel, TaskHead, hookimpl
 
 
-class HierarchicalHingeOptions(Strict):
+class HierarchicalHingeOptions(OptionsModel):
     pairs: list[tuple[str, str]] = Field(
         min_length=1,
         description="(parent, child) task pairs: a child's probability should not exceed its "

@@ -38,12 +38,19 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from mtlkit import DataError, hookimpl
-from mtlkit.config import Strict
-from mtlkit.data import Sample, SampleSet
-from mtlkit.errors import list_problems
-from mtlkit.labels import as_number
-from mtlkit.plugins.dicom_pixels import (
+from mtlkit import (
+    DataError,
+    OptionsModel,
+    Sample,
+    SampleSet,
+    as_number,
+    hookimpl,
+    list_problems,
+    load_grayscale,
+    parse_box,
+    read_csv_rows,
+)
+from mtlkit.data.dicom_pixels import (
     HEADER_TAGS,
     decode_pixels,
     decoder_problem,
@@ -53,16 +60,10 @@ from mtlkit.plugins.dicom_pixels import (
     is_dicom,
     read_dicom,
 )
-from mtlkit.plugins.manifest import (
-    BOX_COLUMNS,
-    check_columns,
-    load_grayscale,
-    parse_box,
-    read_rows,
-)
+from mtlkit.plugins.manifest import BOX_COLUMNS, check_columns
 
 
-class DicomOptions(Strict):
+class DicomOptions(OptionsModel):
     root: str = Field(description="folder searched recursively for DICOM files")
     labels: str | None = Field(
         None, description="CSV with one row per file (path relative to root) and label columns"
@@ -233,7 +234,7 @@ def _join(options: DicomOptions, root: Path, headers: dict[str, _Header], others
     path = Path(options.labels).expanduser()
     if not path.is_file():
         raise DataError(f"labels CSV not found: {path}")
-    rows, columns = read_rows(path)
+    rows, columns = read_csv_rows(path)
     box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
     fields = ("patient_column", "mask_column", "box_columns", "frame_column")
     check_columns(path, columns, options, fields)

@@ -11,15 +11,12 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
-from mtlkit.labels import as_number, canonical
-from mtlkit.tasks import TaskHead
+from mtlkit import OptionsModel, TaskHead, as_number, canonical, hookimpl
 
 LossSpec = str | dict[str, Any] | None
 
 
-class BinaryOptions(Strict):
+class BinaryOptions(OptionsModel):
     name: str = Field(description="task name, unique in the run")
     label: str = Field(description="data column the target is derived from")
     positive: list[Any] | None = Field(None, description="values meaning positive")
@@ -157,7 +154,7 @@ class BurdenHead(BinaryHead):
     Options = BurdenOptions
 
 
-class MulticlassOptions(Strict):
+class MulticlassOptions(OptionsModel):
     name: str = Field(description="task name, unique in the run")
     label: str = Field(description="data column holding the class")
     classes: list[str] = Field(min_length=2, description="class values, in output order")

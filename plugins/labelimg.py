@@ -23,11 +23,16 @@ from xml.parsers import expat
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from mtlkit import DataError, hookimpl
-from mtlkit.config import Strict
-from mtlkit.data import Sample, SampleSet
-from mtlkit.errors import list_problems
-from mtlkit.plugins.manifest import load_grayscale, read_rows
+from mtlkit import (
+    DataError,
+    OptionsModel,
+    Sample,
+    SampleSet,
+    hookimpl,
+    list_problems,
+    load_grayscale,
+    read_csv_rows,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
@@ -35,7 +40,7 @@ CORNERS = ("xmin", "ymin", "xmax", "ymax")
 Box = tuple[int, int, int, int]
 
 
-class LabelImgOptions(Strict):
+class LabelImgOptions(OptionsModel):
     images: str = Field(
         description="folder with the images (png, jpg, jpeg, bmp, tif, tiff; any letter case)"
     )
@@ -86,7 +91,7 @@ def labelimg_source(options: LabelImgOptions) -> SampleSet:
     labels_path = Path(options.labels).expanduser()
     if not labels_path.is_file():
         raise DataError(f"labels file not found: {labels_path}")
-    rows, columns = read_rows(labels_path)
+    rows, columns = read_csv_rows(labels_path)
     required = [options.image_column]
     if "patient_column" in options.model_fields_set and options.patient_column:
         required.append(options.patient_column)

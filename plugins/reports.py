@@ -10,10 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
-from mtlkit.outputs import atomic_write_text
-from mtlkit.results import RunResult
+from mtlkit import OptionsModel, RunResult, atomic_write_text, hookimpl
 
 METRIC_TITLES = {
     "acc": "ACC",
@@ -76,7 +73,7 @@ def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
     return names
 
 
-class SummaryOptions(Strict):
+class SummaryOptions(OptionsModel):
     sets: list[str] | None = Field(
         None, description="which sets to show; default: test and every external set"
     )
@@ -119,7 +116,7 @@ def summary_report(options: SummaryOptions):
     return report
 
 
-class MarkdownOptions(Strict):
+class MarkdownOptions(OptionsModel):
     filename: str = Field("report.md", description="file written in the run directory")
 
 

@@ -6,11 +6,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
+from mtlkit import OptionsModel, hookimpl
 
 
-class BCEOptions(Strict):
+class BCEOptions(OptionsModel):
     pos_weight: float | None = Field(None, gt=0, description="weight of positive samples")
 
 
@@ -30,7 +29,7 @@ def bce_loss(options: BCEOptions):
 bce_loss.head_kinds = ("binary",)
 
 
-class CrossEntropyOptions(Strict):
+class CrossEntropyOptions(OptionsModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 

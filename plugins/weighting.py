@@ -8,12 +8,10 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
-from mtlkit.tasks import TaskWeighting
+from mtlkit import OptionsModel, TaskWeighting, hookimpl
 
 
-class EqualOptions(Strict):
+class EqualOptions(OptionsModel):
     weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict, description="optional fixed weight (>= 0) per task; others get 1"
     )

@@ -13,8 +13,8 @@ from conftest import ROOT, tiny_raw
 from safetensors.torch import load_file
 
 from mtlkit import Engine, load_config, run
-from mtlkit.averaging import WeightAverage
 from mtlkit.cli import main
+from mtlkit.training.averaging import WeightAverage
 
 
 def _net() -> torch.nn.Module:

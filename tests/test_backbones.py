@@ -21,8 +21,8 @@ def options(**values) -> TimmOptions:
 @pytest.mark.parametrize("model", ["resnet10t", "mobilenetv3_small_050"])
 def test_backbone_returns_pooled_features_of_the_declared_width(model):
     net = timm_backbone(options(model=model))
-    from mtlkit.model import MultiTaskModel
     from mtlkit.plugins.heads import BMHead, BMOptions
+    from mtlkit.training.model import MultiTaskModel
 
     multi = MultiTaskModel(net, [BMHead(BMOptions())])
     out = multi(torch.zeros(2, 1, 32, 32))

@@ -24,7 +24,7 @@ from conftest import tiny_raw, write_yaml
 from PIL import Image
 
 from mtlkit.cli import main
-from mtlkit.config import parse_path
+from mtlkit.config.loading import parse_path
 from mtlkit.plugins.synthetic.phantoms import (
     PhantomSettings,
     generate_phantoms,

@@ -10,10 +10,10 @@ import pytest
 from conftest import METRICS, TASKS, run_mtl, tiny_raw, write_yaml
 
 from mtlkit import TrainingError, hookimpl, load_config
-from mtlkit.checkpoint import read_metadata
 from mtlkit.cli import Command, main
+from mtlkit.components.host import PluginHost
 from mtlkit.errors import DataError
-from mtlkit.pluginhost import PluginHost
+from mtlkit.training.checkpoint import read_metadata
 
 
 def config_file(tmp_path, raw=None, name="config.yaml"):

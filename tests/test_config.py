@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtlkit import ConfigError, load_config
-from mtlkit.components import resolve_components
-from mtlkit.config import apply_override, dump_config, parse_path, read_yaml
-from mtlkit.pluginhost import PluginHost
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
+from mtlkit.config.loading import apply_override, dump_config, parse_path, read_yaml
 
 
 @pytest.fixture(scope="module")
@@ -418,7 +418,7 @@ def test_output_dir_with_unknown_placeholder_is_a_config_error(tiny_config, outp
 
 
 def test_output_dir_placeholders_expand(tiny_config):
-    from mtlkit.runner import default_out_dir
+    from mtlkit.runs.runner import default_out_dir
 
     tiny_config["output_dir"] = "runs/{name}/{timestamp}"
     out = default_out_dir(load_config(tiny_config))

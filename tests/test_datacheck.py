@@ -13,9 +13,9 @@ from PIL import Image
 
 from mtlkit import DataError, load_config, run
 from mtlkit.cli import main
-from mtlkit.components import resolve_components
-from mtlkit.inspection import inspect_data, split_units
-from mtlkit.pluginhost import PluginHost
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
+from mtlkit.data.inspection import inspect_data, split_units
 from mtlkit.plugins.manifest import ManifestOptions, manifest_source
 from mtlkit.plugins.synthetic.phantoms import (
     PhantomSettings,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from mtlkit.duplicates import (
+from mtlkit.data.duplicates import (
     DuplicateSettings,
     _popcount_table,
     duplicate_groups,

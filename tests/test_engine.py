@@ -16,12 +16,12 @@ from rich.console import Console
 
 import mtlkit
 from mtlkit import Engine, UsageError, hookimpl, load_config
-from mtlkit.checkpoint import read_metadata
 from mtlkit.errors import DataError
-from mtlkit.outputs import to_json
+from mtlkit.files import to_json
 from mtlkit.plugins.heads import MulticlassHead, MulticlassOptions
 from mtlkit.plugins.synthetic.source import SyntheticOptions, synthetic_source
 from mtlkit.results import FitResult
+from mtlkit.training.checkpoint import read_metadata
 
 
 @pytest.fixture(scope="module")

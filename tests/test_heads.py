@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from mtlkit.config import DataConfig
-from mtlkit.data import Sample, SampleSet
+from mtlkit.config.schema import DataConfig
+from mtlkit.data.inspection import prepare_data
+from mtlkit.data.samples import Sample, SampleSet
+from mtlkit.data.targets import build_targets, repeated_images
 from mtlkit.errors import DataError
-from mtlkit.inspection import prepare_data
 from mtlkit.plugins.heads import (
     ALNMHead,
     ALNMOptions,
@@ -24,7 +25,6 @@ from mtlkit.plugins.heads import (
     MulticlassHead,
     MulticlassOptions,
 )
-from mtlkit.targets import build_targets, repeated_images
 
 
 def bm_head() -> BMHead:

@@ -8,8 +8,9 @@ from importlib.metadata import entry_points
 import pytest
 from conftest import tiny_raw
 
-from mtlkit import Engine, PluginError, hookimpl, hookspecs, load_config
-from mtlkit.pluginhost import PluginHost
+from mtlkit import Engine, PluginError, hookimpl, load_config
+from mtlkit.components import hookspecs
+from mtlkit.components.host import PluginHost
 from mtlkit.results import FitResult
 
 # Hooks that no built-in plugin implements; the tests named here call them.

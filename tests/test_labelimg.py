@@ -10,8 +10,8 @@ from conftest import tiny_raw
 from PIL import Image
 
 from mtlkit import ConfigError, DataError, load_config, run
-from mtlkit.components import resolve_components
-from mtlkit.pluginhost import PluginHost
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
 from mtlkit.plugins.labelimg import LabelImgOptions, labelimg_source
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")

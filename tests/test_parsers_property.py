@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mtlkit import ConfigError, DataError
-from mtlkit.components import resolve_components
-from mtlkit.config import RunConfig, apply_override, load_config, parse_path, read_yaml
-from mtlkit.data import SampleSet
-from mtlkit.labels import MISSING, as_number, canonical
-from mtlkit.pluginhost import PluginHost
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
+from mtlkit.config.loading import apply_override, load_config, parse_path, read_yaml
+from mtlkit.config.schema import RunConfig
+from mtlkit.data.labels import MISSING, as_number, canonical
+from mtlkit.data.samples import SampleSet
 from mtlkit.plugins.manifest import ManifestOptions, manifest_source
 
 FAST = settings(

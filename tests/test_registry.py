@@ -7,16 +7,16 @@ from types import SimpleNamespace
 import pytest
 from pydantic import Field
 
-import mtlkit.pluginhost as pluginhost
+import mtlkit.components.host as pluginhost
 from mtlkit import ConfigError, PluginError, hookimpl
-from mtlkit.config import Strict
+from mtlkit.components.host import PluginHost
+from mtlkit.components.interfaces import TaskHead
+from mtlkit.components.registry import Registry
+from mtlkit.config.schema import OptionsModel
 from mtlkit.errors import RegistryError
-from mtlkit.pluginhost import PluginHost
-from mtlkit.registry import Registry
-from mtlkit.tasks import TaskHead
 
 
-class ThresholdOptions(Strict):
+class ThresholdOptions(OptionsModel):
     name: str
     threshold: float = Field(0.5, gt=0, lt=1)
 

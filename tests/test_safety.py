@@ -11,7 +11,7 @@ from conftest import tiny_raw, write_yaml
 
 from mtlkit import Engine, OutputError, UsageError, load_config, run
 from mtlkit.cli import main
-from mtlkit.outputs import atomic_write_text
+from mtlkit.files import atomic_write_text
 from mtlkit.plugins.reports import markdown_text
 
 

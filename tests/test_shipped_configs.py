@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mtlkit import load_config
-from mtlkit.components import resolve_components
-from mtlkit.pluginhost import PluginHost
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

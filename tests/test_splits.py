@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from mtlkit.data.splits import patient_split, strata_key
 from mtlkit.errors import DataError
-from mtlkit.splits import patient_split, strata_key
 
 
 def cohort(n_patients: int = 120, positive_share: float = 0.3, seed: int = 7):

@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import MtlError, UsageError
-from ..pluginhost import PluginHost
-from .commands import Command, CommandContext, builtin_commands
+from mtlkit.cli.base import Command, CommandContext
+from mtlkit.cli.data_commands import data_commands
+from mtlkit.cli.run_commands import run_commands
+from mtlkit.components.host import PluginHost
+from mtlkit.errors import MtlError, UsageError
+from mtlkit.version import __version__
 
 __all__ = ["Command", "CommandContext", "main"]
 
@@ -71,12 +74,12 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
         prog="mtl", description="mtlkit: multi-task deep learning for breast ultrasound."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"mtlkit {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
-    commands = [("mtlkit", name, cmd) for name, cmd in builtin_commands().items()]
+    commands = [
+        ("mtlkit", name, cmd) for name, cmd in {**data_commands(), **run_commands()}.items()
+    ]
     commands += [(e.owner, e.name, e.obj) for e in host.commands]
     taken = {}
     for owner, name, command in commands:

@@ -11,13 +11,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..components import call_component, resolve_components
-from ..config import load_config
-from ..data import SampleSet
-from ..errors import DataError
-from ..inspection import DataReport, inspect_data
-from ..progress import Progress
-from .commands import Command, CommandContext, add_config_arguments
+from mtlkit.cli.base import Command, CommandContext, add_config_arguments
+from mtlkit.components.resolve import call_component, resolve_components
+from mtlkit.config.loading import load_config
+from mtlkit.data.inspection import DataReport, inspect_data
+from mtlkit.data.samples import SampleSet
+from mtlkit.errors import DataError
+from mtlkit.evaluation.external import evaluate_checkpoint
+from mtlkit.progress import Progress
+from mtlkit.results import RunResult
 
 
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +163,6 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    from ..evaluate import evaluate_checkpoint
-
     show = not args.quiet and ctx.err.is_terminal
     with Progress(enabled=show, console=ctx.err) as progress:
         result = evaluate_checkpoint(
@@ -173,8 +173,6 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             host=ctx.host,
             progress=progress,
         )
-    from ..results import RunResult
-
     for entry, options in result.reports:
         report = entry.obj(options) if options is not None else entry.obj()
         report(RunResult(result.out_dir or Path("."), result.metrics), ctx.console)

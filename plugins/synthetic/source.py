@@ -8,18 +8,28 @@ from pathlib import Path
 from pydantic import Field, ValidationError, model_validator
 from rich.table import Table
 
-from mtlkit import UsageError, hookimpl
-from mtlkit.cli import Command, CommandContext
-from mtlkit.config import Strict
-from mtlkit.data import Sample, SampleSet
-from mtlkit.registry import validation_problems
-
-from .phantoms import Phantom, PhantomSettings, generate_phantoms, oracle_aucs, write_phantom_set
+from mtlkit import (
+    Command,
+    CommandContext,
+    OptionsModel,
+    Sample,
+    SampleSet,
+    UsageError,
+    hookimpl,
+    validation_problems,
+)
+from mtlkit.plugins.synthetic.phantoms import (
+    Phantom,
+    PhantomSettings,
+    generate_phantoms,
+    oracle_aucs,
+    write_phantom_set,
+)
 
 ORACLE_TASKS = ("bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4")
 
 
-class SyntheticOptions(Strict):
+class SyntheticOptions(OptionsModel):
     patients: int = Field(300, ge=3, le=1_000_000, description="number of patients")
     images_min: int = Field(2, ge=1, le=50, description="images per patient, at least")
     images_max: int = Field(4, ge=1, le=50, description="images per patient, at most")

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from mtlkit import hookimpl
-from mtlkit.config import Strict
-from mtlkit.tasks import TaskWeighting
+from mtlkit import OptionsModel, TaskWeighting, hookimpl
 
 
 def brier(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
@@ -35,7 +33,7 @@ def brier(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
 brier.higher_is_better = False  # so `select: mean.brier` picks the lowest
 
 
-class UncertaintyOptions(Strict):
+class UncertaintyOptions(OptionsModel):
     init_log_variance: float = Field(0.0, description="starting log variance of every task")
 
 

@@ -1,0 +1,131 @@
+"""The core commands: ``run``, ``resume``, ``validate`` and ``plugins``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from mtlkit.cli.base import Command, CommandContext, add_config_arguments
+from mtlkit.components.resolve import resolve_components
+from mtlkit.config.loading import load_config
+from mtlkit.errors import UsageError
+from mtlkit.progress import Progress
+from mtlkit.runs.runner import run
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--out", help="run directory (must not exist or be empty)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out (started with this same config)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    config = load_config(args.config, args.overrides)
+    return _train(config, args.out, args.resume, args.quiet, ctx)
+
+
+def _train(config, out: str | None, resume: bool, quiet: bool, ctx: CommandContext) -> int:
+    show = not quiet and ctx.err.is_terminal
+    with Progress(enabled=show, console=ctx.err) as progress:
+        result = run(
+            config,
+            out_dir=out,
+            host=ctx.host,
+            progress=progress,
+            console=ctx.console,
+            resume=resume,
+        )
+    ctx.console.print(f"run directory: {escape(str(result.out_dir))}")
+    return 0
+
+
+def _resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="directory of the interrupted run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _resume(args: argparse.Namespace, ctx: CommandContext) -> int:
+    recorded = Path(args.run_dir) / "config.yaml"
+    if not recorded.is_file():
+        raise UsageError(f"{args.run_dir} is not an mtlkit run directory (no config.yaml)")
+    return _train(load_config(recorded), args.run_dir, True, args.quiet, ctx)
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+
+
+def _validate(args: argparse.Namespace, ctx: CommandContext) -> int:
+    config = load_config(args.config, args.overrides)
+    components = resolve_components(config, ctx.host)
+    ctx.console.print(
+        f"{args.config}: valid. tasks: {', '.join(components.task_names)}; "
+        f"constraints: {len(components.constraints)}; seeds: {config.seeds}"
+    )
+    return 0
+
+
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
+    host = ctx.host
+    for kind, registry in host.registries.items():
+        table = Table(title=KIND_TITLES.get(kind, kind), title_justify="left", expand=False)
+        table.add_column("name", style="bold")
+        table.add_column("plugin")
+        table.add_column("distribution")
+        table.add_column("description")
+        for entry in registry:
+            dist = host.owner_distribution(entry.owner) or "(in-process)"
+            table.add_row(entry.name, entry.owner, dist, _describe(entry.obj, entry.description))
+        ctx.console.print(table)
+    if host.disabled:
+        ctx.console.print(f"disabled: {', '.join(sorted(host.disabled))}")
+    return 0
+
+
+KIND_TITLES = {
+    "backbone": "backbones",
+    "head": "task heads",
+    "task_loss": "task losses",
+    "constraint": "constraints",
+    "weighting": "task weightings",
+    "metric": "metrics",
+    "data_source": "data sources",
+    "report": "reports",
+    "command": "commands",
+}
+
+
+def _describe(obj: Any, description: str) -> str:
+    return getattr(obj, "help", None) or description
+
+
+def run_commands() -> dict[str, Command]:
+    return {
+        "run": Command("train and evaluate a configuration", _run_arguments, _run),
+        "resume": Command(
+            "continue an interrupted run from its last saved training state",
+            _resume_arguments,
+            _resume,
+        ),
+        "validate": Command(
+            "check a configuration without running it", _validate_arguments, _validate
+        ),
+        "plugins": Command(
+            "list every registered component and its plugin", _plugins_arguments, _plugins
+        ),
+    }

@@ -1,0 +1,130 @@
+"""Every hook mtlkit calls, grouped by when it runs.
+
+A plugin is any module or object with functions named like these hooks and decorated with
+``mtlkit.hookimpl``. An implementation may accept a subset of a hook's arguments, so hooks
+can gain arguments later without breaking plugins.
+
+Registration hooks run once per plugin manager, when an engine or the CLI starts. Each
+receives a typed registry and returns nothing; the core calls every plugin separately so
+each registered name remembers which plugin owns it. Training events run during
+``Engine.fit``; their return values are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from mtlkit.components.registry import Registry
+    from mtlkit.engine import Engine, FitResult
+
+hookspec = pluggy.HookspecMarker("mtlkit")
+
+# --- registration: once per plugin manager, every implementation is called -------------
+
+
+@hookspec
+def mtl_register_backbones(registry: Registry) -> None:
+    """Register feature extractors: ``registry.register(name, factory, options=Model)``.
+
+    A backbone factory returns an ``nn.Module`` mapping images to pooled features, with the
+    feature width in ``module.num_features`` (the timm ``num_classes=0`` contract).
+    """
+
+
+@hookspec
+def mtl_register_heads(registry: Registry) -> None:
+    """Register task heads: classes following ``mtlkit.components.interfaces.TaskHead``.
+
+    A head turns backbone features into one task's output and a data row into that task's
+    target (NaN when unknown). Named heads such as ``bm`` are presets of generic ones.
+    """
+
+
+@hookspec
+def mtl_register_task_losses(registry: Registry) -> None:
+    """Register per-task losses: factories returning ``fn(logits, targets) -> per-sample loss``.
+
+    The core masks samples without a label and averages over the labelled ones. A factory
+    may set ``head_kinds = ("binary",)`` (or ``"multiclass"``) so that configuring it on
+    another kind of head is a config error.
+    """
+
+
+@hookspec
+def mtl_register_constraints(registry: Registry) -> None:
+    """Register constraint losses: classes following ``mtlkit.components.interfaces.Constraint``.
+
+    A constraint sees every task's probabilities for a batch (labelled or not) and returns
+    one weighted scalar loss.
+    """
+
+
+@hookspec
+def mtl_register_task_weightings(registry: Registry) -> None:
+    """Register task weightings: ``nn.Module`` classes combining per-task losses into one."""
+
+
+@hookspec
+def mtl_register_metrics(registry: Registry) -> None:
+    """Register metrics: ``fn(y_true, y_prob, threshold) -> float`` over a whole split.
+
+    Set ``fn.higher_is_better = False`` on a metric where lower is better, so that selecting
+    the best epoch on it picks the lowest value.
+    """
+
+
+@hookspec
+def mtl_register_data_sources(registry: Registry) -> None:
+    """Register data sources: factories returning ``mtlkit.data.samples.SampleSet``."""
+
+
+@hookspec
+def mtl_register_reports(registry: Registry) -> None:
+    """Register reports: factories returning ``fn(run: RunResult, console) -> None``.
+
+    Reports read one finished run result; they never train or evaluate.
+    """
+
+
+@hookspec
+def mtl_register_commands(registry: Registry) -> None:
+    """Register CLI commands, as ``mtlkit.cli.Command`` objects; a space in the name nests
+    the command under a group (``"data synth"``)."""
+
+
+# --- training events: during Engine.fit -------------------------------------------------
+
+
+@hookspec
+def mtl_fit_start(engine: Engine) -> None:
+    """Called once when ``Engine.fit`` starts, after the model and data are built.
+
+    During the fit ``engine.model`` is the model that is validated and saved: with
+    ``training.ema`` that is the weight average, not the weights the optimiser steps."""
+
+
+@hookspec
+def mtl_epoch_end(engine: Engine, epoch: int, logs: dict[str, Any]) -> None:
+    """Called after every epoch's validation with that epoch's losses and metrics."""
+
+
+@hookspec
+def mtl_fit_end(engine: Engine, result: FitResult) -> None:
+    """Called once when ``Engine.fit`` has finished and the best weights are restored."""
+
+
+REGISTRATION_HOOKS: dict[str, str] = {
+    "mtl_register_backbones": "backbone",
+    "mtl_register_heads": "head",
+    "mtl_register_task_losses": "task_loss",
+    "mtl_register_constraints": "constraint",
+    "mtl_register_task_weightings": "weighting",
+    "mtl_register_metrics": "metric",
+    "mtl_register_data_sources": "data_source",
+    "mtl_register_reports": "report",
+    "mtl_register_commands": "command",
+}
+"""Registration hook name -> the kind of component its registry holds."""

@@ -1,0 +1,143 @@
+"""Typed registries of named components, each remembering the plugin that registered it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mtlkit.config.problems import validation_problems
+from mtlkit.errors import ConfigError, RegistryError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: what it is called, what builds it, and who registered it."""
+
+    kind: str
+    name: str
+    obj: Any
+    owner: str
+    options: type[BaseModel] | None
+    description: str
+
+
+class Registry:
+    """Components of one kind (heads, metrics, ...) keyed by name.
+
+    A duplicate name is an error naming both owners; an unknown name lists the choices and
+    the closest match. Plugins receive an :class:`OwnedRegistry` view so the core, not the
+    plugin, decides who the owner is.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(
+        self,
+        name: str,
+        obj: Any,
+        *,
+        owner: str,
+        options: type[BaseModel] | None = None,
+        description: str | None = None,
+    ) -> Entry:
+        """Register ``obj`` under ``name`` for ``owner``; returns the new entry."""
+        if not isinstance(name, str) or not name.strip():
+            raise RegistryError(f"plugin {owner!r} registered a {self.kind} with an empty name")
+        if name in self._entries:
+            first = self._entries[name].owner
+            raise RegistryError(
+                f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin "
+                f"{owner!r}; disable one of them (MTLKIT_DISABLE_PLUGINS={owner})"
+            )
+        if options is None:
+            options = getattr(obj, "Options", None)
+        if description is None:
+            doc = (getattr(obj, "__doc__", None) or "").strip()
+            description = doc.splitlines()[0] if doc else ""
+        entry = Entry(self.kind, name, obj, owner, options, description)
+        self._entries[name] = entry
+        return entry
+
+    def bound(self, owner: str) -> OwnedRegistry:
+        """A view of this registry whose ``register`` records ``owner``."""
+        return OwnedRegistry(self, owner)
+
+    def get(self, name: str) -> Entry:
+        """The entry called ``name``; raises :class:`RegistryError` listing the choices."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: object) -> str:
+        """Explain that ``name`` is not registered, with the choices and the closest match."""
+        choices = sorted(self._entries)
+        message = f"unknown {self.kind} {name!r}; choices: {', '.join(choices) or '(none)'}"
+        close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        return message
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def resolve(self, spec: Mapping[str, Any], path: str) -> tuple[Entry, BaseModel | None]:
+        """Look up ``spec['type']`` and validate the other keys with the entry's own model.
+
+        ``path`` is the YAML path of ``spec`` (``heads[2]``); errors name paths below it.
+        """
+        if not isinstance(spec, Mapping):
+            raise ConfigError([(path, f"expected a mapping with a 'type' key, got {spec!r}")])
+        if "type" not in spec:
+            raise ConfigError([(f"{path}.type", f"missing; choices: {', '.join(self.names())}")])
+        name = spec["type"]
+        if not isinstance(name, str):
+            raise ConfigError([(f"{path}.type", f"expected a {self.kind} name, got {name!r}")])
+        if name not in self._entries:
+            raise ConfigError([(f"{path}.type", self.unknown_message(name))])
+        entry = self._entries[name]
+        values = {k: v for k, v in spec.items() if k != "type"}
+        if entry.options is None:
+            if values:
+                keys = ", ".join(sorted(values))
+                raise ConfigError([(path, f"{self.kind} {name!r} takes no options (got {keys})")])
+            return entry, None
+        try:
+            return entry, entry.options.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(validation_problems(exc, path)) from None
+
+
+class OwnedRegistry:
+    """What a registration hook receives: ``register`` on behalf of one plugin."""
+
+    def __init__(self, registry: Registry, owner: str):
+        self._registry = registry
+        self.owner = owner
+        self.kind = registry.kind
+
+    def register(
+        self,
+        name: str,
+        obj: Any,
+        *,
+        options: type[BaseModel] | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Register ``obj`` as ``name``; ``options`` defaults to ``obj.Options`` if present."""
+        self._registry.add(name, obj, owner=self.owner, options=options, description=description)

@@ -1,0 +1,193 @@
+"""Reading a run configuration: YAML files, ``--set KEY.PATH=VALUE`` overrides and
+validation into a :class:`~mtlkit.config.schema.RunConfig`, and writing it back."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mtlkit.config.problems import format_loc, validation_problems
+from mtlkit.config.schema import RunConfig, component_spec
+from mtlkit.errors import ConfigError
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Read a YAML file (or take a dict), apply ``KEY.PATH=VALUE`` overrides, validate.
+
+    Returns the validated :class:`RunConfig`; raises :class:`ConfigError` naming YAML paths.
+    """
+    label = None
+    if isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        label = str(source)
+        raw = read_yaml(Path(source))
+    if overrides:
+        expand_shorthand(raw)  # so that --set heads[0].dropout=0.1 works on a `- bm` head
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, label)
+
+
+def expand_shorthand(raw: Any) -> None:
+    """Turn component shorthands (``bm``) into mappings (``{type: bm}``) in place."""
+    if not isinstance(raw, dict):
+        return
+    for key in ("backbone", "weighting"):
+        if key in raw:
+            raw[key] = component_spec(raw[key])
+    for key in ("heads", "constraints", "reports"):
+        if isinstance(raw.get(key), list):
+            raw[key] = [component_spec(v) for v in raw[key]]
+    if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
+        raw["data"]["source"] = component_spec(raw["data"]["source"])
+
+
+def validate_config(raw: dict[str, Any], label: str | None = None) -> RunConfig:
+    """Validate a plain mapping as a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [("", f"expected a mapping at the top level, got {type(raw).__name__}")], label
+        )
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc), label) from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file; a missing file or a syntax error is a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([("", "file not found")], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("", f"cannot read: {exc}")], str(path)) from None
+    try:
+        data = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"YAML syntax error at {where}{problem}")], str(path)) from None
+    except Exception as exc:  # noqa: BLE001 - a tag PyYAML cannot build (!!int x, !!int)
+        raise ConfigError(
+            [("", f"YAML value error: {type(exc).__name__}: {exc} (a tagged value?)")],
+            str(path),
+        ) from None
+    if data is None:
+        raise ConfigError([("", "the file is empty")], str(path))
+    return data
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML without implicit dates (no config value is a date, and ``2024-13-45``
+    should reach validation as text instead of failing inside the parser), and with
+    repeated keys refused: PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+    def construct_object(self, node, deep=False):
+        # PyYAML's own constructors crash on some tagged values (`!!int` with no digits:
+        # IndexError, `!!bool maybe`: KeyError); report them like any YAML error, with a line.
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot build {node.tag} value {node.value!r} ({exc})",
+                node.start_mark,
+            ) from None
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way configs and ``--set`` values are read."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """Split ``heads[1].threshold`` into ``['heads', 1, 'threshold']``."""
+    parts: list[str | int] = []
+    pos = 0
+    for match in _PATH_PART.finditer(path):
+        gap = path[pos : match.start()]
+        if gap not in ("", "."):
+            raise ConfigError([(path, "malformed key path in --set")])
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not parts or path[pos:]:
+        raise ConfigError([(path, "malformed key path in --set")])
+    return parts
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``KEY.PATH=VALUE`` override in place; VALUE is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError([(item, "an override must look like KEY.PATH=VALUE")])
+    path, _, text = item.partition("=")
+    path = path.strip()
+    try:
+        value = parse_yaml(text)
+    except Exception:  # noqa: BLE001 - any YAML that PyYAML cannot build
+        raise ConfigError([(path, f"cannot parse override value {text!r}")]) from None
+    parts = parse_path(path)
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        where = format_loc(tuple(parts[: depth + 1]))
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError([(where, "no such list item to override")])
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError([(where, "cannot set a key inside a non-mapping value")])
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError([(path, "no such list item to override")])
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError([(path, "cannot set a key inside a non-mapping value")])
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved configuration as YAML, as recorded in every run directory."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,299 @@
+"""The run configuration's schema: one pydantic model per section, unknown keys refused.
+
+Components (backbone, heads, constraints, weighting, data source, reports) are mappings
+with a ``type`` key; their other keys are validated by the registered component's own
+options model when the engine resolves them (see :mod:`mtlkit.components.resolve`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mtlkit.data.duplicates import DuplicateSettings
+
+Component = dict[str, Any]
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+class OptionsModel(BaseModel):
+    """Base of every options model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/NaN numbers
+
+
+def component_spec(value: Any) -> Any:
+    # "bm" is shorthand for {type: bm}.
+    return {"type": value} if isinstance(value, str) else value
+
+
+class SplitConfig(OptionsModel):
+    """Patient-level, label-stratified split."""
+
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="share of patients for test")
+    val_fraction: float = Field(
+        0.15, ge=0, lt=1, description="share of all patients for validation (best epoch)"
+    )
+    stratify: list[str] = Field(
+        default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="split seed; fixed across repeated runs by default"
+    )
+    file: str | None = Field(
+        None, description="reuse this splits.json of an earlier run instead of drawing a split"
+    )
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="k-fold cross-validation: each fold of patients is the test set once "
+        "(test_fraction is then 1/folds); null: one train/val/test split",
+    )
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitConfig:
+        if self.folds is not None and "test_fraction" in self.model_fields_set:
+            raise ValueError("with folds the test share is 1/folds; drop test_fraction")
+        if self.test_share + self.val_fraction >= 1:
+            raise ValueError(
+                "the test share (test_fraction or 1/folds) + val_fraction must leave patients "
+                "for training (< 1)"
+            )
+        return self
+
+    @property
+    def test_share(self) -> float:
+        return 1 / self.folds if self.folds else self.test_fraction
+
+    @field_validator("stratify", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RoiConfig(OptionsModel):
+    """Region of interest cut from each image before resizing."""
+
+    mode: Literal["box", "mask", "image"] = "box"
+    margin: float = Field(0.2, ge=0, le=3, description="context added on each side, x box size")
+
+
+class DuplicatesConfig(OptionsModel):
+    """Near-duplicate images (the same lesion or frame twice) found by perceptual hashing;
+    the defaults were chosen on BUSI (see docs/results.md)."""
+
+    detect: bool = Field(True, description="group near-duplicates so they share one split")
+    method: str = Field("dhash", description="imagehash function(s): phash, dhash, ... or a+b")
+    hash_size: int = Field(16, ge=2, le=64, description="hash side: hash_size^2 bits per part")
+    max_distance: int = Field(
+        60, ge=0, description="largest Hamming distance that counts as a near-duplicate"
+    )
+
+    @model_validator(mode="after")
+    def _valid_settings(self) -> DuplicatesConfig:
+        self.settings()  # raises ValueError naming the field
+        return self
+
+    def settings(self):
+        """The :class:`mtlkit.data.duplicates.DuplicateSettings` these options describe."""
+
+        return DuplicateSettings(self.method, self.hash_size, self.max_distance)
+
+
+class DataConfig(OptionsModel):
+    source: Component
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    roi: RoiConfig = Field(default_factory=RoiConfig)
+    image_size: int = Field(256, ge=16, le=2048, description="square input side in pixels")
+    duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
+    exclude: list[str] = Field(
+        default_factory=list, description="image ids to leave out (each must exist)"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="folder for decoded RoIs, keyed by file content and preprocessing "
+        "settings, reused by later runs; null: keep them in memory only",
+    )
+
+    _as_component = field_validator("source", mode="before")(component_spec)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _a_usable_path(cls, value: str | None) -> str | None:
+        if value is not None and ("\x00" in value or not value.strip()):
+            raise ValueError("not a usable folder name")
+        return value
+
+
+class ExternalSetConfig(OptionsModel):
+    """An extra test set, e.g. another hospital's images, evaluated after training."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", description="name in the results")
+    source: Component
+    roi: RoiConfig | None = Field(None, description="default: the training data's roi")
+
+    _as_component = field_validator("source", mode="before")(component_spec)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_split(cls, value: str) -> str:
+        if value in ("train", "val", "test"):
+            raise ValueError("train, val and test name the splits of the training data")
+        return value
+
+
+class AugmentationConfig(OptionsModel):
+    """Strong augmentation as in the paper: random crop and scale, flips, colour distortion."""
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.6, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.3333)
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    brightness: float = Field(0.25, ge=0, le=1)
+    contrast: float = Field(0.25, ge=0, le=1)
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError("needs 0 < low <= high")
+        return value
+
+
+class OptimizerConfig(OptionsModel):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+
+
+class SchedulerConfig(OptionsModel):
+    name: Literal["step", "cosine", "none"] = "step"
+    step_size: int = Field(50, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
+
+
+class TrainingConfig(OptionsModel):
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    amp: bool = Field(False, description="mixed precision on CUDA")
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay of an exponential moving average of the weights, updated every step; "
+        "the average is what is validated, selected and saved (e.g. 0.99); 0: off",
+    )
+    state_every: int = Field(
+        1,
+        ge=0,
+        description="save the complete training state every N epochs, so that a killed run "
+        "can resume (mtl resume); 0: never",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+class EvaluationConfig(OptionsModel):
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability cut-off for ACC/SE/SP/...")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"]
+    )
+    select: str = Field(
+        "mean.auc", description="validation score for the best epoch: TASK.METRIC or mean.METRIC"
+    )
+    reference_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="task -> data column with a reference probability (e.g. an oracle or a "
+        "radiologist's score); its AUC is reported beside the model's",
+    )
+    tta: Literal["none", "hflip"] = Field(
+        "none",
+        description="test-time augmentation: hflip averages each image's probabilities with "
+        "its mirror image's (reported validation and test metrics, external sets, evaluate, "
+        "predict; the per-epoch validation that picks the best epoch does without)",
+    )
+    external: list[ExternalSetConfig] = Field(
+        default_factory=list, description="extra test sets evaluated with the trained model"
+    )
+
+    @field_validator("external")
+    @classmethod
+    def _distinct_names(cls, value: list[ExternalSetConfig]) -> list[ExternalSetConfig]:
+        names = [s.name for s in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"external set names repeat: {', '.join(repeated)}")
+        return value
+
+    @field_validator("select")
+    @classmethod
+    def _task_dot_metric(cls, value: str) -> str:
+        if value.count(".") != 1 or not all(value.split(".")):
+            raise ValueError("expected TASK.METRIC or mean.METRIC, e.g. mean.auc or bm.auc")
+        return value
+
+
+class RunConfig(OptionsModel):
+    """Everything one ``mtl run`` needs."""
+
+    name: str = "run"
+    seed: int | list[int] = Field(0, description="one seed, or a list for repeated runs")
+    output_dir: str = Field("runs/{name}/{timestamp}", description="{name}, {timestamp} expand")
+    data: DataConfig
+    backbone: Component = Field(default_factory=lambda: {"type": "resnet50"})
+    heads: list[Component] = Field(min_length=1)
+    constraints: list[Component] = Field(default_factory=list)
+    weighting: Component = Field(default_factory=lambda: {"type": "equal"})
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    reports: list[Component] = Field(default_factory=lambda: [{"type": "summary"}])
+
+    _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)
+
+    @field_validator("heads", "constraints", "reports", mode="before")
+    @classmethod
+    def _components(cls, value: Any) -> Any:
+        return [component_spec(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        try:
+            value.format(name="x", timestamp="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"only {{name}} and {{timestamp}} may appear in braces ({type(exc).__name__}: "
+                f"{exc})"
+            ) from None
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _seeds(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a list of seeds must be non-empty and without repeats")
+        if any(not 0 <= s <= MAX_SEED for s in (value if isinstance(value, list) else [value])):
+            raise ValueError(f"seeds must lie in [0, {MAX_SEED}]")
+        return value
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.seed if isinstance(self.seed, list) else [self.seed]

@@ -1,0 +1,49 @@
+"""Region-of-interest crops: the box around a lesion (from a box, a mask or the whole image)
+plus a margin, cut out and resized to the model's square input."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from mtlkit.config.schema import RoiConfig
+from mtlkit.data.samples import Sample
+from mtlkit.errors import DataError
+
+
+def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig) -> tuple[int, int, int, int]:
+    """The crop ``(x0, y0, x1, y1)`` for one image: its box or mask extent plus the margin."""
+    height, width = image.shape[:2]
+    if roi.mode == "image":
+        return 0, 0, width, height
+    if roi.mode == "mask":
+        if sample.mask is None:
+            raise DataError("roi.mode is 'mask' but it has no mask")
+        mask = sample.mask()
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"its mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}"
+            )
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            raise DataError("its mask is empty")
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    else:
+        if sample.box is None:
+            raise DataError("roi.mode is 'box' but it has no box")
+        box = sample.box
+        if box[2] > width or box[3] > height:
+            raise DataError(f"box {box} extends outside the {width}x{height} image")
+    x0, y0, x1, y1 = box
+    mx, my = roi.margin * (x1 - x0), roi.margin * (y1 - y0)
+    x0, y0 = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
+    x1, y1 = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
+    return x0, y0, x1, y1
+
+
+def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The box cut from the image, resized to a ``size`` x ``size`` uint8 square (the paper
+    resizes RoIs to squares)."""
+    x0, y0, x1, y1 = box
+    crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    return np.asarray(crop.resize((size, size), Image.BILINEAR))

@@ -1,0 +1,127 @@
+"""Reading every image once: the RoI crop, the image's size, its content digest and its
+perceptual hash, with every unreadable file or bad annotation collected, not just the first.
+
+This single pass feeds the in-memory RoI cache (later epochs never decode an image again),
+the data check and the duplicate detection. With a cache folder, each image's result is also
+kept on disk, keyed by the content of its files and the preprocessing settings, so a later
+run over the same data skips decoding altogether.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtlkit.config.schema import RoiConfig
+from mtlkit.data.disk_cache import DiskCache
+from mtlkit.data.roi import crop_and_resize, roi_box
+from mtlkit.data.samples import Sample
+from mtlkit.errors import DataError
+
+# Bump when what a scan stores changes, so that stale cache entries are ignored.
+SCAN_VERSION = 1
+
+ImageHasher = Callable[[np.ndarray], bytes]
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the scan learnt about one readable image."""
+
+    width: int
+    height: int
+    digest: str  # of the decoded pixels: equal digests = identical images
+    phash: bytes | None  # perceptual hash, None when duplicate detection is off
+
+
+@dataclass
+class Scan:
+    """RoIs (N, 1, S, S) uint8, facts per image (None where unreadable) and every problem."""
+
+    rois: torch.Tensor
+    facts: list[ImageFacts | None]
+    problems: list[str]
+    from_cache: int = 0
+    cache_failure: str | None = None
+
+
+def scan_samples(
+    samples: Sequence[Sample],
+    roi: RoiConfig,
+    size: int,
+    *,
+    hasher: ImageHasher | None = None,
+    hasher_name: str = "",
+    cache: DiskCache | None = None,
+    advance: Callable[[], None] = lambda: None,
+) -> Scan:
+    """Read, check and crop every sample; problems are collected, never raised one by one."""
+    rois = torch.zeros((len(samples), 1, size, size), dtype=torch.uint8)
+    facts: list[ImageFacts | None] = []
+    problems: list[str] = []
+    from_cache = 0
+    settings = f"v{SCAN_VERSION}|{roi.mode}|{roi.margin}|{size}|{hasher_name}"
+    for index, sample in enumerate(samples):
+        key = _cache_key(sample, settings) if cache is not None and sample.files else None
+        record = cache.get(key) if key else None
+        if record is not None:
+            crop, fact = record
+            from_cache += 1
+        else:
+            try:
+                crop, fact = scan_one(sample, roi, size, hasher)
+            except DataError as exc:
+                problems.append(f"{sample.where()}: {exc}")
+                facts.append(None)
+                advance()
+                continue
+            if key:
+                cache.put(key, crop, fact)
+        rois[index, 0] = torch.from_numpy(np.array(crop, dtype=np.uint8))
+        facts.append(fact)
+        advance()
+    return Scan(rois, facts, problems, from_cache, cache.failure if cache else None)
+
+
+def scan_one(
+    sample: Sample, roi: RoiConfig, size: int, hasher: ImageHasher | None
+) -> tuple[np.ndarray, ImageFacts]:
+    """One sample's RoI and facts; raises DataError saying what is wrong with it."""
+    image = sample.image()
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise DataError(f"expected 2-D uint8 grayscale, got {image.dtype} {image.shape}")
+    height, width = image.shape
+    if height == 0 or width == 0:
+        raise DataError(f"the image is empty ({width}x{height} pixels)")
+    box = roi_box(sample, image, roi)
+    crop = crop_and_resize(image, box, size)
+    digest = hashlib.blake2b(
+        image.tobytes() + f"{width}x{height}".encode(), digest_size=16
+    ).hexdigest()
+    return crop, ImageFacts(width, height, digest, hasher(image) if hasher else None)
+
+
+def _cache_key(sample: Sample, settings: str) -> str:
+    """Content of the sample's files + its box + the preprocessing settings."""
+    digest = hashlib.sha256(settings.encode())
+    digest.update(repr(sample.box).encode())
+    for path in sample.files:
+        digest.update(file_digest(Path(path)).encode())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes ("missing" when it cannot be read: the scan reports it)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()

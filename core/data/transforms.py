@@ -1,0 +1,39 @@
+"""From a uint8 RoI to the model's input: the per-epoch augmentation and the normalisation."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from mtlkit.config.schema import AugmentationConfig
+
+# Grayscale ultrasound: one channel, scaled to roughly zero mean and unit spread.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+
+
+def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
+    """Random crop and scale, flips and brightness/contrast jitter on a uint8 RoI."""
+    steps: list[v2.Transform] = []
+    if aug.enabled:
+        steps.append(v2.RandomResizedCrop(size, scale=aug.scale, ratio=aug.ratio, antialias=True))
+        if aug.hflip:
+            steps.append(v2.RandomHorizontalFlip(aug.hflip))
+        if aug.vflip:
+            steps.append(v2.RandomVerticalFlip(aug.vflip))
+        if aug.brightness or aug.contrast:
+            steps.append(v2.ColorJitter(brightness=aug.brightness, contrast=aug.contrast))
+    steps += _to_model_input()
+    return v2.Compose(steps)
+
+
+def _to_model_input() -> list[v2.Transform]:
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=[PIXEL_MEAN], std=[PIXEL_STD]),
+    ]
+
+
+def normalize_batch(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, H, W) -> normalised float, as the end of :func:`train_transform` does."""
+    return (batch.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD

@@ -1,0 +1,142 @@
+"""The content of a run directory's result files: metrics.json (one run, repeated runs,
+an external evaluation), predictions.csv and timing.json. One builder each, so every
+command writes the same schema."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from mtlkit.components.interfaces import TaskHead
+from mtlkit.config.schema import RunConfig
+from mtlkit.evaluation.statistics import summarize
+from mtlkit.results import EvalResult, FitResult, Predictions
+
+METRICS_SCHEMA = "mtlkit.metrics/1"
+
+
+def metrics_document(
+    config: RunConfig, seed: int, fit: FitResult, evals: dict[str, EvalResult]
+) -> dict[str, Any]:
+    """The content of metrics.json for one seed."""
+    return {
+        "schema": METRICS_SCHEMA,
+        "name": config.name,
+        "seed": seed,
+        "select": config.evaluation.select,
+        "threshold": config.evaluation.threshold,
+        "best_epoch": fit.best_epoch,
+        "best_val_score": fit.best_score,
+        "epochs": config.training.epochs,
+        "sets": {split: result.as_dict() for split, result in evals.items()},
+    }
+
+
+def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Repeated runs (seeds, folds) summarised as the paper reports them: mean, SD and a 95%
+    interval.
+
+    ``ci95`` is mean +- t(0.975, n-1) x SD, the convention of Li et al. 2022 (its tables'
+    intervals follow it); ``values`` keeps every run's number, in the order of ``runs``.
+    """
+    documents = list(per_run.values())
+    first = documents[0]
+    sets: dict[str, Any] = {}
+    for split, content in first["sets"].items():
+        tasks = {}
+        for task, metrics in content["tasks"].items():
+            tasks[task] = {
+                name: summarize([d["sets"][split]["tasks"][task][name] for d in documents])
+                for name in metrics
+                if name not in ("n", "n_positive")
+            }
+            tasks[task]["n"] = metrics["n"]
+        consistency = {
+            relation: summarize([d["sets"][split]["consistency"][relation] for d in documents])
+            for relation in content.get("consistency", {})
+        }
+        sets[split] = {
+            # folds differ in size: a list of per-run counts then
+            "n_images": _same_or_list([d["sets"][split]["n_images"] for d in documents]),
+            "n_patients": _same_or_list([d["sets"][split]["n_patients"] for d in documents]),
+            "tasks": tasks,
+            "consistency": consistency,
+        }
+    return {
+        "schema": METRICS_SCHEMA,
+        "name": config.name,
+        "seeds": config.seeds,
+        "select": config.evaluation.select,
+        "threshold": config.evaluation.threshold,
+        "sets": sets,
+        "runs": per_run,
+    }
+
+
+def _same_or_list(values: list[int]) -> int | list[int]:
+    return values[0] if len(set(values)) == 1 else values
+
+
+def timing_document(fit: FitResult) -> dict[str, Any]:
+    """How long training took: kept apart from metrics.json, which must be reproducible."""
+    return {
+        "train_seconds": round(fit.train_seconds, 3),
+        "train_images_per_second": round(fit.train_images_per_second, 2),
+        "resumed_from_epoch": fit.resumed_from,
+    }
+
+
+def prediction_columns(heads: Iterable[TaskHead]) -> list[str]:
+    """Column names of predictions.csv after ``image_id, patient_id, split``."""
+    columns = []
+    for head in heads:
+        columns.append(f"{head.name}_label")
+        if head.kind == "binary":
+            columns.append(f"{head.name}_prob")
+        else:
+            columns += [f"{head.name}_prob_{c}" for c in head.classes]
+    return columns
+
+
+def predictions_csv(
+    predictions: Iterable[Predictions], heads: list[TaskHead], extra: dict[str, str] | None = None
+) -> str:
+    """predictions.csv content: one row per image and split, every task's label and probability.
+
+    ``extra`` adds constant leading columns (e.g. the seed of a repeated run).
+    """
+    extra = extra or {}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*extra, "image_id", "patient_id", "split", *prediction_columns(heads)])
+    for part in predictions:
+        for i, image_id in enumerate(part.image_ids):
+            row: list[Any] = [*extra.values(), image_id, part.patient_ids[i], part.split]
+            for head in heads:
+                target = part.targets[head.name][i]
+                row.append("" if math.isnan(target) else _label_text(head, target))
+                prob = part.probabilities[head.name][i]
+                row += [f"{p:.6f}" for p in np.atleast_1d(prob)]
+            writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _label_text(head: TaskHead, target: float) -> str:
+    return str(int(target)) if head.kind == "binary" else head.classes[int(target)]
+
+
+def combine_predictions(parts: list[tuple[dict[str, str], str]]) -> str:
+    """One predictions.csv from every run's, with leading ``fold``/``seed`` columns."""
+    lines: list[str] = []
+    for extra, text in parts:
+        prefix = "".join(f"{v}," for v in extra.values())
+        header, *rows = text.splitlines()
+        if not lines:
+            lines.append("".join(f"{k}," for k in extra) + header)
+        lines += [prefix + row for row in rows]
+    return "\n".join(lines) + "\n"

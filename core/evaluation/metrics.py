@@ -1,0 +1,68 @@
+"""Metrics over a whole split, per task, from probabilities and targets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
+
+
+def task_metrics(
+    head: TaskHead,
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    metrics: Mapping[str, MetricFn],
+    threshold: float,
+    reference: np.ndarray | None = None,
+) -> dict[str, float | int]:
+    """Every configured metric for one task over the samples whose target is known.
+
+    Returns ``{"n": ..., "n_positive": ..., metric: value, ...}``; a metric that is
+    undefined on this split (e.g. AUC with one class) is NaN. ``reference`` adds the AUC of
+    a reference probability (an oracle, a radiologist) on the same samples.
+    """
+    known = ~np.isnan(targets)
+    y_true = targets[known].astype(np.int64)
+    y_prob = probabilities[known]
+    row: dict[str, float | int] = {"n": int(known.sum())}
+    if head.kind == "binary":
+        row["n_positive"] = int(y_true.sum())
+    for name, fn in metrics.items():
+        row[name] = float(fn(y_true, y_prob, threshold)) if len(y_true) else math.nan
+    if reference is not None:
+        ref = reference[known]
+        usable = ~np.isnan(ref)
+        row["reference_auc"] = binary_auc(y_true[usable], ref[usable])
+    return row
+
+
+def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC AUC, NaN when only one class is present."""
+    if len(np.unique(y_true)) < 2:
+        return math.nan
+    return float(roc_auc_score(y_true, y_score))
+
+
+def constraint_violations(
+    constraints: list[Constraint], probabilities: Mapping[str, np.ndarray], threshold: float
+) -> dict[str, float]:
+    """Share of samples whose predictions, at ``threshold``, break each constraint relation."""
+    tensors = {name: torch.as_tensor(p) for name, p in probabilities.items() if p.ndim == 1}
+    out: dict[str, float] = {}
+    for constraint in constraints:
+        out.update(constraint.violations(tensors, threshold))
+    return out
+
+
+def selection_score(metrics: Mapping[str, Mapping[str, float]], select: str) -> float:
+    """The validation score ``TASK.METRIC`` or ``mean.METRIC`` (mean over tasks, NaN ignored)."""
+    task, metric = select.split(".")
+    if task != "mean":
+        return float(metrics[task].get(metric, math.nan))
+    values = [float(m[metric]) for m in metrics.values() if not math.isnan(m.get(metric, math.nan))]
+    return float(np.mean(values)) if values else math.nan

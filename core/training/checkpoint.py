@@ -1,0 +1,74 @@
+"""Model weights on disk: safetensors plus the run's config as JSON metadata, never pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from mtlkit.errors import UsageError
+from mtlkit.files import atomic_write_bytes
+
+FORMAT = "mtlkit-weights/1"
+
+
+def save_weights(model: Any, path: Path, config: Any, info: dict[str, Any]) -> None:
+    """Write the model's state dict atomically, with the config and ``info`` as metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "config": config.model_dump_json(),
+        "info": json.dumps(info),
+    }
+    atomic_write_bytes(path, save(state, metadata=metadata))
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of a weights file: ``{"config": dict, "info": dict}``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable mtlkit weights file: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise UsageError(f"{path} is not an mtlkit weights file (no '{FORMAT}' metadata)")
+    return {"config": json.loads(meta["config"]), "info": json.loads(meta.get("info", "{}"))}
+
+
+def load_weights(model: Any, path: Path) -> None:
+    """Load weights into ``model``; a mismatch names the missing, extra or reshaped tensors."""
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"{path} is not a readable safetensors file: {exc}") from None
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise UsageError(f"{path} does not fit this model ({mismatch})")
+    model.load_state_dict(state)
+
+
+def state_dict_mismatch(own: dict[str, Any], saved: dict[str, Any]) -> str | None:
+    """Why ``saved`` cannot be loaded into a model whose state dict is ``own``, or None.
+
+    Names the missing, unexpected and reshaped tensors (a few of each).
+    """
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    reshaped = [
+        f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(own.keys() & saved.keys())
+        if own[k].shape != saved[k].shape
+    ]
+    parts = [
+        f"{title}: {', '.join(items[:6])}{' ...' if len(items) > 6 else ''}"
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", reshaped))
+        if items
+    ]
+    return "; ".join(parts) or None
