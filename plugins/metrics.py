@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
-from mtlkit import hookimpl
+from mtlkit import binary_auc, hookimpl
 
 
 def _counts(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> list[tuple[int, ...]]:
@@ -73,14 +72,8 @@ def f1(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
 def auc(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
     """ROC AUC (threshold-free); macro one-vs-rest for multiclass."""
     if y_prob.ndim == 1:
-        return float(roc_auc_score(y_true, y_prob)) if len(np.unique(y_true)) == 2 else math.nan
-    values = []
-    for c in range(y_prob.shape[1]):
-        truth = (y_true == c).astype(int)
-        values.append(
-            float(roc_auc_score(truth, y_prob[:, c])) if 0 < truth.sum() < len(truth) else math.nan
-        )
-    return _macro(values)
+        return binary_auc(y_true, y_prob)
+    return _macro([binary_auc(y_true == c, y_prob[:, c]) for c in range(y_prob.shape[1])])
 
 
 @hookimpl

@@ -220,19 +220,30 @@ def with_entry_point(monkeypatch):
     return install
 
 
-def test_broken_entry_point_names_plugin_distribution_and_the_way_out(
-    with_entry_point, monkeypatch
-):
+def test_broken_entry_point_is_skipped_and_reported_with_the_way_out(with_entry_point, monkeypatch):
     monkeypatch.delenv("MTLKIT_DISABLE_PLUGINS", raising=False)
     ep = with_entry_point(FakeEntryPoint("broken_thing", "broken-dist", ImportError("no numpy9")))
-    with pytest.raises(PluginError) as info:
-        PluginHost()
-    message = str(info.value)
+    host = PluginHost()  # does not raise: the other plugins still work
+    assert ep.loaded == 1
+    assert "bm" in host.heads
+    (failure,) = host.failures
+    assert (failure.name, failure.distribution) == ("broken_thing", "broken-dist")
+    message = failure.message()
     assert "'broken_thing'" in message
     assert "broken-dist" in message
     assert "ImportError: no numpy9" in message
     assert "MTLKIT_DISABLE_PLUGINS=broken_thing" in message
-    assert ep.loaded == 1
+
+
+def test_unknown_component_names_the_plugins_that_failed_to_import(with_entry_point, monkeypatch):
+    monkeypatch.delenv("MTLKIT_DISABLE_PLUGINS", raising=False)
+    with_entry_point(FakeEntryPoint("subtype_plugin", "mtlkit-subtype", ImportError("no torch9")))
+    host = PluginHost()
+    with pytest.raises(ConfigError) as info:
+        host.heads.resolve({"type": "subtype"}, "heads[3]")
+    message = dict(info.value.problems)["heads[3].type"]
+    assert "unknown head 'subtype'" in message
+    assert "subtype_plugin" in message and "mtlkit-subtype" in message
 
 
 def test_disabled_entry_point_is_skipped_without_loading(with_entry_point, monkeypatch):

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     try:
         host = PluginHost()
+        for failure in host.failures:  # skipped; commands that need none of it still run
+            err.print(f"[yellow]warning:[/] {escape(failure.message())}")
         parser = build_parser(host)
         try:
             args = parser.parse_args(argv)

@@ -92,6 +92,14 @@ def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
             dist = host.owner_distribution(entry.owner) or "(in-process)"
             table.add_row(entry.name, entry.owner, dist, _describe(entry.obj, entry.description))
         ctx.console.print(table)
+    if host.failures:
+        table = Table(title="plugins that failed to import", title_justify="left")
+        table.add_column("plugin", style="bold")
+        table.add_column("distribution")
+        table.add_column("error")
+        for failure in host.failures:
+            table.add_row(failure.name, failure.distribution or "unknown", failure.error)
+        ctx.console.print(table)
     if host.disabled:
         ctx.console.print(f"disabled: {', '.join(sorted(host.disabled))}")
     return 0

@@ -33,21 +33,41 @@ class PluginInfo:
     distribution: str | None
 
 
+@dataclass(frozen=True)
+class PluginFailure:
+    """An installed plugin that failed to import and was skipped."""
+
+    name: str
+    distribution: str | None
+    error: str  # "ImportError: no module named x"
+
+    def message(self) -> str:
+        """One line naming the plugin, its distribution, the error and the way out."""
+        return (
+            f"plugin {self.name!r} (distribution {self.distribution or 'unknown'}) failed to "
+            f"import and was skipped: {self.error}. Fix or reinstall it, or silence this with "
+            f"{DISABLE_ENV}={self.name}"
+        )
+
+
 class PluginHost:
     """One plugin manager plus the registries its plugins filled.
 
     ``extra_plugins`` are objects or modules registered in-process (tests, notebooks) after
     the installed ones, under ``name`` if they have a ``__name__`` or ``name`` attribute.
+    An installed plugin that fails to import is skipped and kept in ``failures`` (as tox
+    does): everything else still works, and a config that names a component no loaded
+    plugin provides is told which plugins failed.
     """
 
-    def __init__(self, extra_plugins: Iterable[Any] = (), *, load_installed: bool = True):
+    def __init__(self, extra_plugins: Iterable[Any] = ()):
         self.pm = pluggy.PluginManager("mtlkit")
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
+        self.failures: list[PluginFailure] = []
         self.disabled = _disabled_names()
-        if load_installed:
-            for ep in _entry_points():
-                self._load_entry_point(ep)
+        for ep in _entry_points():
+            self._load_entry_point(ep)
         for plugin in extra_plugins:
             name = _plugin_name(plugin)
             if name in self.disabled:
@@ -60,7 +80,10 @@ class PluginHost:
                 f"plugin {self.pm.get_name(exc.plugin)!r} has a hook implementation that matches "
                 f"no mtlkit hook: {exc}"
             ) from None
-        self.registries = {kind: Registry(kind) for kind in hookspecs.REGISTRATION_HOOKS.values()}
+        self.registries = {
+            kind: Registry(kind, unavailable=[f.message() for f in self.failures])
+            for kind in hookspecs.REGISTRATION_HOOKS.values()
+        }
         for hook_name, kind in hookspecs.REGISTRATION_HOOKS.items():
             self._collect(hook_name, self.registries[kind])
 
@@ -122,11 +145,8 @@ class PluginHost:
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin is reported by name, whatever it raised
-            raise PluginError(
-                f"plugin {ep.name!r} (distribution {dist or 'unknown'}) failed to import: "
-                f"{type(exc).__name__}: {exc}\n"
-                f"Fix or uninstall it, or run without it: {DISABLE_ENV}={ep.name}"
-            ) from None
+            self.failures.append(PluginFailure(ep.name, dist, f"{type(exc).__name__}: {exc}"))
+            return
         self._register(plugin, ep.name, dist)
 
     def _register(self, plugin: Any, name: str, distribution: str | None) -> None:

@@ -33,9 +33,11 @@ class Registry:
     plugin, decides who the owner is.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, unavailable: list[str] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        # Plugins that failed to import: an unknown name may be one of theirs.
+        self.unavailable = list(unavailable or [])
 
     def add(
         self,
@@ -82,6 +84,8 @@ class Registry:
         close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
         if close:
             message += f"; did you mean {close[0]!r}?"
+        for failure in self.unavailable:
+            message += f" (it may come from a {failure})"
         return message
 
     def names(self) -> list[str]:

@@ -18,6 +18,7 @@ import torch
 from mtlkit.components.interfaces import TaskHead
 from mtlkit.config.schema import DataConfig, RoiConfig
 from mtlkit.data.disk_cache import DiskCache
+from mtlkit.data.duplicates import find_near_duplicates, group_duplicates, image_hash
 from mtlkit.data.labels import as_number
 from mtlkit.data.prepared import PreparedData
 from mtlkit.data.samples import Sample, SampleSet
@@ -194,8 +195,6 @@ def _apply_exclude(
 def _scan(samples: list[Sample], data: DataConfig, progress) -> Scan:
     hasher, name = (None, "")
     if data.duplicates.detect:
-        from mtlkit.data.duplicates import image_hash
-
         settings = data.duplicates.settings()
         hasher = lambda image: image_hash(image, settings)  # noqa: E731
         name = f"{settings.method}/{settings.hash_size}"
@@ -227,8 +226,6 @@ def _find_duplicates(
             if j != i:
                 found.exact_pairs.append((j, i))
     if data.duplicates.detect:
-        from mtlkit.data.duplicates import find_near_duplicates
-
         hashed = [i for i, f in enumerate(facts) if f is not None]
         pairs = find_near_duplicates(
             [facts[i].phash for i in hashed], data.duplicates.max_distance
@@ -268,29 +265,14 @@ def split_units(patient_ids: Sequence[str], links: Sequence[tuple[int, int]]) ->
     """Each image's split unit: its patient joined with every patient it shares a duplicate
     image with (connected components). A unit of one patient keeps the patient's id, so a
     data set without duplicates splits exactly as by patient."""
-    parent = list(range(len(patient_ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def join(i: int, j: int) -> None:
-        a, b = root(i), root(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
     first_of: dict[str, int] = {}
-    for i, patient in enumerate(patient_ids):
-        join(i, first_of.setdefault(patient, i))
-    for i, j in links:
-        join(i, j)
+    same_patient = [(first_of.setdefault(p, i), i) for i, p in enumerate(patient_ids)]
+    group = group_duplicates(len(patient_ids), [*same_patient, *links])
     members: dict[int, set[str]] = {}
-    for i, patient in enumerate(patient_ids):
-        members.setdefault(root(i), set()).add(patient)
-    names = {r: next(iter(p)) if len(p) == 1 else "+".join(sorted(p)) for r, p in members.items()}
-    return [names[root(i)] for i in range(len(patient_ids))]
+    for g, patient in zip(group.tolist(), patient_ids, strict=True):
+        members.setdefault(g, set()).add(patient)
+    names = {g: next(iter(p)) if len(p) == 1 else "+".join(sorted(p)) for g, p in members.items()}
+    return [names[g] for g in group.tolist()]
 
 
 def _targets_conflict(targets: torch.Tensor, i: int, j: int) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mtlkit.config.schema import RoiConfig
-from mtlkit.data.disk_cache import DiskCache
+from mtlkit.data.disk_cache import DiskCache, Entry
 from mtlkit.data.roi import crop_and_resize, roi_box
 from mtlkit.data.samples import Sample
 from mtlkit.errors import DataError
@@ -68,7 +68,7 @@ def scan_samples(
     settings = f"v{SCAN_VERSION}|{roi.mode}|{roi.margin}|{size}|{hasher_name}"
     for index, sample in enumerate(samples):
         key = _cache_key(sample, settings) if cache is not None and sample.files else None
-        record = cache.get(key) if key else None
+        record = _from_entry(cache.get(key)) if key else None
         if record is not None:
             crop, fact = record
             from_cache += 1
@@ -81,7 +81,7 @@ def scan_samples(
                 advance()
                 continue
             if key:
-                cache.put(key, crop, fact)
+                cache.put(key, _to_entry(crop, fact))
         rois[index, 0] = torch.from_numpy(np.array(crop, dtype=np.uint8))
         facts.append(fact)
         advance()
@@ -104,6 +104,28 @@ def scan_one(
         image.tobytes() + f"{width}x{height}".encode(), digest_size=16
     ).hexdigest()
     return crop, ImageFacts(width, height, digest, hasher(image) if hasher else None)
+
+
+def _to_entry(crop: np.ndarray, fact: ImageFacts) -> Entry:
+    return {
+        "roi": crop,
+        "size": np.array([fact.width, fact.height]),
+        "digest": np.array(fact.digest),
+        "phash": np.frombuffer(fact.phash or b"", dtype=np.uint8),
+        "has_phash": np.array(fact.phash is not None),
+    }
+
+
+def _from_entry(entry: Entry | None) -> tuple[np.ndarray, ImageFacts] | None:
+    """The crop and facts of a cache entry; None when absent or not of this shape."""
+    if entry is None:
+        return None
+    try:
+        width, height = (int(v) for v in entry["size"])
+        phash = entry["phash"].tobytes() if bool(entry["has_phash"]) else None
+        return entry["roi"], ImageFacts(width, height, str(entry["digest"]), phash)
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _cache_key(sample: Sample, settings: str) -> str:

@@ -25,8 +25,7 @@ def metrics_document(
 ) -> dict[str, Any]:
     """The content of metrics.json for one seed."""
     return {
-        "schema": METRICS_SCHEMA,
-        "name": config.name,
+        **_header(config),
         "seed": seed,
         "select": config.evaluation.select,
         "threshold": config.evaluation.threshold,
@@ -35,6 +34,23 @@ def metrics_document(
         "epochs": config.training.epochs,
         "sets": {split: result.as_dict() for split, result in evals.items()},
     }
+
+
+def evaluation_document(
+    config: RunConfig, checkpoint: str, trained: dict[str, Any], evals: dict[str, EvalResult]
+) -> dict[str, Any]:
+    """The content of metrics.json of ``mtl evaluate``: a checkpoint scored on other sets."""
+    return {
+        **_header(config),
+        "checkpoint": checkpoint,
+        "trained": trained,
+        "threshold": config.evaluation.threshold,
+        "sets": {name: result.as_dict() for name, result in evals.items()},
+    }
+
+
+def _header(config: RunConfig) -> dict[str, Any]:
+    return {"schema": METRICS_SCHEMA, "name": config.name}
 
 
 def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -68,8 +84,7 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
             "consistency": consistency,
         }
     return {
-        "schema": METRICS_SCHEMA,
-        "name": config.name,
+        **_header(config),
         "seeds": config.seeds,
         "select": config.evaluation.select,
         "threshold": config.evaluation.threshold,
@@ -103,20 +118,14 @@ def prediction_columns(heads: Iterable[TaskHead]) -> list[str]:
     return columns
 
 
-def predictions_csv(
-    predictions: Iterable[Predictions], heads: list[TaskHead], extra: dict[str, str] | None = None
-) -> str:
-    """predictions.csv content: one row per image and split, every task's label and probability.
-
-    ``extra`` adds constant leading columns (e.g. the seed of a repeated run).
-    """
-    extra = extra or {}
+def predictions_csv(predictions: Iterable[Predictions], heads: list[TaskHead]) -> str:
+    """predictions.csv content: one row per image and split, every task's label and probability."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*extra, "image_id", "patient_id", "split", *prediction_columns(heads)])
+    writer.writerow(["image_id", "patient_id", "split", *prediction_columns(heads)])
     for part in predictions:
         for i, image_id in enumerate(part.image_ids):
-            row: list[Any] = [*extra.values(), image_id, part.patient_ids[i], part.split]
+            row: list[Any] = [image_id, part.patient_ids[i], part.split]
             for head in heads:
                 target = part.targets[head.name][i]
                 row.append("" if math.isnan(target) else _label_text(head, target))

@@ -18,7 +18,7 @@ from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import ExternalSetConfig
 from mtlkit.engine import Engine
 from mtlkit.errors import ConfigError
-from mtlkit.evaluation.documents import METRICS_SCHEMA, predictions_csv
+from mtlkit.evaluation.documents import evaluation_document, predictions_csv
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
 from mtlkit.training.checkpoint import read_metadata
@@ -67,14 +67,7 @@ def evaluate_checkpoint(
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)
     result = engine.evaluate_external(data)
-    metrics = {
-        "schema": METRICS_SCHEMA,
-        "name": config.name,
-        "checkpoint": str(checkpoint),
-        "trained": meta["info"],
-        "threshold": config.evaluation.threshold,
-        "sets": {external.name: result.as_dict()},
-    }
+    metrics = evaluation_document(config, str(checkpoint), meta["info"], {external.name: result})
     if out_dir is not None:
         prepare_run_dir(out_dir)
         atomic_write_text(out_dir / "metrics.json", to_json(metrics))
