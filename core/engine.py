@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import Components, call_component, resolve_components
+from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
 from mtlkit.config.schema import ExternalSetConfig, RunConfig
 from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
@@ -406,6 +407,7 @@ class Engine:
                 self.checkpoint_dir / f"{tag}.safetensors",
                 self.config,
                 {"epoch": epoch, "seed": self.seed},
+                components_used(self.config, self.components, self.host),
             )
 
     # --- evaluation and prediction ------------------------------------------------------

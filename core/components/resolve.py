@@ -96,7 +96,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
             problems.append((f"{path}.name", problem))
             continue
         heads.append(head)
-        loss_spec = getattr(options, "loss", None) or {"type": head.default_loss}
+        loss_spec = getattr(options, "loss", None) or {"type": head.loss_name}
         loss_spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
         loss = attempt(lambda s=loss_spec, p=path, h=head: _build_loss(host, s, f"{p}.loss", h))
         if loss is not None:

@@ -13,11 +13,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from mtlkit.components.host import PluginHost
+from mtlkit.components.usage import missing_plugins
 from mtlkit.config.loading import expand_shorthand, read_yaml, validate_config
 from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import ExternalSetConfig
 from mtlkit.engine import Engine
-from mtlkit.errors import ConfigError
+from mtlkit.errors import ConfigError, PluginError, list_problems
 from mtlkit.evaluation.documents import evaluation_document, predictions_csv
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
@@ -63,6 +64,12 @@ def evaluate_checkpoint(
     external = load_external_set(data_file)
     if out_dir is not None:
         check_run_dir(out_dir)
+    host = host if host is not None else PluginHost()
+    missing = missing_plugins(meta["plugins"], host)
+    if missing:
+        raise PluginError(
+            list_problems(f"{checkpoint} needs plugins that are not available here:", missing)
+        )
     engine = Engine(config, host=host, progress=progress)
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)

@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
+from mtlkit.components.usage import components_used
 from mtlkit.config.schema import RunConfig
 from mtlkit.config.loading import dump_config
 from mtlkit.engine import Engine
@@ -74,7 +75,7 @@ def run(
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
             progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
-    records = environment(data)
+    records = environment(data, components_used(config, first.components, host))
     if resume:
         check_same_data(out, data, records)
         for stale in out.rglob(".*.tmp"):  # a write the interruption cut short

@@ -15,19 +15,23 @@ from mtlkit.files import atomic_write_bytes
 FORMAT = "mtlkit-weights/1"
 
 
-def save_weights(model: Any, path: Path, config: Any, info: dict[str, Any]) -> None:
-    """Write the model's state dict atomically, with the config and ``info`` as metadata."""
+def save_weights(
+    model: Any, path: Path, config: Any, info: dict[str, Any], plugins: list[dict] = ()
+) -> None:
+    """Write the model's state dict atomically, with the config, ``info`` and the plugins
+    whose components the model uses (see :mod:`mtlkit.components.usage`) as metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
         "config": config.model_dump_json(),
         "info": json.dumps(info),
+        "plugins": json.dumps(list(plugins)),
     }
     atomic_write_bytes(path, save(state, metadata=metadata))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of a weights file: ``{"config": dict, "info": dict}``."""
+    """The metadata of a weights file: ``{"config": dict, "info": dict, "plugins": list}``."""
     from safetensors import safe_open
 
     try:
@@ -37,7 +41,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not a readable mtlkit weights file: {exc}") from None
     if meta.get("format") != FORMAT:
         raise UsageError(f"{path} is not an mtlkit weights file (no '{FORMAT}' metadata)")
-    return {"config": json.loads(meta["config"]), "info": json.loads(meta.get("info", "{}"))}
+    return {
+        "config": json.loads(meta["config"]),
+        "info": json.loads(meta.get("info", "{}")),
+        "plugins": json.loads(meta.get("plugins", "[]")),
+    }
 
 
 def load_weights(model: Any, path: Path) -> None:
