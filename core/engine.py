@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.resolve import Components, call_component, resolve_components
+from mtlkit.components.resolve import Components, read_sample_set, resolve_components
 from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
 from mtlkit.config.schema import ExternalSetConfig, RunConfig
@@ -28,7 +28,7 @@ from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
 from mtlkit.data.prepared import PreparedData, RoiDataset
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
-from mtlkit.errors import DataError, MtlError, TrainingError, UsageError
+from mtlkit.errors import MtlError, TrainingError, UsageError
 from mtlkit.evaluation.metrics import constraint_violations, selection_score, task_metrics
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions
@@ -119,11 +119,7 @@ class Engine:
 
     def _read_source(self, entry, options, where: str) -> SampleSet:
         with self.progress.status(f"listing images ({where})"):
-            sample_set = call_component(entry, options, where)
-        if not isinstance(sample_set, SampleSet):
-            raise DataError(
-                f"data source {entry.name!r} returned {type(sample_set).__name__}, not a SampleSet"
-            )
+            sample_set = read_sample_set(entry, options, where)
         return sample_set
 
     def _image_progress(self, total: int):

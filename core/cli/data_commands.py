@@ -12,10 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
-from mtlkit.components.resolve import call_component, resolve_components
+from mtlkit.components.resolve import read_sample_set, resolve_components
 from mtlkit.config.loading import load_config
-from mtlkit.data.inspection import DataReport, inspect_data
-from mtlkit.data.samples import SampleSet
+from mtlkit.data.inspection import DataReport, inspect_data, roi_for
 from mtlkit.errors import DataError
 from mtlkit.evaluation.external import evaluate_checkpoint
 from mtlkit.progress import Progress
@@ -40,21 +39,15 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
 
         sets = [("data", config.data.source, None, config.data)]
         for index, external in enumerate(config.evaluation.external):
-            data = (
-                config.data
-                if external.roi is None
-                else config.data.model_copy(update={"roi": external.roi})
-            )
+            data = roi_for(config.data, external.roi)
             sets.append((f"evaluation.external[{index}]", external.source, external.name, data))
         for where, source, external_name, data in sets:
             entry, options = ctx.host.data_sources.resolve(source, f"{where}.source")
             try:
-                sample_set = call_component(entry, options, f"{where}.source")
+                sample_set = read_sample_set(entry, options, f"{where}.source")
             except DataError as exc:  # the source itself refused: its problems, no summary
                 report = DataReport(f"{where}.source ({entry.name})", [], [str(exc)])
             else:
-                if not isinstance(sample_set, SampleSet):
-                    raise DataError(f"data source {entry.name!r} did not return a SampleSet")
                 report = inspect_data(
                     sample_set,
                     components.heads,

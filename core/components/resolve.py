@@ -18,7 +18,8 @@ from mtlkit.components.host import PluginHost
 from mtlkit.components.interfaces import Constraint, TaskHead, TaskLossFn, TaskWeighting
 from mtlkit.components.registry import Entry
 from mtlkit.config.schema import RunConfig
-from mtlkit.errors import ConfigError
+from mtlkit.data.samples import SampleSet
+from mtlkit.errors import ConfigError, DataError
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
@@ -210,3 +211,13 @@ def call_component(entry: Entry, options: BaseModel | None, path: str, *args: An
         return entry.obj(options, *args) if options is not None else entry.obj(*args)
     except ValueError as exc:
         raise ConfigError([(path, str(exc))]) from None
+
+
+def read_sample_set(entry: Entry, options: BaseModel | None, path: str) -> SampleSet:
+    """Call a data source; what it returns must be a :class:`SampleSet`."""
+    sample_set = call_component(entry, options, path)
+    if not isinstance(sample_set, SampleSet):
+        raise DataError(
+            f"data source {entry.name!r} returned {type(sample_set).__name__}, not a SampleSet"
+        )
+    return sample_set
