@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
-from mtlkit.components.resolve import read_sample_set, resolve_components
+from mtlkit.components.resolve import call_component, read_sample_set, resolve_components
 from mtlkit.config.loading import load_config
 from mtlkit.data.inspection import DataReport, inspect_data, roi_for
 from mtlkit.errors import DataError
@@ -167,7 +167,7 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             progress=progress,
         )
     for entry, options in result.reports:
-        report = entry.obj(options) if options is not None else entry.obj()
+        report = call_component(entry, options, "reports")
         report(RunResult(result.out_dir or Path("."), result.metrics), ctx.console)
     if result.out_dir:
         ctx.console.print(f"written: {result.out_dir}")

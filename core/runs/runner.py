@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
+from mtlkit.components.resolve import call_component
 from mtlkit.components.usage import components_used
 from mtlkit.config.schema import RunConfig
 from mtlkit.config.loading import dump_config
@@ -65,26 +66,7 @@ def run(
     host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    if resume:
-        check_resumable(out, config)
-    else:
-        check_run_dir(out)  # before the (possibly long) data loading
-    data = first.data  # data errors surface here, before anything is written
-    externals = load_externals(first, data)
-    first.build_model()  # and backbone/weights errors too
-    for prepared in (data, *externals.values()):
-        for warning in prepared.warnings:  # e.g. near-duplicates with different labels
-            progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
-    records = environment(data, components_used(config, first.components, host))
-    if resume:
-        check_same_data(out, data, records)
-        for stale in out.rglob(".*.tmp"):  # a write the interruption cut short
-            stale.unlink()
-    else:
-        prepare_run_dir(out)
-        atomic_write_text(out / "config.yaml", dump_config(config))
-        atomic_write_text(out / "splits.json", to_json(data.split_file()))
-        atomic_write_text(out / "environment.json", to_json(records))
+    data, externals = _start(first, out, resume, progress)
 
     seeds = config.seeds
     runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
@@ -96,31 +78,16 @@ def run(
         extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
         if len(seeds) > 1:
             extra["seed"] = str(seed)
-        if resume and (run_dir / "metrics.json").is_file():  # finished before the interruption
-            per_run[label or str(seed)] = json.loads((run_dir / "metrics.json").read_text())
-            prediction_parts.append((extra, (run_dir / "predictions.csv").read_text()))
-            continue
-        engine = (
-            first
-            if (fold, seed) == runs[0]
-            else Engine(config, host=host, seed=seed, progress=progress, data=data.for_fold(fold))
-        )
-        engine.checkpoint_dir = run_dir / "checkpoints"
-        fit = engine.fit(resume=resume)
-        evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(engine.data.indices(s))}
-        evals.update({name: engine.evaluate_external(ext) for name, ext in externals.items()})
-        document = metrics_document(config, seed, fit, evals)
-        if data.n_folds > 1:
-            document["fold"] = fold + 1
-        predictions = predictions_csv([e.predictions for e in evals.values()], first.heads)
+        done = _finished(run_dir) if resume else None
+        if done is None:
+            engine = (
+                first
+                if (fold, seed) == runs[0]
+                else Engine(config, host=host, seed=seed, progress=progress, data=data.for_fold(fold))
+            )
+            done = _train_and_evaluate(engine, run_dir, externals, resume)
+        per_run[label or str(seed)], predictions = done
         prediction_parts.append((extra, predictions))
-        atomic_write_text(run_dir / "predictions.csv", predictions)
-        atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
-        atomic_write_text(run_dir / "timing.json", to_json(timing_document(fit)))
-        atomic_write_text(run_dir / "metrics.json", to_json(document))  # written last: done
-        per_run[label or str(seed)] = document
-        if engine.state_path is not None:
-            engine.state_path.unlink(missing_ok=True)  # the finished run needs it no more
 
     if len(runs) == 1:
         metrics = next(iter(per_run.values()))
@@ -131,10 +98,70 @@ def run(
         atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
     result = RunResult(out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads])
-    for entry, options in first.components.reports:
-        report = entry.obj(options) if options is not None else entry.obj()
-        report(result, console)
+    for index, (entry, options) in enumerate(first.components.reports):
+        call_component(entry, options, f"reports[{index}]")(result, console)
     return result
+
+
+def _start(
+    first: Engine, out: Path, resume: bool, progress: Progress
+) -> tuple[PreparedData, dict[str, PreparedData]]:
+    """Everything that can reject the run, then the run directory's shared files; returns
+    the training data and the external sets."""
+    config = first.config
+    if resume:
+        check_resumable(out, config)
+    else:
+        check_run_dir(out)  # before the (possibly long) data loading
+    data = first.data  # data errors surface here, before anything is written
+    externals = load_externals(first, data)
+    first.build_model()  # and backbone/weights errors too
+    for prepared in (data, *externals.values()):
+        for warning in prepared.warnings:  # e.g. near-duplicates with different labels
+            progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
+    records = environment(data, components_used(config, first.components, first.host))
+    if resume:
+        check_same_data(out, data, records)
+        for stale in out.rglob(".*.tmp"):  # a write the interruption cut short
+            stale.unlink()
+    else:
+        prepare_run_dir(out)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        atomic_write_text(out / "splits.json", to_json(data.split_file()))
+        atomic_write_text(out / "environment.json", to_json(records))
+    return data, externals
+
+
+def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
+    """The metrics document and predictions of a run that finished before an interruption
+    (its metrics.json is written last), or None."""
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    document = json.loads((run_dir / "metrics.json").read_text())
+    return document, (run_dir / "predictions.csv").read_text()
+
+
+def _train_and_evaluate(
+    engine: Engine, run_dir: Path, externals: dict[str, PreparedData], resume: bool
+) -> tuple[dict[str, Any], str]:
+    """Fit one model (one fold and seed), evaluate it, write its files into ``run_dir``;
+    returns its metrics document and predictions.csv content."""
+    config, data = engine.config, engine.data
+    engine.checkpoint_dir = run_dir / "checkpoints"
+    fit = engine.fit(resume=resume)
+    evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(data.indices(s))}
+    evals.update({name: engine.evaluate_external(ext) for name, ext in externals.items()})
+    document = metrics_document(config, engine.seed, fit, evals)
+    if data.n_folds > 1:
+        document["fold"] = data.fold + 1
+    predictions = predictions_csv([e.predictions for e in evals.values()], engine.heads)
+    atomic_write_text(run_dir / "predictions.csv", predictions)
+    atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
+    atomic_write_text(run_dir / "timing.json", to_json(timing_document(fit)))
+    atomic_write_text(run_dir / "metrics.json", to_json(document))  # written last: done
+    if engine.state_path is not None:
+        engine.state_path.unlink(missing_ok=True)  # the finished run needs it no more
+    return document, predictions
 
 
 def check_resumable(out: Path, config: RunConfig) -> None:
