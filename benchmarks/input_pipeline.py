@@ -70,7 +70,7 @@ def in_memory_epochs(config, rois: torch.Tensor, targets: torch.Tensor) -> list[
     )
     head = torch.nn.Linear(backbone.num_features, 1)
     model = torch.nn.Sequential(backbone, head)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer["lr"])  # set in busi.yaml
     transform = train_transform(cfg.augmentation, config.data.image_size)
     batch = cfg.batch_size
     seconds = []

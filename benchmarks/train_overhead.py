@@ -68,7 +68,8 @@ def plain_epochs(
     """Training images/s of each epoch of a plain loop written the usual way."""
     torch.manual_seed(seed)
     model = PlainModel(config.backbone["model"], tasks)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.training.optimizer.lr)
+    lr = config.training.optimizer["lr"]  # quick.yaml sets it
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     batch = config.training.batch_size
     speeds = []
     for _ in range(epochs):

@@ -6,21 +6,22 @@ is "how to run it".
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
-import math
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.resolve import Components, read_sample_set, resolve_components
+from mtlkit.components.interfaces import Constraint, TaskWeighting
+from mtlkit.components.resolve import (
+    Components,
+    read_sample_set,
+    resolve_components,
+)
 from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
 from mtlkit.config.schema import ExternalSetConfig, RunConfig
@@ -28,16 +29,19 @@ from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
 from mtlkit.data.prepared import PreparedData, RoiDataset
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
-from mtlkit.errors import MtlError, TrainingError, UsageError
-from mtlkit.evaluation.metrics import constraint_violations, selection_score, task_metrics
+from mtlkit.errors import MtlError, UsageError
+from mtlkit.evaluation.metrics import constraint_violations, task_metrics
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions
-from mtlkit.training.averaging import WeightAverage
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
-from mtlkit.training.losses import masked_task_loss
+from mtlkit.training.device import resolve_device
+from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
+from mtlkit.training.losses import Objective
 from mtlkit.training.model import MultiTaskModel
+from mtlkit.training.resume import capture_state, check_resumable, fingerprint, restore_state
 from mtlkit.training.seeding import seed_everything, seed_worker
-from mtlkit.training.state import TrainingState, capture_rng, load_state, restore_rng, save_state
+from mtlkit.training.selection import BestEpoch
+from mtlkit.training.state import load_state, save_state
 
 STATE_FILE = "state.safetensors"
 
@@ -69,8 +73,10 @@ class Engine:
         self.device = resolve_device(config.training.device)
         self._data = data
         self.model: MultiTaskModel | None = None
-        self.weighting = self.components.weighting
         self.checkpoint_dir: Path | None = None
+        # The task weighting and constraints of the last fit, trained with the model.
+        self._weighting: TaskWeighting | None = None
+        self._constraints: nn.ModuleList | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Engine:
@@ -133,6 +139,21 @@ class Engine:
         self.model = model.to(self.device)
         return self.model
 
+    @property
+    def weighting(self) -> TaskWeighting:
+        """The task weighting trained by the last (or current) fit; a fresh one before any."""
+        if self._weighting is None:
+            self._weighting = self.components.build_weighting().to(self.device)
+        return self._weighting
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        """The constraints trained by the last (or current) fit, which evaluation reports the
+        violations of; freshly built ones before any fit (e.g. after load_checkpoint)."""
+        if self._constraints is None:
+            self._constraints = nn.ModuleList(self.components.build_constraints()).to(self.device)
+        return list(self._constraints)
+
     # --- training ------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> FitResult:
@@ -160,164 +181,85 @@ class Engine:
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config.training
         data = self.data
-        model = self.build_model()
-        # Fresh weighting and constraints per fit: a learned weighting must not carry over.
-        self.weighting = weighting = self.components.build_weighting().to(self.device)
-        constraints = [c.to(self.device) for c in self.components.build_constraints()]
-        params = list(model.parameters()) + list(weighting.parameters())
-        # With training.ema the average is the model that is validated, selected and saved.
-        average = WeightAverage(model, cfg.ema) if cfg.ema else None
-        evaluated = average.model if average is not None else model
-        optimizer = make_optimizer(params, cfg)
-        scheduler = make_scheduler(optimizer, cfg)
-        generator = torch.Generator().manual_seed(self.seed)
-        loader = self._train_loader(data, generator)
+        objects = build_fit_objects(
+            self.build_model(), self.components, cfg, self.seed, self.device
+        )
+        self._weighting, self._constraints = objects.weighting, objects.constraints
+        loader = self._train_loader(data, objects.generator)
         targets = data.targets.to(self.device)
-        has_val = len(data.indices("val")) > 0
-        amp = cfg.amp and self.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        objective = Objective(
+            self.heads, self.components.task_losses, objects.weighting, objects.constraints
+        )
+        record = FitRecord(BestEpoch(self.config.evaluation.select, self.components.metrics))
+        done = self._resume(objects, record) if resume else 0
 
-        history: list[EpochLog] = []
-        best_score, best_epoch, best_state = math.nan, 0, None
-        train_seconds, train_images = 0.0, 0
-        first_epoch = 1
-        saved = load_state(self.state_path) if resume and self._has_state() else None
-        if saved is not None:
-            self._check_state(saved)
-            model.load_state_dict(saved.model)
-            weighting.load_state_dict(saved.weighting)
-            optimizer.load_state_dict(saved.optimizer)
-            scheduler.load_state_dict(saved.scheduler)
-            if saved.scaler:
-                scaler.load_state_dict(saved.scaler)
-            if average is not None:
-                average.load_state_dict(saved.average)
-            generator.set_state(saved.loader_generator)
-            restore_rng(saved.rng)
-            history = [EpochLog(**log) for log in saved.history]
-            best_score, best_epoch = _nan_if_none(saved.best["score"]), saved.best["epoch"]
-            best_state = (saved.best["model"], saved.best["weighting"])
-            train_seconds, train_images = saved.totals["seconds"], int(saved.totals["images"])
-            first_epoch = saved.epoch + 1
-
-        self.model = evaluated
+        self.model = objects.evaluated
         self.host.fit_start(self)
         epochs = self.progress.task("epochs", total=cfg.epochs)
-        for _ in range(first_epoch - 1):
+        for _ in range(done):
             self.progress.advance(epochs)
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            model.train()
-            weighting.train()
-            started = time.perf_counter()
-            # Loss parts are summed on the device: one host sync per step (the total), not one
-            # per task.
-            part_sums = torch.zeros(len(self.heads) + 1, device=self.device)
-            loss_sum = 0.0
-            steps = seen = 0
-            batches = self.progress.task(f"epoch {epoch}", total=len(loader))
-            for step, (images, index) in enumerate(loader, start=1):
-                images = images.to(self.device, non_blocking=True)
-                batch_targets = targets[index.to(self.device)]
-                with torch.autocast(self.device.type, enabled=amp):
-                    outputs = model(images)
-                    losses = self._task_losses(outputs, batch_targets)
-                    constraint_loss = self._constraint_loss(outputs, constraints)
-                    loss = weighting(losses) + constraint_loss
-                value = loss.item()
-                if not math.isfinite(value):  # checked before the step corrupts the weights
-                    raise TrainingError(self._non_finite(epoch, step, losses, constraint_loss))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if average is not None:
-                    average.update()
-                loss_sum += value
-                part_sums += torch.stack([*losses.values(), constraint_loss]).detach().float()
-                steps += 1
-                seen += images.shape[0]
-                self.progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
-            self.progress.remove(batches)
-            seconds = time.perf_counter() - started
-            parts = (part_sums / max(steps, 1)).tolist()
-            train_seconds += seconds
-            train_images += seen
-
-            # The per-epoch choice of the best epoch does without test-time augmentation:
-            # it would double the validation cost of every epoch. Reported metrics use it.
-            val_metrics = (
-                self._evaluate(data, data.indices("val"), "val", tta=False).tasks if has_val else {}
-            )
-            score = self._selection_score(val_metrics) if has_val else math.nan
-            log = EpochLog(
-                epoch=epoch,
-                lr=optimizer.param_groups[0]["lr"],
-                train_loss=loss_sum / max(steps, 1),
-                task_losses={h.name: parts[i] for i, h in enumerate(self.heads)},
-                constraint_loss=parts[-1],
-                val_score=score,
-                val_metrics=val_metrics,
-                seconds=seconds,
-                train_images_per_second=seen / seconds if seconds else math.nan,
-            )
-            history.append(log)
-            # Until a finite score is seen (no validation split, or a metric undefined on it)
-            # the latest epoch counts as best.
-            if math.isnan(best_score) or (not math.isnan(score) and score > best_score):
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy((evaluated.state_dict(), weighting.state_dict()))
-                self._save("best", epoch)
-            scheduler.step()
-            if (
-                self.state_path is not None
-                and cfg.state_every
-                and (epoch % cfg.state_every == 0 or epoch == cfg.epochs)
-            ):
-                save_state(
-                    self.state_path,
-                    TrainingState(
-                        epoch=epoch,
-                        model=model.state_dict(),
-                        weighting=weighting.state_dict(),
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(),
-                        average=average.state_dict() if average is not None else {},
-                        loader_generator=generator.get_state(),
-                        rng=capture_rng(),
-                        best={
-                            "epoch": best_epoch,
-                            "score": best_score,
-                            "model": best_state[0],
-                            "weighting": best_state[1],
-                        },
-                        history=[_logs(h) for h in history],
-                        totals={"seconds": train_seconds, "images": train_images},
-                        config_fingerprint=self._fingerprint(),
-                    ),
-                )
-            self.host.epoch_end(self, epoch, _logs(log))
+        for epoch in range(done + 1, cfg.epochs + 1):
+            log = self._epoch(epoch, objects, objective, loader, targets, record)
             self.progress.advance(
                 epochs,
                 description=f"epochs (val {self.config.evaluation.select} "
-                f"{score:.3f}, best {best_epoch})",
+                f"{log.val_score:.3f}, best {record.best.epoch})",
             )
-        if first_epoch <= cfg.epochs or not self._has_checkpoint("last"):
+        if done < cfg.epochs or not self._has_checkpoint("last"):
             self._save("last", cfg.epochs)
         self.progress.remove(epochs)
-        self.model = model
-        model.load_state_dict(best_state[0])
-        weighting.load_state_dict(best_state[1])
-        result = FitResult(
-            best_epoch=best_epoch,
-            best_score=self._signed(best_score),
-            history=history,
-            train_seconds=train_seconds,
-            train_images_per_second=train_images / train_seconds if train_seconds else math.nan,
-            resumed_from=first_epoch - 1,
-        )
+        self.model = objects.model
+        # The live model takes the best epoch's weights (the average's, with training.ema).
+        record.best.restore({**objects.selected(), "model": objects.model})
+        result = record.result(resumed_from=done)
         self.host.fit_end(self, result)
         return result
+
+    def _epoch(
+        self,
+        epoch: int,
+        objects: FitObjects,
+        objective: Objective,
+        loader: DataLoader,
+        targets: torch.Tensor,
+        record: FitRecord,
+    ) -> EpochLog:
+        """Train, validate and record one epoch; saves the best weights, steps the scheduler
+        and saves the training state when it is due. Returns the epoch's log."""
+        trained = train_epoch(objects, objective, loader, targets, epoch, self.progress)
+        val_metrics = self._validation_metrics()
+        lr = objects.optimizer.param_groups[0]["lr"]
+        log = trained.log(epoch, lr, record.best.score_of(val_metrics), val_metrics)
+        record.add(log, trained.images)
+        if record.best.offer(epoch, log.val_score, objects.selected()):
+            self._save("best", epoch)
+        objects.scheduler.step()
+        if self._state_due(epoch):
+            save_state(self.state_path, capture_state(epoch, objects, record, self._fingerprint()))
+        self.host.epoch_end(self, epoch, log.as_dict())
+        return log
+
+    def _validation_metrics(self) -> dict[str, dict[str, float]]:
+        """Per-task metrics on the validation split; empty without one."""
+        indices = self.data.indices("val")
+        if not len(indices):
+            return {}
+        # The per-epoch choice of the best epoch does without test-time augmentation:
+        # it would double the validation cost of every epoch. Reported metrics use it.
+        return self._evaluate(self.data, indices, "val", tta=False).tasks
+
+    def _resume(self, objects: FitObjects, record: FitRecord) -> int:
+        """Continue from the saved training state, if there is one; returns the epochs done."""
+        if not self._has_state():
+            return 0
+        saved = load_state(self.state_path)
+        check_resumable(saved, self.state_path, self._fingerprint(), self.config.training.epochs)
+        return restore_state(saved, objects, record)
+
+    def _state_due(self, epoch: int) -> bool:
+        """Whether the training state is saved after ``epoch``."""
+        every, last = self.config.training.state_every, self.config.training.epochs
+        return self.state_path is not None and every > 0 and (epoch % every == 0 or epoch == last)
 
     def _has_state(self) -> bool:
         return self.state_path is not None and self.state_path.is_file()
@@ -329,53 +271,7 @@ class Engine:
         )
 
     def _fingerprint(self) -> str:
-        """The config and seed a training state belongs to."""
-        text = self.config.model_dump_json() + f"|seed={self.seed}|fold={self.data.fold}"
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def _check_state(self, saved: TrainingState) -> None:
-        if saved.config_fingerprint != self._fingerprint():
-            raise UsageError(
-                f"{self.state_path} was saved by a run with another config, seed or fold; "
-                "it cannot be resumed with this one"
-            )
-        if saved.epoch > self.config.training.epochs:
-            raise UsageError(
-                f"{self.state_path} is at epoch {saved.epoch}, beyond training.epochs "
-                f"({self.config.training.epochs})"
-            )
-
-    def _selection_score(self, val_metrics: dict[str, dict[str, float]]) -> float:
-        """The validation score, negated for metrics where lower is better (higher = better)."""
-        return self._signed(selection_score(val_metrics, self.config.evaluation.select))
-
-    def _signed(self, score: float) -> float:
-        metric = self.config.evaluation.select.split(".")[1]
-        higher_is_better = getattr(self.components.metrics[metric], "higher_is_better", True)
-        return score if higher_is_better else -score
-
-    def _task_losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor):
-        fns = self.components.task_losses
-        return {
-            head.name: masked_task_loss(fns[head.name], outputs[head.name], targets[:, column])
-            for column, head in enumerate(self.heads)
-        }
-
-    def _constraint_loss(self, outputs: dict[str, torch.Tensor], constraints) -> torch.Tensor:
-        if not constraints:
-            return torch.zeros((), device=self.device)
-        probabilities = {h.name: h.probabilities(outputs[h.name].float()) for h in self.heads}
-        return sum(c(probabilities) for c in constraints)
-
-    def _non_finite(self, epoch: int, step: int, losses: dict, constraint_loss) -> str:
-        bad = [name for name, v in losses.items() if not math.isfinite(float(v.detach()))]
-        if not math.isfinite(float(constraint_loss.detach())):
-            bad.append("constraints")
-        where = ", ".join(bad) or "the task weighting"
-        return (
-            f"the training loss became non-finite at epoch {epoch}, step {step} (in: {where}); "
-            "try a lower learning rate. The last good checkpoint is kept."
-        )
+        return fingerprint(self.config, self.seed, self.data.fold)
 
     def _train_loader(self, data: PreparedData, generator: torch.Generator) -> DataLoader:
         """Shuffled training batches; ``generator`` decides the order (saved for resume)."""
@@ -456,7 +352,7 @@ class Engine:
             n_patients=len(set(predictions.patient_ids)),
             tasks=tasks,
             consistency=constraint_violations(
-                self.components.constraints, probabilities, cfg.threshold
+                self.constraints, probabilities, cfg.threshold, self.device
             ),
             predictions=predictions,
         )
@@ -540,49 +436,3 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a usage error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"training.device is {name!r} but CUDA is not available here")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UsageError(
-            f"training.device is {name!r} but this machine has {torch.cuda.device_count()} "
-            "CUDA device(s)"
-        )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("training.device is 'mps' but MPS is not available here")
-    return torch.device(name)
-
-
-def make_optimizer(params: list[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
-    opt = cfg.optimizer
-    if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    if opt.name == "adamw":
-        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg):
-    sched = cfg.scheduler
-    if sched.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, sched.step_size, sched.gamma)
-    if sched.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-
-
-def _nan_if_none(value: float | None) -> float:
-    return math.nan if value is None else value
-
-
-def _logs(log: EpochLog) -> dict[str, Any]:
-    return json.loads(json.dumps(log.__dict__, default=float))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ class EpochLog:
     val_metrics: dict[str, dict[str, float]]
     seconds: float
     train_images_per_second: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The log as plain JSON values (numpy numbers become floats)."""
+        return json.loads(json.dumps(self.__dict__, default=float))
 
 
 @dataclass

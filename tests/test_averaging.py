@@ -89,17 +89,17 @@ def test_a_run_with_ema_validates_selects_and_saves_the_average(tmp_path):
 
 KILL_AFTER_STEPS = r"""
 import json, os, signal, sys
-import mtlkit.engine as engine
+import mtlkit.training.fit as fit
 from mtlkit import load_config, run
 
 raw, out = json.loads(sys.argv[1]), sys.argv[2]
-losses, count = engine.Engine._task_losses, [0]
-def counted(self, outputs, targets):
+step, count = fit.train_step, [0]
+def counted(*args):
     count[0] += 1
     if count[0] == 4:  # epoch 2, mid-epoch: the state of epoch 1 holds an average
         os.kill(os.getpid(), signal.SIGKILL)
-    return losses(self, outputs, targets)
-engine.Engine._task_losses = counted
+    return step(*args)
+fit.train_step = counted
 run(load_config(raw), out_dir=out)
 """
 

@@ -285,6 +285,36 @@ CONFIG_CASES = [
         "training.optimizer.name",
         "'adam'",
     ),
+    case(
+        "option-of-another-optimizer",
+        setting("training.optimizer.momentum", 0.9),  # momentum is sgd's, not adam's
+        "training.optimizer.momentum",
+        "unknown key",
+    ),
+    case(
+        "sgd-momentum-1",
+        setting("training.optimizer", {"name": "sgd", "momentum": 1}),
+        "training.optimizer.momentum",
+        "less than 1",
+    ),
+    case(
+        "unknown-scheduler",
+        setting("training.scheduler", {"name": "cosin"}),
+        "training.scheduler.name",
+        "did you mean 'cosine'",
+    ),
+    case(
+        "step-size-0",
+        setting("training.scheduler", {"name": "step", "step_size": 0}),
+        "training.scheduler.step_size",
+        "greater than or equal to 1",
+    ),
+    case(
+        "option-of-another-scheduler",
+        setting("training.scheduler.gamma", 0.5),  # the tiny config's cosine has no gamma
+        "training.scheduler.gamma",
+        "unknown key",
+    ),
     case("repeated-seeds", setting("seed", [1, 1]), "seed", "repeats"),
     case("output-dir-placeholder", setting("output_dir", "runs/{nme}"), "output_dir", "{name}"),
     case("no-heads", setting("heads", []), "heads", "at least 1"),

@@ -235,6 +235,7 @@ BUILTIN_OWNERS = {
     "mtlkit.backbones": ["resnet50", "timm"],
     "mtlkit.constraints": ["hierarchical_hinge"],
     "mtlkit.weighting": ["equal"],
+    "mtlkit.optimizers": ["adam", "adamw", "sgd", "step", "cosine", "none"],
     "mtlkit.task_losses": ["bce", "cross_entropy"],
     "mtlkit.metrics": ["acc", "se", "sp", "precision", "f1", "auc"],
     "mtlkit.synthetic": ["synthetic", "data synth"],

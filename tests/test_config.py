@@ -35,7 +35,7 @@ def test_quick_config_loads_and_resolves(host):
     config = load_config(QUICK)
     components = resolve_components(config, host)
     assert components.task_names == ["bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4"]
-    assert len(components.constraints) == 1
+    assert len(components.constraint_specs) == 1
 
 
 def test_tiny_config_resolves(tiny_config, host):
@@ -170,14 +170,14 @@ def test_dump_config_round_trips(tiny_config):
 
 def test_override_nested_value(tiny_config):
     config = load_config(tiny_config, ["training.optimizer.lr=0.01", "training.epochs=7"])
-    assert config.training.optimizer.lr == 0.01
+    assert config.training.optimizer == {"name": "adam", "lr": 0.01}
     assert config.training.epochs == 7
 
 
 def test_override_creates_missing_mapping(tiny_config):
     del tiny_config["training"]["scheduler"]
     config = load_config(tiny_config, ["training.scheduler.name=step"])
-    assert config.training.scheduler.name == "step"
+    assert config.training.scheduler == {"name": "step"}
 
 
 def test_override_value_is_yaml(tiny_config):

@@ -17,7 +17,7 @@ from mtlkit.cli import main
 # Runs in a subprocess: trains, and kills itself with SIGKILL at the MODE's N-th event.
 KILLER = r"""
 import json, os, signal, sys
-import mtlkit.engine as engine
+import mtlkit.training.fit as fit
 from mtlkit import load_config, run
 
 raw, out, mode, at = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -29,11 +29,11 @@ def tick():
         os.kill(os.getpid(), signal.SIGKILL)
 
 if mode == "step":  # in the middle of an epoch, after N training steps
-    losses = engine.Engine._task_losses
-    def counted(self, outputs, targets):
+    step = fit.train_step
+    def counted(*args):
         tick()
-        return losses(self, outputs, targets)
-    engine.Engine._task_losses = counted
+        return step(*args)
+    fit.train_step = counted
 elif mode == "state-write":  # the N-th state file is written but not yet renamed
     replace = os.replace
     def killing_replace(source, target):

@@ -26,9 +26,8 @@ def test_paper_config_is_the_papers_recipe():
     assert config.data.image_size == 256
     assert config.data.split.test_fraction == 0.3
     training = config.training
-    assert (training.optimizer.name, training.optimizer.lr, training.epochs) == ("adam", 1e-4, 200)
-    assert (training.scheduler.name, training.scheduler.step_size) == ("step", 50)
-    assert training.scheduler.gamma == 0.1
+    assert (training.optimizer, training.epochs) == ({"name": "adam", "lr": 1e-4}, 200)
+    assert training.scheduler == {"name": "step", "step_size": 50, "gamma": 0.1}
     hinge = config.constraints[0]
     assert (hinge["margin"], hinge["weight"]) == (0.1, 0.05)
     assert len(config.seeds) == 5

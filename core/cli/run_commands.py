@@ -71,7 +71,7 @@ def _validate(args: argparse.Namespace, ctx: CommandContext) -> int:
     components = resolve_components(config, ctx.host)
     ctx.console.print(
         f"{args.config}: valid. tasks: {', '.join(components.task_names)}; "
-        f"constraints: {len(components.constraints)}; seeds: {config.seeds}"
+        f"constraints: {len(components.constraint_specs)}; seeds: {config.seeds}"
     )
     return 0
 
@@ -111,6 +111,8 @@ KIND_TITLES = {
     "task_loss": "task losses",
     "constraint": "constraints",
     "weighting": "task weightings",
+    "optimizer": "optimizers",
+    "scheduler": "learning-rate schedulers",
     "metric": "metrics",
     "data_source": "data sources",
     "report": "reports",

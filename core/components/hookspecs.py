@@ -68,6 +68,32 @@ def mtl_register_task_weightings(registry: Registry) -> None:
 
 
 @hookspec
+def mtl_register_optimizers(registry: Registry) -> None:
+    """Register optimizers: factories ``factory(options, params) -> torch.optim.Optimizer``.
+
+    ``training.optimizer.name`` picks one and the other keys of ``training.optimizer`` are
+    its options. The factory is called once per fit, with ``params`` the list of every
+    trainable parameter (model, task weighting, constraints), and once over a stand-in
+    parameter when the config is validated (a ``ValueError`` it raises is a config error).
+    What it returns must be a ``torch.optim.Optimizer``; its ``state_dict`` goes into the
+    saved training state. Registered without options, it is called as ``factory(params)``.
+    """
+
+
+@hookspec
+def mtl_register_schedulers(registry: Registry) -> None:
+    """Register learning-rate schedules: ``factory(options, optimizer, epochs) -> scheduler``.
+
+    ``training.scheduler.name`` picks one and its other keys are the options. The factory is
+    called once per fit with that fit's optimizer and ``training.epochs`` (and once when the
+    config is validated); the scheduler is stepped once after every epoch
+    (``scheduler.step()``, no arguments), and its ``state_dict()`` (JSON-serialisable) and
+    ``load_state_dict()`` save and restore it for ``mtl resume``. torch's epoch-wise
+    ``torch.optim.lr_scheduler`` classes fit.
+    """
+
+
+@hookspec
 def mtl_register_metrics(registry: Registry) -> None:
     """Register metrics: ``fn(y_true, y_prob, threshold) -> float`` over a whole split.
 
@@ -103,7 +129,8 @@ def mtl_fit_start(engine: Engine) -> None:
     """Called once when ``Engine.fit`` starts, after the model and data are built.
 
     During the fit ``engine.model`` is the model that is validated and saved: with
-    ``training.ema`` that is the weight average, not the weights the optimiser steps."""
+    ``training.ema`` that is the weight average, not the weights the optimiser steps.
+    ``engine.weighting`` and ``engine.constraints`` are the instances this fit trains."""
 
 
 @hookspec
@@ -122,6 +149,8 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "mtl_register_task_losses": "task_loss",
     "mtl_register_constraints": "constraint",
     "mtl_register_task_weightings": "weighting",
+    "mtl_register_optimizers": "optimizer",
+    "mtl_register_schedulers": "scheduler",
     "mtl_register_metrics": "metric",
     "mtl_register_data_sources": "data_source",
     "mtl_register_reports": "report",

@@ -110,6 +110,14 @@ class PluginHost:
         return self.registries["weighting"]
 
     @property
+    def optimizers(self) -> Registry:
+        return self.registries["optimizer"]
+
+    @property
+    def schedulers(self) -> Registry:
+        return self.registries["scheduler"]
+
+    @property
     def metrics(self) -> Registry:
         return self.registries["metric"]
 

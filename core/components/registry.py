@@ -100,22 +100,26 @@ class Registry:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def resolve(self, spec: Mapping[str, Any], path: str) -> tuple[Entry, BaseModel | None]:
-        """Look up ``spec['type']`` and validate the other keys with the entry's own model.
+    def resolve(
+        self, spec: Mapping[str, Any], path: str, key: str = "type"
+    ) -> tuple[Entry, BaseModel | None]:
+        """Look up ``spec[key]`` and validate the other keys with the entry's own model.
 
         ``path`` is the YAML path of ``spec`` (``heads[2]``); errors name paths below it.
+        ``key`` is the key that names the component: ``type`` for most kinds, ``name`` for
+        ``training.optimizer`` and ``training.scheduler``.
         """
         if not isinstance(spec, Mapping):
-            raise ConfigError([(path, f"expected a mapping with a 'type' key, got {spec!r}")])
-        if "type" not in spec:
-            raise ConfigError([(f"{path}.type", f"missing; choices: {', '.join(self.names())}")])
-        name = spec["type"]
+            raise ConfigError([(path, f"expected a mapping with a '{key}' key, got {spec!r}")])
+        if key not in spec:
+            raise ConfigError([(f"{path}.{key}", f"missing; choices: {', '.join(self.names())}")])
+        name = spec[key]
         if not isinstance(name, str):
-            raise ConfigError([(f"{path}.type", f"expected a {self.kind} name, got {name!r}")])
+            raise ConfigError([(f"{path}.{key}", f"expected a {self.kind} name, got {name!r}")])
         if name not in self._entries:
-            raise ConfigError([(f"{path}.type", self.unknown_message(name))])
+            raise ConfigError([(f"{path}.{key}", self.unknown_message(name))])
         entry = self._entries[name]
-        values = {k: v for k, v in spec.items() if k != "type"}
+        values = {k: v for k, v in spec.items() if k != key}
         if entry.options is None:
             if values:
                 keys = ", ".join(sorted(values))

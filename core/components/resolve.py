@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -19,7 +20,7 @@ from mtlkit.components.interfaces import Constraint, TaskHead, TaskLossFn, TaskW
 from mtlkit.components.registry import Entry
 from mtlkit.config.schema import RunConfig
 from mtlkit.data.samples import SampleSet
-from mtlkit.errors import ConfigError, DataError
+from mtlkit.errors import ConfigError, DataError, PluginError
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
@@ -29,9 +30,9 @@ RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
 class Components:
     """The resolved pieces of one run.
 
-    The backbone, the weighting and the constraints are built anew by each ``build_*``
-    call, so every training run starts from fresh state; ``weighting`` and ``constraints``
-    are the instances built while validating.
+    Everything with state (the backbone, the weighting, the constraints, the optimizer and
+    its scheduler) is kept as a spec and built anew by each ``build_*`` call, so that every
+    fit starts fresh and trains its own instances.
     """
 
     backbone_entry: Entry
@@ -39,9 +40,9 @@ class Components:
     heads: list[TaskHead]
     task_losses: dict[str, TaskLossFn]
     constraint_specs: list[tuple[Entry, BaseModel | None, str]]
-    constraints: list[Constraint]
     weighting_spec: tuple[Entry, BaseModel | None]
-    weighting: TaskWeighting
+    optimizer_spec: tuple[Entry, BaseModel | None]
+    scheduler_spec: tuple[Entry, BaseModel | None]
     metrics: dict[str, Callable[..., float]]
     source_entry: Entry
     source_options: BaseModel | None
@@ -52,104 +53,185 @@ class Components:
         return call_component(self.backbone_entry, self.backbone_options, "backbone")
 
     def build_constraints(self) -> list[Constraint]:
+        """Fresh constraint instances, in config order."""
         heads = {head.name: head for head in self.heads}
         return [call_component(e, o, path, heads) for e, o, path in self.constraint_specs]
 
     def build_weighting(self) -> TaskWeighting:
+        """A fresh task weighting."""
         entry, options = self.weighting_spec
         return call_component(entry, options, "weighting", self.task_names)
+
+    def build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The configured optimizer over ``params``; a factory that breaks the contract of
+        ``mtl_register_optimizers`` is a plugin error naming it."""
+        entry, options = self.optimizer_spec
+        optimizer = call_component(entry, options, "training.optimizer", params)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            kind = type(optimizer).__name__
+            raise _broken(entry, f"returned {kind}, not a torch.optim.Optimizer")
+        return optimizer
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        """The configured learning-rate scheduler of ``optimizer`` for ``epochs`` epochs."""
+        entry, options = self.scheduler_spec
+        scheduler = call_component(entry, options, "training.scheduler", optimizer, epochs)
+        missing = [m for m in SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
+        if missing:
+            raise _broken(
+                entry, f"returned {type(scheduler).__name__}, which has no {', '.join(missing)}"
+            )
+        return scheduler
 
     @property
     def task_names(self) -> list[str]:
         return [head.name for head in self.heads]
 
 
-def resolve_components(config: RunConfig, host: PluginHost) -> Components:
-    """Look up and validate every component of ``config``; raises :class:`ConfigError`."""
-    problems: list[tuple[str, str]] = []
+SCHEDULER_METHODS = ("step", "state_dict", "load_state_dict")
 
-    def attempt(fn: Callable[[], Any]) -> Any:
+
+class _Problems:
+    """Collects the config errors of every component, so that one pass reports them all."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def attempt(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None after recording the problems of the ConfigError it raised."""
         try:
             return fn()
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            self.items.extend(exc.problems)
             return None
 
+
+def resolve_components(config: RunConfig, host: PluginHost) -> Components:
+    """Look up and validate every component of ``config``; raises :class:`ConfigError`.
+
+    Stateful components are built once here only to check their options; the instances
+    are dropped, and each fit builds its own.
+    """
+    problems = _Problems()
+    attempt = problems.attempt
     backbone = attempt(lambda: host.backbones.resolve(config.backbone, "backbone"))
     source = attempt(lambda: host.data_sources.resolve(config.data.source, "data.source"))
     for index, external in enumerate(config.evaluation.external):
         path = f"evaluation.external[{index}].source"
         attempt(lambda e=external, p=path: host.data_sources.resolve(e.source, p))
-
-    heads: list[TaskHead] = []
-    losses: dict[str, TaskLossFn] = {}
-    for index, spec in enumerate(config.heads):
-        path = f"heads[{index}]"
-        resolved = attempt(lambda spec=spec, path=path: host.heads.resolve(spec, path))
-        if resolved is None:
-            continue
-        entry, options = resolved
-        head = attempt(lambda e=entry, o=options, p=path: call_component(e, o, p))
-        if head is None:
-            continue
-        problem = _task_name_problem(head.name, [h.name for h in heads])
-        if problem:
-            problems.append((f"{path}.name", problem))
-            continue
-        heads.append(head)
-        loss_spec = getattr(options, "loss", None) or {"type": head.loss_name}
-        loss_spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
-        loss = attempt(lambda s=loss_spec, p=path, h=head: _build_loss(host, s, f"{p}.loss", h))
-        if loss is not None:
-            losses[head.name] = loss
-
+    heads, losses = _resolve_heads(config, host, problems)
     by_name = {head.name: head for head in heads}
-    constraint_specs, constraints = [], []
-    for index, spec in enumerate(config.constraints):
-        path = f"constraints[{index}]"
-        resolved = attempt(lambda spec=spec, path=path: host.constraints.resolve(spec, path))
-        if resolved is not None:
-            entry, options = resolved
-            built = attempt(lambda e=entry, o=options, p=path: call_component(e, o, p, by_name))
-            if built is not None:
-                constraint_specs.append((entry, options, path))
-                constraints.append(built)
-
+    constraint_specs = _resolve_constraints(config, host, by_name, problems)
     weighting_spec = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
-    weighting = None
     if weighting_spec is not None:
-        weighting = attempt(lambda: call_component(*weighting_spec, "weighting", list(by_name)))
-
-    metrics = {}
-    for index, name in enumerate(config.evaluation.metrics):
-        if name not in host.metrics:
-            problems.append((f"evaluation.metrics[{index}]", host.metrics.unknown_message(name)))
-        else:
-            metrics[name] = host.metrics.get(name).obj
-
-    problems += _reference_problems(config, by_name)
-
+        attempt(lambda: call_component(*weighting_spec, "weighting", list(by_name)))
+    training = config.training
+    optimizer_spec = attempt(
+        lambda: host.optimizers.resolve(training.optimizer, "training.optimizer", key="name")
+    )
+    scheduler_spec = attempt(
+        lambda: host.schedulers.resolve(training.scheduler, "training.scheduler", key="name")
+    )
+    metrics = _resolve_metrics(config, host, problems)
+    problems.items.extend(_reference_problems(config, by_name))
     reports = []
     for index, spec in enumerate(config.reports):
         resolved = attempt(lambda spec=spec, i=index: host.reports.resolve(spec, f"reports[{i}]"))
         if resolved is not None:
             reports.append(resolved)
-
-    if problems:
-        raise ConfigError(problems)
-    return Components(
+    if problems.items:
+        raise ConfigError(problems.items)
+    components = Components(
         backbone_entry=backbone[0],
         backbone_options=backbone[1],
         heads=heads,
         task_losses=losses,
         constraint_specs=constraint_specs,
-        constraints=constraints,
         weighting_spec=weighting_spec,
-        weighting=weighting,
+        optimizer_spec=optimizer_spec,
+        scheduler_spec=scheduler_spec,
         metrics=metrics,
         source_entry=source[0],
         source_options=source[1],
         reports=reports,
+    )
+    _check_optimization(components, training.epochs)
+    return components
+
+
+def _resolve_heads(
+    config: RunConfig, host: PluginHost, problems: _Problems
+) -> tuple[list[TaskHead], dict[str, TaskLossFn]]:
+    """The heads of ``config`` with unique valid task names, and each one's task loss."""
+    heads: list[TaskHead] = []
+    losses: dict[str, TaskLossFn] = {}
+    for index, spec in enumerate(config.heads):
+        path = f"heads[{index}]"
+        resolved = problems.attempt(lambda spec=spec, path=path: host.heads.resolve(spec, path))
+        if resolved is None:
+            continue
+        entry, options = resolved
+        head = problems.attempt(lambda e=entry, o=options, p=path: call_component(e, o, p))
+        if head is None:
+            continue
+        problem = _task_name_problem(head.name, [h.name for h in heads])
+        if problem:
+            problems.items.append((f"{path}.name", problem))
+            continue
+        heads.append(head)
+        loss_spec = getattr(options, "loss", None) or {"type": head.loss_name}
+        loss_spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
+        loss = problems.attempt(
+            lambda s=loss_spec, p=path, h=head: _build_loss(host, s, f"{p}.loss", h)
+        )
+        if loss is not None:
+            losses[head.name] = loss
+    return heads, losses
+
+
+def _resolve_constraints(
+    config: RunConfig, host: PluginHost, heads: dict[str, TaskHead], problems: _Problems
+) -> list[tuple[Entry, BaseModel | None, str]]:
+    """``(entry, options, yaml path)`` of every constraint whose options build."""
+    specs = []
+    for index, spec in enumerate(config.constraints):
+        path = f"constraints[{index}]"
+        resolved = problems.attempt(lambda s=spec, p=path: host.constraints.resolve(s, p))
+        if resolved is None:
+            continue
+        entry, options = resolved
+        built = problems.attempt(lambda e=entry, o=options, p=path: call_component(e, o, p, heads))
+        if built is not None:
+            specs.append((entry, options, path))
+    return specs
+
+
+def _resolve_metrics(
+    config: RunConfig, host: PluginHost, problems: _Problems
+) -> dict[str, Callable[..., float]]:
+    """The metric functions of ``evaluation.metrics`` by name."""
+    metrics = {}
+    for index, name in enumerate(config.evaluation.metrics):
+        if name not in host.metrics:
+            problems.items.append(
+                (f"evaluation.metrics[{index}]", host.metrics.unknown_message(name))
+            )
+        else:
+            metrics[name] = host.metrics.get(name).obj
+    return metrics
+
+
+def _check_optimization(components: Components, epochs: int) -> None:
+    """Build the optimizer and scheduler once over a stand-in parameter, so that values
+    their factories refuse are config errors of ``mtl validate`` too."""
+    probe = [nn.Parameter(torch.zeros(1))]
+    components.build_scheduler(components.build_optimizer(probe), epochs)
+
+
+def _broken(entry: Entry, problem: str) -> PluginError:
+    return PluginError(
+        f"{entry.kind} {entry.name!r} of plugin {entry.owner!r} {problem}; see the contract "
+        f"of mtl_register_{entry.kind}s in mtlkit.components.hookspecs"
     )
 
 

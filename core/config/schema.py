@@ -1,8 +1,9 @@
 """The run configuration's schema: one pydantic model per section, unknown keys refused.
 
 Components (backbone, heads, constraints, weighting, data source, reports) are mappings
-with a ``type`` key; their other keys are validated by the registered component's own
-options model when the engine resolves them (see :mod:`mtlkit.components.resolve`).
+with a ``type`` key (``name`` for ``training.optimizer`` and ``training.scheduler``); their
+other keys are validated by the registered component's own options model when the engine
+resolves them (see :mod:`mtlkit.components.resolve`).
 """
 
 from __future__ import annotations
@@ -166,24 +167,33 @@ class AugmentationConfig(OptionsModel):
         return value
 
 
-class OptimizerConfig(OptionsModel):
-    name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_SCHEDULER = "step"
 
 
-class SchedulerConfig(OptionsModel):
-    name: Literal["step", "cosine", "none"] = "step"
-    step_size: int = Field(50, ge=1, description="step: epochs between decays")
-    gamma: float = Field(0.1, gt=0, le=1, description="step: decay factor")
+def named_spec(value: Any, default: str) -> Any:
+    # The optimizer and scheduler are picked by `name`: "adam" is shorthand for {name: adam},
+    # and a mapping without a name keeps the default one ({lr: 0.01} tunes adam).
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict) and "name" not in value:
+        return {"name": default, **value}
+    return value
 
 
 class TrainingConfig(OptionsModel):
     epochs: int = Field(200, ge=1)
     batch_size: int = Field(32, ge=1)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    optimizer: Component = Field(
+        default_factory=lambda: {"name": DEFAULT_OPTIMIZER},
+        description="name picks a registered optimizer (adam, adamw, sgd, ...); the other "
+        "keys are its options (lr, weight_decay, ...)",
+    )
+    scheduler: Component = Field(
+        default_factory=lambda: {"name": DEFAULT_SCHEDULER},
+        description="name picks a registered learning-rate scheduler (step, cosine, none, "
+        "...), stepped once per epoch; the other keys are its options",
+    )
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
@@ -202,6 +212,16 @@ class TrainingConfig(OptionsModel):
         description="save the complete training state every N epochs, so that a killed run "
         "can resume (mtl resume); 0: never",
     )
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_spec(cls, value: Any) -> Any:
+        return named_spec(value, DEFAULT_OPTIMIZER)
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_spec(cls, value: Any) -> Any:
+        return named_spec(value, DEFAULT_SCHEDULER)
 
     @field_validator("device")
     @classmethod

@@ -60,6 +60,11 @@ def evaluate_checkpoint(
     meta = read_metadata(checkpoint)
     raw = meta["config"]
     raw["training"]["device"] = device
+    # Evaluation never trains, so the optimizer and scheduler the model was trained with do
+    # not matter here: their plugins need not be installed, and checkpoints written before
+    # they were plugins hold options for every optimizer (momentum beside adam).
+    for unused in ("optimizer", "scheduler"):
+        raw["training"].pop(unused, None)
     config = validate_config(raw, f"{checkpoint} (the config it was trained with)")
     external = load_external_set(data_file)
     if out_dir is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -49,10 +49,19 @@ def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def constraint_violations(
-    constraints: list[Constraint], probabilities: Mapping[str, np.ndarray], threshold: float
+    constraints: Iterable[Constraint],
+    probabilities: Mapping[str, np.ndarray],
+    threshold: float,
+    device: torch.device | None = None,
 ) -> dict[str, float]:
-    """Share of samples whose predictions, at ``threshold``, break each constraint relation."""
-    tensors = {name: torch.as_tensor(p) for name, p in probabilities.items() if p.ndim == 1}
+    """Share of samples whose predictions, at ``threshold``, break each constraint relation.
+
+    The probabilities are handed over on ``device``, where the constraints (which may hold
+    learned parameters) live.
+    """
+    tensors = {
+        name: torch.as_tensor(p, device=device) for name, p in probabilities.items() if p.ndim == 1
+    }
     out: dict[str, float] = {}
     for constraint in constraints:
         out.update(constraint.violations(tensors, threshold))

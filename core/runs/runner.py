@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import platform
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
+from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import call_component
 from mtlkit.components.usage import components_used
-from mtlkit.config.schema import RunConfig
 from mtlkit.config.loading import dump_config
+from mtlkit.config.schema import RunConfig
+from mtlkit.data.inspection import shared_images
+from mtlkit.data.prepared import PreparedData
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError, list_problems
-from mtlkit.data.inspection import shared_images
 from mtlkit.evaluation.documents import (
     aggregate,
     combine_predictions,
@@ -34,11 +32,9 @@ from mtlkit.evaluation.documents import (
     timing_document,
 )
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
-from mtlkit.runs.provenance import environment
-from mtlkit.components.host import PluginHost
-from mtlkit.data.prepared import PreparedData
 from mtlkit.progress import Progress
-from mtlkit.results import EvalResult, FitResult, RunResult
+from mtlkit.results import RunResult
+from mtlkit.runs.provenance import environment
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -80,11 +76,11 @@ def run(
             extra["seed"] = str(seed)
         done = _finished(run_dir) if resume else None
         if done is None:
-            engine = (
-                first
-                if (fold, seed) == runs[0]
-                else Engine(config, host=host, seed=seed, progress=progress, data=data.for_fold(fold))
-            )
+            if (fold, seed) == runs[0]:
+                engine = first
+            else:
+                fold_data = data.for_fold(fold)
+                engine = Engine(config, host=host, seed=seed, progress=progress, data=fold_data)
             done = _train_and_evaluate(engine, run_dir, externals, resume)
         per_run[label or str(seed)], predictions = done
         prediction_parts.append((extra, predictions))

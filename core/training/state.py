@@ -1,11 +1,11 @@
 """The complete state of a training run, saved every epoch so a killed run can continue.
 
-One safetensors file holds every tensor (model, task weighting, optimizer moments, the weight
-average, the best epoch's weights, random generator states); its JSON metadata holds the
-rest (epoch, scheduler, optimizer hyper-parameters, python and numpy generator states,
-history). No pickle is involved, and the file is written to a temporary name and renamed,
-so a kill at any instant leaves either the previous state or the new one, never a broken
-file.
+One safetensors file holds every tensor (model, task weighting, constraints, optimizer
+moments, the weight average, the best epoch's weights, random generator states); its JSON
+metadata holds the rest (epoch, scheduler, optimizer hyper-parameters, python and numpy
+generator states, history). No pickle is involved, and the file is written to a temporary
+name and renamed, so a kill at any instant leaves either the previous state or the new one,
+never a broken file.
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ class TrainingState:
     epoch: int
     model: dict[str, torch.Tensor]
     weighting: dict[str, torch.Tensor]
+    constraints: dict[str, torch.Tensor]  # their parameters and buffers; empty for most
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
     average: dict[str, torch.Tensor]  # the weight average of training.ema; empty without
     loader_generator: torch.Tensor
     rng: dict[str, Any]
-    best: dict[str, Any]  # epoch, score, model and weighting state dicts
+    best: dict[str, Any]  # epoch, score, and the model, weighting and constraints state dicts
     history: list[dict[str, Any]]
     totals: dict[str, float]  # training seconds and images so far
     config_fingerprint: str
@@ -59,6 +60,7 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
+    """Put back generator states taken by :func:`capture_rng`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -81,9 +83,11 @@ def save_state(path: Path, state: TrainingState) -> None:
     }
     _put(tensors, "model.", state.model)
     _put(tensors, "weighting.", state.weighting)
+    _put(tensors, "constraints.", state.constraints)
     _put(tensors, "average.", state.average)
     _put(tensors, "best.model.", state.best["model"])
     _put(tensors, "best.weighting.", state.best["weighting"])
+    _put(tensors, "best.constraints.", state.best["constraints"])
     tensors["rng.loader"] = state.loader_generator
     meta["optimizer"] = _flatten_optimizer(state.optimizer, tensors)
     meta["rng"] = _flatten_rng(state.rng, tensors)
@@ -109,6 +113,7 @@ def load_state(path: Path) -> TrainingState:
         epoch=meta["epoch"],
         model=_take(tensors, "model."),
         weighting=_take(tensors, "weighting."),
+        constraints=_take(tensors, "constraints."),
         optimizer=_unflatten_optimizer(meta["optimizer"], tensors),
         scheduler=meta["scheduler"],
         scaler=meta["scaler"],
@@ -119,6 +124,7 @@ def load_state(path: Path) -> TrainingState:
             **meta["best"],
             "model": _take(tensors, "best.model."),
             "weighting": _take(tensors, "best.weighting."),
+            "constraints": _take(tensors, "best.constraints."),
         },
         history=meta["history"],
         totals=meta["totals"],
