@@ -4,13 +4,15 @@ and by the conformance kit: every check is shown catching a deliberately broken 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_raw
+import yaml
+from conftest import ROOT, tiny_raw
 from torch import nn
 
 from mtlkit import (
@@ -772,3 +774,26 @@ def test_check_entry_uses_the_registered_options_model():
     assert net.num_features == 5
     with pytest.raises(AssertionError, match="do not validate"):
         check_entry(host.backbones.get("pooled"), {"depth": 5})
+
+
+# --- the README's examples -------------------------------------------------------------------
+
+
+def readme_block(language: str, containing: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+    return next(block for block in blocks if containing in block)
+
+
+def test_the_readme_head_example_conforms():
+    namespace: dict[str, Any] = {}
+    exec(readme_block("python", "class LargeTumour(TaskHead)"), namespace)
+    labels = [{"size_mm": "22"}, {"size_mm": ""}, {"size_mm": "big"}]
+    head = check_head(namespace["LargeTumour"], {"min_mm": 15}, labels=labels)
+    assert head.target({"size_mm": "22"}) == 1.0 and head.classes == ["small", "large"]
+
+
+def test_the_readme_subtype_snippet_configures_a_multiclass_head():
+    heads = yaml.safe_load(readme_block("yaml", "type: multiclass"))["heads"]
+    subtype = resolve(with_heads(*heads)).heads[1]
+    assert subtype.kind == "multiclass" and subtype.num_outputs == 4
