@@ -1,7 +1,9 @@
 """Task heads: generic binary and multiclass heads, and the paper's named tasks as presets.
 
 The targets come from label columns, so BM (``bm == malignant``), ALNM (``alnm_count >= 1``)
-and nodal burden (``alnm_count >= k``) are configurations of one binary head, not code.
+and nodal burden (``alnm_count >= k``) are configurations of one binary head, not code. Each
+head trains with its kind's default loss (``bce``, ``cross_entropy``) unless the config gives
+``heads[i].loss``, a key the core handles for every head.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from mtlkit import OptionsModel, TaskHead, as_number, canonical, hookimpl
-
-LossSpec = str | dict[str, Any] | None
 
 
 class BinaryOptions(OptionsModel):
@@ -30,7 +30,6 @@ class BinaryOptions(OptionsModel):
         description="column -> values that make the target 0 whatever the label column says "
         "(e.g. bm: [benign] for nodal tasks: benign tumours have no nodal metastasis)",
     )
-    loss: LossSpec = Field(None, description="task loss; default bce")
     dropout: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
@@ -46,7 +45,6 @@ class BinaryHead(TaskHead):
     """One sigmoid output; the target is 1, 0 or unknown (NaN) per the options."""
 
     kind = "binary"
-    default_loss = "bce"
     Options = BinaryOptions
 
     def __init__(self, options: BinaryOptions):
@@ -158,7 +156,6 @@ class MulticlassOptions(OptionsModel):
     name: str = Field(description="task name, unique in the run")
     label: str = Field(description="data column holding the class")
     classes: list[str] = Field(min_length=2, description="class values, in output order")
-    loss: LossSpec = Field(None, description="task loss; default cross_entropy")
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
@@ -166,7 +163,6 @@ class MulticlassHead(TaskHead):
     """Softmax over named classes, e.g. molecular subtype (luminal A, luminal B, ...)."""
 
     kind = "multiclass"
-    default_loss = "cross_entropy"
     Options = MulticlassOptions
 
     def __init__(self, options: MulticlassOptions):

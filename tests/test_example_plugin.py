@@ -11,6 +11,7 @@ import pytest
 from conftest import tiny_raw
 
 from mtlkit import Engine, load_config
+from mtlkit.testing import check_metric, check_weighting
 
 try:
     import tomllib
@@ -52,3 +53,10 @@ def test_run_with_uncertainty_weighting_and_brier_metric(example_plugin):
     assert np.allclose(engine.components.build_weighting().log_variance.detach().numpy(), 0.0)
     brier = engine.evaluate("test").tasks["bm"]["brier"]
     assert 0 <= brier <= 1 and not math.isnan(brier)
+
+
+def test_example_components_pass_the_conformance_kit(example_plugin):
+    # What the example's own tests would do: mtlkit.testing against the contracts.
+    check_metric(example_plugin.brier)
+    weighting = check_weighting(example_plugin.UncertaintyWeighting, {}, ["bm", "alnm"])
+    assert weighting.log_variance.shape == (2,)

@@ -29,6 +29,9 @@ class ThresholdHead(TaskHead):
     def __init__(self, options):
         super().__init__(options.name)
 
+    def target(self, labels):  # registration requires it (mtlkit.components.contracts)
+        return float("nan")
+
 
 def no_options():
     """A component without options."""

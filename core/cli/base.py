@@ -1,15 +1,18 @@
-"""What a CLI command is: its help, its arguments and what it runs, plus the shared
+"""What a CLI command receives (:class:`CommandContext`; :class:`Command` itself is a
+component contract in :mod:`mtlkit.components.interfaces`), plus the shared
 ``CONFIG --set KEY.PATH=VALUE`` arguments."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
+from mtlkit.components.interfaces import Command
+
+__all__ = ["Command", "CommandContext", "add_config_arguments"]
 
 
 @dataclass(frozen=True)
@@ -19,15 +22,6 @@ class CommandContext:
     host: PluginHost
     console: Console  # standard output
     err: Console  # standard error: progress and problems
-
-
-@dataclass(frozen=True)
-class Command:
-    """A CLI command; plugins register these through ``mtl_register_commands``."""
-
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, CommandContext], int | None]
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

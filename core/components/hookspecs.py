@@ -6,7 +6,8 @@ can gain arguments later without breaking plugins.
 
 Registration hooks run once per plugin manager, when an engine or the CLI starts. Each
 receives a typed registry and returns nothing; the core calls every plugin separately so
-each registered name remembers which plugin owns it. Training events run during
+each registered name remembers which plugin owns it, and checks what it registers against
+its kind's contract (:mod:`mtlkit.components.contracts`). Training events run during
 ``Engine.fit``; their return values are ignored.
 """
 

@@ -1,12 +1,14 @@
-"""The component contracts: what a task head, a task loss, a constraint, a task weighting
-and a metric are, as the core sees them. Each is written once, here; the core checks it
-(:mod:`mtlkit.components.contracts`) and :mod:`mtlkit.testing` lets a plugin author check it
-in their own tests.
+"""The component contracts: what a task head, a task loss, a constraint, a task weighting,
+a metric and a CLI command are, as the core sees them. Each is written once, here; the core
+checks it (:mod:`mtlkit.components.contracts`) and :mod:`mtlkit.testing` lets a plugin
+author check it in their own tests.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,6 +50,10 @@ class TaskHead:
     - ``label_columns``: the data columns :meth:`target` reads, so a misspelt column is an
       error rather than a task without labels;
     - :meth:`target`, :meth:`build_module` and :meth:`probabilities`.
+
+    ``Options`` needs no ``loss`` field: the core takes ``heads[i].loss`` out of every head's
+    config. The core checks the class at registration and the built head (classes against
+    kind, output shape) before training, and every target while preparing data.
     """
 
     kind: ClassVar[str] = "binary"
@@ -130,3 +136,17 @@ class TaskWeighting(nn.Module):
     def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One scalar loss (0-dim tensor)."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Command:
+    """A CLI command; plugins register these through ``mtl_register_commands``.
+
+    ``add_arguments(parser)`` declares its arguments; ``run(args, ctx)`` runs it with a
+    :class:`mtlkit.CommandContext` and returns the exit code (None = 0).
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    # Any, not CommandContext: the context holds the plugin host, which imports this module.
+    run: Callable[[argparse.Namespace, Any], int | None]

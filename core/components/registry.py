@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from mtlkit.components.contracts import check_registration
 from mtlkit.config.problems import validation_problems
 from mtlkit.errors import ConfigError, RegistryError
 
@@ -132,7 +133,8 @@ class Registry:
 
 
 class OwnedRegistry:
-    """What a registration hook receives: ``register`` on behalf of one plugin."""
+    """What a registration hook receives: ``register`` on behalf of one plugin, checking
+    what the plugin registers against its kind's contract."""
 
     def __init__(self, registry: Registry, owner: str):
         self._registry = registry
@@ -147,5 +149,11 @@ class OwnedRegistry:
         options: type[BaseModel] | None = None,
         description: str | None = None,
     ) -> None:
-        """Register ``obj`` as ``name``; ``options`` defaults to ``obj.Options`` if present."""
+        """Register ``obj`` as ``name``; ``options`` defaults to ``obj.Options`` if present.
+
+        Raises :class:`PluginError` when ``obj`` breaks its kind's contract
+        (:mod:`mtlkit.components.contracts`), naming this plugin and the fix.
+        """
+        model = options if options is not None else getattr(obj, "Options", None)
+        check_registration(self.kind, name, obj, self.owner, model)
         self._registry.add(name, obj, owner=self.owner, options=options, description=description)

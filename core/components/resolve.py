@@ -7,7 +7,7 @@ Everything that can be checked without data or training is checked here, so that
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,21 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from mtlkit.components.contracts import (
+    built_problem,
+    head_problems,
+    kind_label,
+    optimizer_problem,
+    scheduler_problem,
+)
 from mtlkit.components.host import PluginHost
-from mtlkit.components.interfaces import Constraint, TaskHead, TaskLossFn, TaskWeighting
+from mtlkit.components.interfaces import (
+    DEFAULT_LOSSES,
+    Constraint,
+    TaskHead,
+    TaskLossFn,
+    TaskWeighting,
+)
 from mtlkit.components.registry import Entry
 from mtlkit.config.schema import RunConfig
 from mtlkit.data.samples import SampleSet
@@ -55,40 +68,35 @@ class Components:
     def build_constraints(self) -> list[Constraint]:
         """Fresh constraint instances, in config order."""
         heads = {head.name: head for head in self.heads}
-        return [call_component(e, o, path, heads) for e, o, path in self.constraint_specs]
+        return [build_checked(e, o, path, heads) for e, o, path in self.constraint_specs]
 
     def build_weighting(self) -> TaskWeighting:
         """A fresh task weighting."""
         entry, options = self.weighting_spec
-        return call_component(entry, options, "weighting", self.task_names)
+        return build_checked(entry, options, "weighting", self.task_names)
 
     def build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         """The configured optimizer over ``params``; a factory that breaks the contract of
         ``mtl_register_optimizers`` is a plugin error naming it."""
         entry, options = self.optimizer_spec
         optimizer = call_component(entry, options, "training.optimizer", params)
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            kind = type(optimizer).__name__
-            raise _broken(entry, f"returned {kind}, not a torch.optim.Optimizer")
+        problem = optimizer_problem(optimizer)
+        if problem:
+            raise _broken(entry, problem)
         return optimizer
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
         """The configured learning-rate scheduler of ``optimizer`` for ``epochs`` epochs."""
         entry, options = self.scheduler_spec
         scheduler = call_component(entry, options, "training.scheduler", optimizer, epochs)
-        missing = [m for m in SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
-        if missing:
-            raise _broken(
-                entry, f"returned {type(scheduler).__name__}, which has no {', '.join(missing)}"
-            )
+        problem = scheduler_problem(scheduler)
+        if problem:
+            raise _broken(entry, problem)
         return scheduler
 
     @property
     def task_names(self) -> list[str]:
         return [head.name for head in self.heads]
-
-
-SCHEDULER_METHODS = ("step", "state_dict", "load_state_dict")
 
 
 class _Problems:
@@ -124,7 +132,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
     constraint_specs = _resolve_constraints(config, host, by_name, problems)
     weighting_spec = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
     if weighting_spec is not None:
-        attempt(lambda: call_component(*weighting_spec, "weighting", list(by_name)))
+        attempt(lambda: build_checked(*weighting_spec, "weighting", list(by_name)))
     training = config.training
     optimizer_spec = attempt(
         lambda: host.optimizers.resolve(training.optimizer, "training.optimizer", key="name")
@@ -167,11 +175,12 @@ def _resolve_heads(
     losses: dict[str, TaskLossFn] = {}
     for index, spec in enumerate(config.heads):
         path = f"heads[{index}]"
+        spec, loss_spec = split_loss(spec)
         resolved = problems.attempt(lambda spec=spec, path=path: host.heads.resolve(spec, path))
         if resolved is None:
             continue
         entry, options = resolved
-        head = problems.attempt(lambda e=entry, o=options, p=path: call_component(e, o, p))
+        head = problems.attempt(lambda e=entry, o=options, p=path: build_head(e, o, p))
         if head is None:
             continue
         problem = _task_name_problem(head.name, [h.name for h in heads])
@@ -179,10 +188,8 @@ def _resolve_heads(
             problems.items.append((f"{path}.name", problem))
             continue
         heads.append(head)
-        loss_spec = getattr(options, "loss", None) or {"type": head.loss_name}
-        loss_spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
         loss = problems.attempt(
-            lambda s=loss_spec, p=path, h=head: _build_loss(host, s, f"{p}.loss", h)
+            lambda s=loss_spec, p=path, h=head, e=entry: head_loss(host, s, p, h, e)
         )
         if loss is not None:
             losses[head.name] = loss
@@ -200,7 +207,7 @@ def _resolve_constraints(
         if resolved is None:
             continue
         entry, options = resolved
-        built = problems.attempt(lambda e=entry, o=options, p=path: call_component(e, o, p, heads))
+        built = problems.attempt(lambda e=entry, o=options, p=path: build_checked(e, o, p, heads))
         if built is not None:
             specs.append((entry, options, path))
     return specs
@@ -271,7 +278,69 @@ def _reference_problems(config: RunConfig, by_name: dict[str, TaskHead]) -> list
     return problems
 
 
-def _build_loss(host: PluginHost, spec: dict[str, Any], path: str, head: TaskHead) -> TaskLossFn:
+def split_loss(spec: Any) -> tuple[Any, Any]:
+    """A head spec without its ``loss`` key, and that key's value (None when not given).
+
+    ``loss`` belongs to the core, not to the head's options model, so every head, a
+    third-party one included, takes ``loss: NAME`` or ``loss: {type: NAME, ...}``.
+    """
+    if not isinstance(spec, Mapping) or "loss" not in spec:
+        return spec, None
+    return {k: v for k, v in spec.items() if k != "loss"}, spec["loss"]
+
+
+def build_head(entry: Entry, options: BaseModel | None, path: str) -> TaskHead:
+    """Build a head and check it against its contract (name, kind, classes, outputs).
+
+    Raises :class:`ConfigError` at ``path`` naming the head type, its plugin and the fix.
+    """
+    head = call_component(entry, options, path)
+    problems = head_problems(head)
+    if problems:
+        raise ConfigError([(path, f"{_component(entry)}: {p}") for p in problems])
+    return head
+
+
+def build_checked(entry: Entry, options: BaseModel | None, path: str, *args: Any) -> Any:
+    """Build a constraint or weighting and check that it is one (``entry.kind``)."""
+    built = call_component(entry, options, path, *args)
+    problem = built_problem(entry.kind, built)
+    if problem:
+        raise ConfigError([(path, f"{_component(entry)}: {problem}")])
+    return built
+
+
+def _component(entry: Entry) -> str:
+    return f"{kind_label(entry.kind)} {entry.name!r} (plugin {entry.owner!r})"
+
+
+def head_loss(
+    host: PluginHost, loss_spec: Any, path: str, head: TaskHead, entry: Entry
+) -> TaskLossFn:
+    """The task loss the config names at ``{path}.loss``, else the head's default; a
+    default that does not fit is an error at ``path``, which the user did write."""
+    if loss_spec is not None:
+        spec = {"type": loss_spec} if isinstance(loss_spec, str) else loss_spec
+        return _build_loss(host, spec, f"{path}.loss", head)
+    name = head.loss_name
+    try:
+        return _build_loss(host, {"type": name}, f"{path}.loss", head)
+    except ConfigError as exc:
+        reason = "; ".join(message for _, message in exc.problems)
+        default = DEFAULT_LOSSES[head.kind]
+        raise ConfigError(
+            [
+                (
+                    path,
+                    f"the default loss {name!r} of {_component(entry)} does not fit ({reason}): "
+                    f"set default_loss = {default!r} in the head class (or leave it None, the "
+                    f"{head.kind} default), or give {path}.loss",
+                )
+            ]
+        ) from None
+
+
+def _build_loss(host: PluginHost, spec: Any, path: str, head: TaskHead) -> TaskLossFn:
     entry, options = host.task_losses.resolve(spec, path)
     kinds = getattr(entry.obj, "head_kinds", None)
     if kinds is not None and head.kind not in kinds:

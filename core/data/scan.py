@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtlkit.components.contracts import image_problem
 from mtlkit.config.schema import RoiConfig
 from mtlkit.data.disk_cache import DiskCache, Entry
 from mtlkit.data.roi import crop_and_resize, roi_box
@@ -93,11 +94,10 @@ def scan_one(
 ) -> tuple[np.ndarray, ImageFacts]:
     """One sample's RoI and facts; raises DataError saying what is wrong with it."""
     image = sample.image()
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise DataError(f"expected 2-D uint8 grayscale, got {image.dtype} {image.shape}")
+    problem = image_problem(image)
+    if problem:
+        raise DataError(problem)
     height, width = image.shape
-    if height == 0 or width == 0:
-        raise DataError(f"the image is empty ({width}x{height} pixels)")
     box = roi_box(sample, image, roi)
     crop = crop_and_resize(image, box, size)
     digest = hashlib.blake2b(

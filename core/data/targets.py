@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mtlkit.components.contracts import target_problem
 from mtlkit.components.interfaces import TaskHead
 from mtlkit.data.labels import canonical
 from mtlkit.data.samples import Sample, SampleSet
@@ -15,15 +16,31 @@ from mtlkit.data.samples import Sample, SampleSet
 def build_targets(
     samples: Sequence[Sample], heads: Sequence[TaskHead]
 ) -> tuple[torch.Tensor, list[str]]:
-    """One target per sample and task (NaN = unknown), and every uninterpretable value."""
+    """One target per sample and task (NaN = unknown), and every problem: each value a head
+    cannot interpret (its ``ValueError``), and each target that breaks the head's contract
+    (not a number, not 0/1 for a binary head, not a class index for a multiclass one, or
+    another exception), naming the head, the image and the fix."""
     targets = torch.full((len(samples), len(heads)), math.nan, dtype=torch.float32)
     problems: list[str] = []
     for row, sample in enumerate(samples):
         for col, head in enumerate(heads):
             try:
-                targets[row, col] = head.target(sample.labels)
-            except ValueError as exc:
+                value = head.target(sample.labels)
+            except ValueError as exc:  # the head's way of saying "this value is bad data"
                 problems.append(f"{sample.where()}, task {head.name}: {exc}")
+                continue
+            except Exception as exc:  # a bug in the head: reported with the rest, not raised
+                problems.append(
+                    f"{sample.where()}, task {head.name} ({type(head).__name__}): target() "
+                    f"raised {type(exc).__name__}: {exc}; a head raises ValueError for a value "
+                    "it cannot read: fix the head's target()"
+                )
+                continue
+            problem = target_problem(head, value)
+            if problem:
+                problems.append(f"{sample.where()}, task {head.name}: {problem}")
+            else:
+                targets[row, col] = float(value)  # numpy scalars too
     return targets, problems
 
 

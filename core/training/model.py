@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtlkit.components.contracts import feature_width
 from mtlkit.components.interfaces import TaskHead
 from mtlkit.errors import UsageError
 
@@ -16,12 +17,8 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, heads: Sequence[TaskHead]):
         super().__init__()
-        # timm: pooled features are ``head_hidden_size`` wide where a model has a pre-logits
-        # layer (e.g. MobileNetV3), else ``num_features``.
-        width = getattr(backbone, "head_hidden_size", None) or getattr(
-            backbone, "num_features", None
-        )
-        if not isinstance(width, int) or width < 1:
+        width = feature_width(backbone)
+        if width is None:
             raise UsageError(
                 f"backbone {type(backbone).__name__} has no integer num_features; a backbone "
                 "must return pooled features and say their width"
