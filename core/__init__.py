@@ -38,6 +38,7 @@ from mtlkit.data.reading import (
     parse_box,
     read_csv_rows,
     read_dicom,
+    require_columns,
     resolve_data_file,
 )
 from mtlkit.data.samples import Sample, SampleSet
@@ -105,6 +106,7 @@ __all__ = [
     "parse_box",
     "read_csv_rows",
     "read_dicom",
+    "require_columns",
     "resolve_data_file",
     "run",
     "state_dict_mismatch",

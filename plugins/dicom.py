@@ -49,6 +49,7 @@ from mtlkit import (
     load_grayscale,
     parse_box,
     read_csv_rows,
+    require_columns,
 )
 from mtlkit.data.dicom_pixels import (
     HEADER_TAGS,
@@ -60,7 +61,7 @@ from mtlkit.data.dicom_pixels import (
     is_dicom,
     read_dicom,
 )
-from mtlkit.plugins.manifest import BOX_COLUMNS, check_columns
+from mtlkit.plugins.manifest import BOX_COLUMNS
 
 
 class DicomOptions(OptionsModel):
@@ -237,7 +238,7 @@ def _join(options: DicomOptions, root: Path, headers: dict[str, _Header], others
     rows, columns = read_csv_rows(path)
     box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
     fields = ("patient_column", "mask_column", "box_columns", "frame_column")
-    check_columns(path, columns, options, fields)
+    require_columns(path, columns, options, fields)
     patient_column = options.patient_column if options.patient_column in columns else None
     mask_column = options.mask_column if options.mask_column in columns else None
     frame_column = options.frame_column if options.frame_column in columns else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from xml.parsers import expat
@@ -32,6 +33,7 @@ from mtlkit import (
     list_problems,
     load_grayscale,
     read_csv_rows,
+    require_columns,
 )
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -92,14 +94,7 @@ def labelimg_source(options: LabelImgOptions) -> SampleSet:
     if not labels_path.is_file():
         raise DataError(f"labels file not found: {labels_path}")
     rows, columns = read_csv_rows(labels_path)
-    required = [options.image_column]
-    if "patient_column" in options.model_fields_set and options.patient_column:
-        required.append(options.patient_column)
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DataError(
-            f"{labels_path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
-        )
+    require_columns(labels_path, columns, options, ("patient_column",))
     patient_column = options.patient_column if options.patient_column in columns else None
     reserved = {options.image_column, patient_column}
 
@@ -122,37 +117,13 @@ def labelimg_source(options: LabelImgOptions) -> SampleSet:
     annotation_of: dict[Path, str] = {}
     for image_id in sorted(labelled):
         image_path = found[image_id]
-        try:
-            with Image.open(image_path) as image:
-                size = image.size
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            problems.append(f"image {image_id}: cannot read it ({exc})")
+        boxed = _image_box(image_id, image_path, xml_root, names, options, annotation_of)
+        problems += boxed.problems
+        stale += boxed.stale
+        without_box += boxed.skipped
+        if boxed.box is None:
             continue
-        xml_path = _annotation(xml_root, image_id)
-        box: Box | None = None
-        read: _Annotation | None = None
-        if xml_path is not None:
-            if xml_path in annotation_of:
-                problems.append(
-                    f"{_name(xml_path, xml_root)}: annotates both {annotation_of[xml_path]} and "
-                    f"{image_id} (images with one stem); rename one"
-                )
-                continue
-            annotation_of[xml_path] = image_id
-            read = _read_annotation(xml_path, image_path, size, names, options.objects)
-            if read.problems:
-                problems += [f"{_name(xml_path, xml_root)}: {p}" for p in read.problems]
-                continue
-            stale += read.stale_filename
-            box = read.box
-        if box is None:
-            if options.missing_box == "skip":
-                without_box += 1
-                continue
-            if options.missing_box == "error":
-                problems.append(_no_box(image_id, xml_path, xml_root, read))
-                continue
-            box = (0, 0, size[0], size[1])
+        box, xml_path = boxed.box, boxed.xml_path
         row = labelled[image_id][1]
         patient = row[patient_column] if patient_column else ""
         samples.append(
@@ -181,6 +152,55 @@ def labelimg_source(options: LabelImgOptions) -> SampleSet:
         description=f"labelimg {images_root} ({'; '.join(notes)})",
         columns=[c for c in columns if c not in reserved],
     )
+
+
+@dataclass
+class _Boxed:
+    """One image's box from its annotation (None when skipped or wrong) and what was seen."""
+
+    box: Box | None = None
+    xml_path: Path | None = None
+    problems: list[str] = field(default_factory=list)
+    stale: int = 0  # 1 when the XML's <filename> names another image
+    skipped: int = 0  # 1 when it has no box and missing_box is skip
+
+
+def _image_box(
+    image_id: str,
+    image_path: Path,
+    xml_root: Path,
+    names: set[str] | None,
+    options: LabelImgOptions,
+    annotation_of: dict[Path, str],
+) -> _Boxed:
+    """The RoI box of one image: from its XML annotation, else per ``missing_box``."""
+    try:
+        with Image.open(image_path) as image:
+            size = image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        return _Boxed(problems=[f"image {image_id}: cannot read it ({exc})"])
+    xml_path = _annotation(xml_root, image_id)
+    read: _Annotation | None = None
+    if xml_path is not None:
+        if xml_path in annotation_of:
+            return _Boxed(
+                problems=[
+                    f"{_name(xml_path, xml_root)}: annotates both {annotation_of[xml_path]} and "
+                    f"{image_id} (images with one stem); rename one"
+                ]
+            )
+        annotation_of[xml_path] = image_id
+        read = _read_annotation(xml_path, image_path, size, names, options.objects)
+        if read.problems:
+            return _Boxed(problems=[f"{_name(xml_path, xml_root)}: {p}" for p in read.problems])
+        if read.box is not None:
+            return _Boxed(read.box, xml_path, stale=read.stale_filename)
+    stale = read.stale_filename if read is not None else 0
+    if options.missing_box == "skip":
+        return _Boxed(stale=stale, skipped=1)
+    if options.missing_box == "error":
+        return _Boxed(problems=[_no_box(image_id, xml_path, xml_root, read)], stale=stale)
+    return _Boxed((0, 0, size[0], size[1]), xml_path, stale=stale)
 
 
 def _folder(text: str, what: str) -> Path:

@@ -23,6 +23,7 @@ from mtlkit import (
     load_mask,
     parse_box,
     read_csv_rows,
+    require_columns,
     resolve_data_file,
 )
 
@@ -51,7 +52,7 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
     rows, columns = read_csv_rows(path)
     root = path.parent.resolve()
     box_columns = options.box_columns or (BOX_COLUMNS if set(BOX_COLUMNS) <= set(columns) else None)
-    check_columns(path, columns, options, ("patient_column", "mask_column", "box_columns"))
+    require_columns(path, columns, options, ("patient_column", "mask_column", "box_columns"))
     patient_column = options.patient_column if options.patient_column in columns else None
     mask_column = options.mask_column if options.mask_column in columns else None
     reserved = {options.image_column, patient_column, mask_column, *(box_columns or ())}
@@ -93,21 +94,6 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
         raise DataError(list_problems(f"{path}: {len(problems)} bad row(s):", problems))
     labels = [c for c in columns if c not in reserved]
     return SampleSet(samples, description=f"manifest {path}", columns=labels)
-
-
-def check_columns(path: Path, columns: list[str], options: OptionsModel, fields: tuple[str, ...]):
-    """The image column must exist; the optional ``fields`` only when the config names them
-    (their defaults may simply be absent from a CSV). Raises DataError naming the missing."""
-    required = [options.image_column]
-    for field in fields:
-        value = getattr(options, field)
-        if field in options.model_fields_set and value:
-            required += value if isinstance(value, list) else [value]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
-        )
 
 
 @hookimpl

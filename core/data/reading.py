@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -109,3 +110,19 @@ def parse_box(
     if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
         return None, f"box ({x0}, {y0}, {x1}, {y1}) needs 0 <= x0 < x1 and 0 <= y0 < y1"
     return (x0, y0, x1, y1), None
+
+
+def require_columns(path: Path, columns: list[str], options: Any, fields: tuple[str, ...]) -> None:
+    """A table's columns must include ``options.image_column`` and the columns the options
+    ``fields`` name, but only when the config set them (their defaults may simply be absent
+    from a file). Raises DataError naming the missing columns and the file's."""
+    required = [options.image_column]
+    for field in fields:
+        value = getattr(options, field)
+        if field in options.model_fields_set and value:
+            required += value if isinstance(value, list) else [value]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(columns)}"
+        )
