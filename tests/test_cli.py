@@ -241,6 +241,7 @@ BUILTIN_OWNERS = {
     "mtlkit.manifest": ["manifest"],
     "mtlkit.busi": ["busi"],
     "mtlkit.reports": ["summary", "markdown"],
+    "mtlkit.radiomics": ["radiomics"],
 }
 
 

@@ -6,22 +6,30 @@ Everything that can be checked without data or training is checked here, so that
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 from torch import nn
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.interfaces import Constraint, TaskHead, TaskLossFn, TaskWeighting
+from mtlkit.components.interfaces import (
+    Baseline,
+    Constraint,
+    TaskHead,
+    TaskLossFn,
+    TaskWeighting,
+)
 from mtlkit.components.registry import Entry
 from mtlkit.config.schema import RunConfig
 from mtlkit.errors import ConfigError
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
+BASELINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 
 
 @dataclass
@@ -45,6 +53,7 @@ class Components:
     source_entry: Entry
     source_options: BaseModel | None
     reports: list[tuple[Entry, BaseModel | None]]
+    baselines: list[Baseline] = field(default_factory=list)
 
     def build_backbone(self) -> nn.Module:
         """Instantiate the backbone (may read pretrained weights)."""
@@ -134,6 +143,18 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         if resolved is not None:
             reports.append(resolved)
 
+    baselines: list[Baseline] = []
+    for index, spec in enumerate(config.baselines):
+        path = f"baselines[{index}]"
+        built = attempt(lambda spec=spec, path=path: _build_baseline(host, spec, path))
+        if built is None:
+            continue
+        problem = _baseline_name_problem(built, [b.name for b in baselines])
+        if problem:
+            problems.append((f"{path}.name", problem))
+        else:
+            baselines.append(built)
+
     if problems:
         raise ConfigError(problems)
     return Components(
@@ -149,6 +170,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         source_entry=source[0],
         source_options=source[1],
         reports=reports,
+        baselines=baselines,
     )
 
 
@@ -202,6 +224,48 @@ def _build_loss(host: PluginHost, spec: dict[str, Any], path: str, head: TaskHea
             ]
         )
     return call_component(entry, options, path)
+
+
+def _build_baseline(host: PluginHost, spec: dict[str, Any], path: str) -> Baseline:
+    """A baseline from its config entry; one whose optional extra is not installed is a
+    config error naming the install command (checked here, before any data or training)."""
+    entry, options = host.baselines.resolve(spec, path)
+    missing = []
+    for module in getattr(entry.obj, "requires", ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+        except Exception as exc:  # a broken installation: say what it raised
+            missing.append(f"{module} ({type(exc).__name__}: {exc})")
+    if missing:
+        install = getattr(entry.obj, "install", "") or "install the packages it needs"
+        raise ConfigError(
+            [
+                (
+                    f"{path}.type",
+                    f"baseline {entry.name!r} needs {', '.join(missing)}, which cannot be "
+                    f"imported here; install it: {install}",
+                )
+            ]
+        )
+    baseline = call_component(entry, options, path)
+    if not isinstance(baseline, Baseline):
+        raise ConfigError(
+            [(path, f"baseline {entry.name!r} built a {type(baseline).__name__}, not a Baseline")]
+        )
+    return baseline
+
+
+def _baseline_name_problem(baseline: Baseline, taken: list[str]) -> str | None:
+    name = getattr(baseline, "name", None)
+    if not isinstance(name, str) or not BASELINE_NAME.fullmatch(name):
+        return f"baseline name {name!r} must start with a letter and hold only letters, digits, _ -"
+    if name.lower() == "cnn" or name == "checkpoints" or name.startswith(("seed_", "fold_")):
+        return f"baseline name {name!r} is reserved (the CNN's results and folders use it)"
+    if name in taken:
+        return f"baseline name {name!r} is used by two baselines; give one another name"
+    return None
 
 
 def call_component(entry: Entry, options: BaseModel | None, path: str, *args: Any) -> Any:

@@ -75,6 +75,7 @@ def package_versions() -> dict[str, str | None]:
 def git_commit(folder: Path) -> dict[str, Any] | None:
     """The commit of the git checkout ``folder`` lies in, and whether it has local changes;
     None outside a checkout or without git."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(folder), *args],

@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import platform
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from mtlkit.config.schema import RunConfig
+from mtlkit.components.host import PluginHost
 from mtlkit.config.loading import dump_config
+from mtlkit.config.schema import RunConfig
+from mtlkit.data.inspection import shared_images
+from mtlkit.data.prepared import PreparedData
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError, list_problems
-from mtlkit.data.inspection import shared_images
 from mtlkit.evaluation.documents import (
     aggregate,
     combine_predictions,
@@ -32,11 +30,10 @@ from mtlkit.evaluation.documents import (
     timing_document,
 )
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
-from mtlkit.runs.provenance import environment
-from mtlkit.components.host import PluginHost
-from mtlkit.data.prepared import PreparedData
 from mtlkit.progress import Progress
-from mtlkit.results import EvalResult, FitResult, RunResult
+from mtlkit.results import RunResult
+from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
+from mtlkit.runs.provenance import environment
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -50,19 +47,24 @@ def run(
     progress: Progress | None = None,
     console: Console | None = None,
     resume: bool = False,
+    cnn: bool = True,
 ) -> RunResult:
     """Train and evaluate ``config`` once per fold and seed; returns the run result and
     writes ``metrics.json``, ``predictions.csv``, ``history.json``, ``timing.json``,
     ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints into the run
-    directory.
+    directory. Each of ``config.baselines`` is trained and evaluated on the same splits,
+    folds and seeds, its results in ``<run>/<baseline name>/``.
 
     ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
-    kept, an unfinished one continues from its last saved training state.
+    kept, an unfinished one continues from its last saved training state. ``cnn=False``
+    runs the baselines alone (``mtl radiomics``).
     """
     console = console or Console()
     progress = progress or Progress(enabled=False)
     host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
+    if not cnn and not first.components.baselines:
+        raise UsageError("nothing to run: the CNN is off and the config has no baselines")
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
     if resume:
         check_resumable(out, config)
@@ -70,10 +72,12 @@ def run(
         check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
     externals = load_externals(first, data)
-    first.build_model()  # and backbone/weights errors too
+    if cnn:
+        first.build_model()  # and backbone/weights errors too
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
             progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
+    baselines = prepare_baselines(first.components, config, data, progress, EVALUATED_SPLITS)
     records = environment(data)
     if resume:
         check_same_data(out, data, records)
@@ -86,15 +90,14 @@ def run(
         atomic_write_text(out / "environment.json", to_json(records))
 
     seeds = config.seeds
-    runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
+    all_runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
+    runs = all_runs if cnn else []
     per_run: dict[str, dict[str, Any]] = {}
     prediction_parts: list[tuple[dict[str, str], str]] = []
     for fold, seed in runs:
         label = run_label(fold, seed, data.n_folds, seeds)
         run_dir = out / label if label else out
-        extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
-        if len(seeds) > 1:
-            extra["seed"] = str(seed)
+        extra = run_columns(fold, seed, data.n_folds, seeds)
         if resume and (run_dir / "metrics.json").is_file():  # finished before the interruption
             per_run[label or str(seed)] = json.loads((run_dir / "metrics.json").read_text())
             prediction_parts.append((extra, (run_dir / "predictions.csv").read_text()))
@@ -121,7 +124,9 @@ def run(
         if engine.state_path is not None:
             engine.state_path.unlink(missing_ok=True)  # the finished run needs it no more
 
-    if len(runs) == 1:
+    if not runs:
+        metrics = {}
+    elif len(runs) == 1:
         metrics = next(iter(per_run.values()))
     else:
         metrics = aggregate(config, per_run)
@@ -129,7 +134,24 @@ def run(
         atomic_write_text(out / "metrics.json", to_json(metrics))
         atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
-    result = RunResult(out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads])
+    slots = [
+        RunSlot(
+            fold,
+            seed,
+            run_label(fold, seed, data.n_folds, seeds),
+            run_columns(fold, seed, data.n_folds, seeds),
+        )
+        for fold, seed in all_runs
+    ]
+    baseline_metrics = run_baselines(
+        baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
+    )
+    result = RunResult(
+        out_dir=out,
+        metrics=metrics,
+        task_names=[h.name for h in first.heads],
+        baselines=baseline_metrics,
+    )
     for entry, options in first.components.reports:
         report = entry.obj(options) if options is not None else entry.obj()
         report(result, console)
@@ -188,6 +210,14 @@ def run_label(fold: int, seed: int, n_folds: int, seeds: list[int]) -> str:
     if len(seeds) > 1:
         parts.append(f"seed_{seed}")
     return "/".join(parts)
+
+
+def run_columns(fold: int, seed: int, n_folds: int, seeds: list[int]) -> dict[str, str]:
+    """The leading ``fold``/``seed`` columns of one run's rows in a combined predictions.csv."""
+    columns = {"fold": str(fold + 1)} if n_folds > 1 else {}
+    if len(seeds) > 1:
+        columns["seed"] = str(seed)
+    return columns
 
 
 def default_out_dir(config: RunConfig) -> Path:
