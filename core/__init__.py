@@ -5,9 +5,12 @@ This module is the public API, the one place users and plugin authors import fro
 - running: :class:`Engine`, :func:`run`, :func:`load_config`, :class:`RunConfig` and the
   result types;
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
-  (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`), :class:`Sample` and
-  :class:`SampleSet`, :class:`Command`, the label and file-reading helpers, safe output
-  writing; :mod:`mtlkit.testing` checks a plugin against these contracts;
+  (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
+  :class:`BaselineContext` and :class:`BaselineOutput`), :class:`Sample` and
+  :class:`SampleSet`, :class:`Command` (with :func:`add_config_arguments`), the label,
+  file-reading and RoI helpers (:func:`roi_box`, :func:`crop_and_resize`), progress bars
+  (:class:`Progress`), safe output writing; :mod:`mtlkit.testing` checks a plugin against
+  these contracts;
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -15,11 +18,14 @@ Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal
 
 from __future__ import annotations
 
-from mtlkit.cli.base import Command, CommandContext
+from mtlkit.cli.base import Command, CommandContext, add_config_arguments
 from mtlkit.components.host import hookimpl
 from mtlkit.components.interfaces import (
     DEFAULT_LOSSES,
     HEAD_KINDS,
+    Baseline,
+    BaselineContext,
+    BaselineOutput,
     Constraint,
     MetricFn,
     TaskHead,
@@ -28,7 +34,7 @@ from mtlkit.components.interfaces import (
 )
 from mtlkit.config.loading import load_config
 from mtlkit.config.problems import validation_problems
-from mtlkit.config.schema import OptionsModel, RunConfig
+from mtlkit.config.schema import OptionsModel, RoiConfig, RunConfig
 from mtlkit.data.labels import MISSING, as_number, canonical
 from mtlkit.data.reading import (
     Box,
@@ -41,6 +47,7 @@ from mtlkit.data.reading import (
     require_columns,
     resolve_data_file,
 )
+from mtlkit.data.roi import crop_and_resize, roi_box
 from mtlkit.data.samples import Sample, SampleSet
 from mtlkit.engine import Engine
 from mtlkit.errors import (
@@ -56,6 +63,7 @@ from mtlkit.errors import (
 )
 from mtlkit.evaluation.metrics import binary_auc
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
+from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
 from mtlkit.runs.runner import run
 from mtlkit.training.checkpoint import state_dict_mismatch
@@ -65,6 +73,9 @@ __all__ = [
     "DEFAULT_LOSSES",
     "HEAD_KINDS",
     "MISSING",
+    "Baseline",
+    "BaselineContext",
+    "BaselineOutput",
     "Box",
     "Command",
     "CommandContext",
@@ -81,7 +92,9 @@ __all__ = [
     "OutputError",
     "PluginError",
     "Predictions",
+    "Progress",
     "RegistryError",
+    "RoiConfig",
     "RunConfig",
     "RunResult",
     "Sample",
@@ -92,11 +105,13 @@ __all__ = [
     "TrainingError",
     "UsageError",
     "__version__",
+    "add_config_arguments",
     "as_number",
     "atomic_write_bytes",
     "atomic_write_text",
     "binary_auc",
     "canonical",
+    "crop_and_resize",
     "hookimpl",
     "is_dicom",
     "list_problems",
@@ -108,6 +123,7 @@ __all__ = [
     "read_dicom",
     "require_columns",
     "resolve_data_file",
+    "roi_box",
     "run",
     "state_dict_mismatch",
     "to_json",

@@ -30,9 +30,9 @@ from mtlkit.data.prepared import PreparedData, RoiDataset
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
 from mtlkit.errors import MtlError, UsageError
-from mtlkit.evaluation.metrics import constraint_violations, task_metrics
+from mtlkit.evaluation.metrics import score_split
 from mtlkit.progress import Progress
-from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions
+from mtlkit.results import EpochLog, EvalResult, FitResult
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
@@ -326,35 +326,16 @@ class Engine:
         self, data: PreparedData, indices: np.ndarray, split: str, tta: bool = True
     ) -> EvalResult:
         probabilities = self._infer(data.cache[torch.from_numpy(indices)], tta)
-        targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(self.heads)}
-        cfg = self.config.evaluation
-        tasks = {
-            head.name: task_metrics(
-                head,
-                targets[head.name],
-                probabilities[head.name],
-                self.components.metrics,
-                cfg.threshold,
-                data.references[head.name][indices] if head.name in data.references else None,
-            )
-            for head in self.heads
-        }
-        predictions = Predictions(
-            split=split,
-            image_ids=[data.samples[i].image_id for i in indices],
-            patient_ids=[data.samples[i].patient_id for i in indices],
-            targets=targets,
-            probabilities=probabilities,
-        )
-        return EvalResult(
-            split=split,
-            n_images=len(indices),
-            n_patients=len(set(predictions.patient_ids)),
-            tasks=tasks,
-            consistency=constraint_violations(
-                self.constraints, probabilities, cfg.threshold, self.device
-            ),
-            predictions=predictions,
+        return score_split(
+            data,
+            indices,
+            split,
+            self.heads,
+            probabilities,
+            self.components.metrics,
+            self.constraints,
+            self.config.evaluation.threshold,
+            self.device,
         )
 
     @torch.no_grad()

@@ -74,8 +74,10 @@ class EvalResult:
 
 @dataclass
 class RunResult:
-    """A finished run as reports see it: its directory and the content of metrics.json."""
+    """A finished run as reports see it: its directory, the content of its metrics.json
+    (empty when only baselines ran) and of each baseline's ``<name>/metrics.json``."""
 
     out_dir: Path
     metrics: dict[str, Any]
     task_names: list[str] = field(default_factory=list)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -37,6 +37,7 @@ from rich.console import Console
 from torch import nn
 
 from mtlkit.components.contracts import (
+    baseline_problem,
     built_problem,
     describe,
     feature_width,
@@ -48,7 +49,14 @@ from mtlkit.components.contracts import (
     target_problem,
 )
 from mtlkit.components.host import PluginHost
-from mtlkit.components.interfaces import HEAD_KINDS, Command, Constraint, TaskHead, TaskWeighting
+from mtlkit.components.interfaces import (
+    HEAD_KINDS,
+    Baseline,
+    Command,
+    Constraint,
+    TaskHead,
+    TaskWeighting,
+)
 from mtlkit.components.registry import Entry
 from mtlkit.components.resolve import head_loss, split_loss
 from mtlkit.config.schema import RunConfig
@@ -59,6 +67,7 @@ from mtlkit.results import EvalResult, FitResult, Predictions, RunResult
 
 __all__ = [
     "check_backbone",
+    "check_baseline",
     "check_command",
     "check_constraint",
     "check_data_source",
@@ -547,6 +556,31 @@ def check_scheduler(
     return scheduler
 
 
+# --- baselines -------------------------------------------------------------------------------
+
+
+def check_baseline(
+    cls: Any, options: Mapping[str, Any] | BaseModel | None = None, *, options_model=None
+) -> Any:
+    """Check a baseline class: it subclasses ``mtlkit.Baseline`` and implements ``fit``; it
+    builds from its options with a name; ``requires`` names modules and ``install`` says
+    how to get them. Training one needs real data: test ``fit`` on a small fixture of your
+    own (a baseline must learn from the ``train`` split only). Returns the built baseline."""
+    subject = f"baseline {describe(cls)}"
+    model = _registered("baseline", cls, options_model)
+    baseline = _build(subject, cls, _validated(subject, options, model))
+    problems = [p for p in [baseline_problem(baseline)] if p]
+    if type(baseline).fit is Baseline.fit:
+        problems.append("it does not implement fit(context, seed)")
+    requires = getattr(baseline, "requires", ())
+    if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
+        problems.append(f"requires is {requires!r}: a tuple of module names")
+    elif requires and not getattr(baseline, "install", ""):
+        problems.append("requires modules but install is empty: say how to install them")
+    _fail(subject, problems)
+    return baseline
+
+
 # --- one registry entry ----------------------------------------------------------------------
 
 
@@ -580,6 +614,8 @@ def check_entry(entry: Entry, options: Mapping[str, Any] | None = None, **contex
         return check_report(entry.obj, options, options_model=model)
     if kind == "command":
         return check_command(entry.obj)
+    if kind == "baseline":
+        return check_baseline(entry.obj, options, options_model=model)
     if kind == "optimizer":
         return check_optimizer(entry.obj, options, options_model=model)
     if kind == "scheduler":

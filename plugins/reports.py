@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from pydantic import Field
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -73,6 +74,46 @@ def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
     return names
 
 
+CNN = "CNN"
+"""How reports name the multi-task CNN beside the baselines."""
+
+
+def models_of(result: RunResult) -> list[tuple[str, dict[str, Any]]]:
+    """``(model, metrics.json content)`` of the CNN, when it ran, then of every baseline."""
+    models = [(CNN, result.metrics)] if result.metrics.get("sets") else []
+    return models + list(result.baselines.items())
+
+
+def set_names(models: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Every split and external set any model was evaluated on, in order of appearance."""
+    names: list[str] = []
+    for _, metrics in models:
+        names += [s for s in metrics.get("sets", {}) if s not in names]
+    return names
+
+
+def task_rows(
+    models: list[tuple[str, dict[str, Any]]], split: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(task, model, metrics)`` rows of one split, each task's models side by side."""
+    present = [(name, m["sets"][split]) for name, m in models if split in m.get("sets", {})]
+    tasks: list[str] = []
+    for _, content in present:
+        tasks += [t for t in content["tasks"] if t not in tasks]
+    return [
+        (task, name, content["tasks"][task])
+        for task in tasks
+        for name, content in present
+        if task in content["tasks"]
+    ]
+
+
+def run_name(result: RunResult) -> str:
+    return result.metrics.get("name") or next(
+        (m.get("name", "") for m in result.baselines.values()), ""
+    )
+
+
 class SummaryOptions(OptionsModel):
     sets: list[str] | None = Field(
         None, description="which sets to show; default: test and every external set"
@@ -80,38 +121,57 @@ class SummaryOptions(OptionsModel):
 
 
 def summary_report(options: SummaryOptions):
-    """A table per split on the console: every task's metrics."""
+    """A table per split on the console: every task's metrics, the CNN's and every
+    baseline's side by side."""
 
     def report(result: RunResult, console: Console) -> None:
-        sets = result.metrics["sets"]
+        models = models_of(result)
+        side_by_side = bool(result.baselines)
+        sets = set_names(models)
         shown = options.sets or [s for s in sets if s not in ("train", "val")]
         for split in shown:
-            if split not in sets:
+            rows = task_rows(models, split)
+            if not rows:
                 continue
-            content = sets[split]
+            content = next(m["sets"][split] for _, m in models if split in m.get("sets", {}))
             table = Table(
                 title=escape(
-                    f"{result.metrics.get('name', '')}: {split} "
+                    f"{run_name(result)}: {split} "
                     f"({format_count(content['n_images'])} images, "
                     f"{format_count(content['n_patients'])} patients)"
-                )
+                ),
+                # one column more than the CNN's alone: without vertical rules and with
+                # collapsed padding it still fits an 80-column console
+                **(
+                    {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
+                    if side_by_side
+                    else {}
+                ),
             )
-            table.add_column("task", style="bold")
+            if side_by_side:  # the names in full: narrow consoles shrink the numbers first
+                table.add_column("task", style="bold", min_width=max(len(t) for t, _, _ in rows))
+                table.add_column("model", min_width=max(len(m) for _, m, _ in rows))
+            else:
+                table.add_column("task", style="bold")
             table.add_column("n", justify="right")
-            names = metric_names(content["tasks"])
+            names = metric_names({f"{t}/{m}": row for t, m, row in rows})
             for name in names:
                 table.add_column(escape(METRIC_TITLES.get(name, name)), justify="right")
-            for task, metrics in content["tasks"].items():
+            for task, model, metrics in rows:
                 table.add_row(
                     escape(task),
+                    *([escape(model)] if side_by_side else []),
                     str(metrics.get("n", "")),
                     *(format_value(metrics.get(n)) for n in names),
                 )
             console.print(table)
-            for relation, share in content.get("consistency", {}).items():
-                console.print(
-                    escape(f"  inconsistent predictions {relation}: {format_value(share)}")
-                )
+            for model, metrics in models:
+                consistency = metrics.get("sets", {}).get(split, {}).get("consistency", {})
+                for relation, share in consistency.items():
+                    who = f" ({model})" if side_by_side else ""
+                    console.print(
+                        escape(f"  inconsistent predictions {relation}{who}: {format_value(share)}")
+                    )
 
     return report
 
@@ -121,30 +181,47 @@ class MarkdownOptions(OptionsModel):
 
 
 def markdown_report(options: MarkdownOptions):
-    """report.md in the run directory: the paper-style table of every split."""
+    """report.md in the run directory: the paper-style table of every split, with the CNN
+    and every baseline side by side."""
 
     def report(result: RunResult, console: Console) -> None:
         md = markdown_text
-        lines = [f"# {md(result.metrics.get('name', 'run'))}", ""]
-        seeds = result.metrics.get("seeds") or [result.metrics.get("seed")]
-        lines += [
-            f"Seeds: {md(', '.join(map(str, seeds)))}. Threshold "
-            f"{md(result.metrics.get('threshold'))}. Best epoch by validation "
-            f"{md(result.metrics.get('select'))}.",
-            "",
-        ]
-        for split, content in result.metrics["sets"].items():
-            names = metric_names(content["tasks"])
+        models = models_of(result)
+        side_by_side = bool(result.baselines)
+        first = models[0][1] if models else {}
+        lines = [f"# {md(run_name(result) or 'run')}", ""]
+        seeds = first.get("seeds") or [first.get("seed")]
+        text = f"Seeds: {md(', '.join(map(str, seeds)))}. Threshold {md(first.get('threshold'))}."
+        if result.metrics.get("select"):
+            text += f" Best epoch by validation {md(result.metrics.get('select'))}."
+        if side_by_side:
+            text += (
+                f" Models: {md(', '.join(name for name, _ in models))}, trained on the same "
+                "training split and evaluated on the same images."
+            )
+        lines += [text, ""]
+        for split in set_names(models):
+            rows = task_rows(models, split)
+            content = next(m["sets"][split] for _, m in models if split in m.get("sets", {}))
+            names = metric_names({f"{t}/{m}": row for t, m, row in rows})
+            model_cell = " model |" if side_by_side else ""
             lines += [
                 f"## {md(split)}: {md(format_count(content['n_images']))} images, "
                 f"{md(format_count(content['n_patients']))} patients",
                 "",
-                "| task | n | " + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names) + " |",
-                "|---|---|" + "---|" * len(names),
+                f"| task |{model_cell} n | "
+                + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names)
+                + " |",
+                "|---|" + ("---|" if side_by_side else "") + "---|" + "---|" * len(names),
             ]
-            for task, metrics in content["tasks"].items():
+            for task, model, metrics in rows:
                 cells = [md(format_value(metrics.get(n))) for n in names]
-                lines.append(f"| {md(task)} | {metrics.get('n', '')} | " + " | ".join(cells) + " |")
+                model_text = f" {md(model)} |" if side_by_side else ""
+                lines.append(
+                    f"| {md(task)} |{model_text} {metrics.get('n', '')} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
             lines.append("")
         atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
 

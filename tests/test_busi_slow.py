@@ -68,3 +68,28 @@ def test_busi_config_trains_one_short_epoch(tmp_path):
     kept = [(a, b) for a, b in pairs if a in where and b in where]
     assert len(kept) > 150
     assert all(where[a] == where[b] for a, b in kept)
+
+
+def test_busi_radiomics_baseline_on_the_cnns_split(tmp_path):
+    pytest.importorskip("radiomics", reason="the radiomics extra")
+    from mtlkit import Engine, to_json
+
+    fast = (
+        "baselines=[{type: radiomics, cache_dir: "
+        + str(tmp_path / "cache")
+        + ", boruta: {max_iter: 20}, forest: {n_estimators: 50}}]"
+    )
+    overrides = [f"data.source.root={SHARED_BUSI}", fast]
+    out = tmp_path / "run"
+    code = main(
+        ["radiomics", str(ROOT / "configs" / "busi.yaml"), "--out", str(out), "--quiet"]
+        + [arg for o in overrides for arg in ("--set", o)]
+    )
+    assert code == 0
+    extraction = json.loads((out / "radiomics" / "extraction.json").read_text())
+    assert (extraction["images"], extraction["features"], extraction["failed"]) == (645, 93, 0)
+    cnn_split = Engine(load_config(ROOT / "configs" / "busi.yaml", overrides)).data.split_file()
+    assert (out / "splits.json").read_text() == to_json(cnn_split)
+    metrics = json.loads((out / "radiomics" / "metrics.json").read_text())
+    assert metrics["sets"]["test"]["n_images"] == 188
+    assert metrics["sets"]["test"]["tasks"]["bm"]["auc"] > 0.75

@@ -242,6 +242,7 @@ BUILTIN_OWNERS = {
     "mtlkit.manifest": ["manifest"],
     "mtlkit.busi": ["busi"],
     "mtlkit.reports": ["summary", "markdown"],
+    "mtlkit.radiomics": ["radiomics"],
 }
 
 

@@ -96,6 +96,8 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("report", "summary"): ({}, {}),
     ("report", "markdown"): ({}, {}),
     ("command", "data synth"): ({}, {}),
+    ("command", "radiomics"): ({}, {}),
+    ("baseline", "radiomics"): ({}, {}),
     ("optimizer", "adam"): ({"lr": 0.01}, {}),
     ("optimizer", "adamw"): ({"lr": 0.01, "weight_decay": 0.01}, {}),
     ("optimizer", "sgd"): ({"lr": 0.01}, {}),

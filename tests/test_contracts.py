@@ -16,6 +16,8 @@ from conftest import ROOT, tiny_raw
 from torch import nn
 
 from mtlkit import (
+    Baseline,
+    BaselineOutput,
     Command,
     ConfigError,
     Constraint,
@@ -37,6 +39,7 @@ from mtlkit.data.targets import build_targets
 from mtlkit.plugins.heads import BinaryOptions, MulticlassOptions
 from mtlkit.testing import (
     check_backbone,
+    check_baseline,
     check_command,
     check_constraint,
     check_data_source,
@@ -865,3 +868,43 @@ def test_check_scheduler_catches_each_breach(factory, words):
 def test_working_optimizer_and_scheduler_pass():
     check_optimizer(_adam)
     check_scheduler(lambda optimizer, epochs: torch.optim.lr_scheduler.StepLR(optimizer, 1))
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+class _NoFit(Baseline):
+    def __init__(self):
+        super().__init__("nofit")
+
+
+class _Unnamed(Baseline):
+    def __init__(self):
+        pass
+
+    def fit(self, context, seed):
+        return BaselineOutput()
+
+
+class _SecretExtra(Baseline):
+    requires = ("some_module",)
+
+    def __init__(self):
+        super().__init__("secret")
+
+    def fit(self, context, seed):
+        return BaselineOutput()
+
+
+@pytest.mark.parametrize(
+    "cls, words",
+    [
+        (_NoFit, "does not implement fit"),
+        (_Unnamed, "has no name"),
+        (_SecretExtra, "install is empty"),
+        (object, "register a subclass of mtlkit.Baseline"),
+    ],
+)
+def test_check_baseline_catches_each_breach(cls, words):
+    with pytest.raises(AssertionError, match=words):
+        check_baseline(cls)

@@ -116,6 +116,7 @@ KIND_TITLES = {
     "metric": "metrics",
     "data_source": "data sources",
     "report": "reports",
+    "baseline": "baselines",
     "command": "commands",
 }
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from mtlkit.components.interfaces import (
     HEAD_KINDS,
+    Baseline,
     Command,
     Constraint,
     TaskHead,
@@ -112,6 +113,21 @@ def _callable(what: str) -> Callable[[Any], list[str]]:
     return check
 
 
+def _baseline_class(obj: Any) -> list[str]:
+    if not (isinstance(obj, type) and issubclass(obj, Baseline)):
+        return [f"it is {describe(obj)}: register a subclass of mtlkit.Baseline"]
+    return []
+
+
+def baseline_problem(baseline: Any) -> str | None:
+    """What is wrong with a built baseline, or None."""
+    if not isinstance(baseline, Baseline):
+        return f"built {describe(baseline)}, not a mtlkit.Baseline"
+    if not isinstance(getattr(baseline, "name", None), str) or not baseline.name:
+        return "has no name: call super().__init__(name)"
+    return None
+
+
 def _command(obj: Any) -> list[str]:
     if isinstance(obj, Command):
         return []
@@ -128,6 +144,7 @@ _REGISTRATION: dict[str, Callable[[Any], list[str]]] = {
     "data_source": _callable("register a function returning a SampleSet from its options"),
     "report": _callable("register a function returning fn(run_result, console)"),
     "command": _command,
+    "baseline": _baseline_class,
     "optimizer": _callable("register a function fn(options, params) -> torch.optim.Optimizer"),
     "scheduler": _callable("register a function fn(options, optimizer, epochs) -> scheduler"),
 }

@@ -117,6 +117,25 @@ def mtl_register_reports(registry: Registry) -> None:
 
 
 @hookspec
+def mtl_register_baselines(registry: Registry) -> None:
+    """Register baseline models: classes following ``mtlkit.Baseline``, built as
+    ``Baseline(options)`` from a ``baselines: [{type: NAME, ...}]`` config entry.
+
+    A baseline is trained and evaluated beside the CNN, by ``mtl run``, on exactly the
+    CNN's splits, for every fold and seed. What it gets: a :class:`mtlkit.BaselineContext`
+    with the prepared data (every image, its targets and the current fold's splits), the
+    heads (tasks), the config's RoI settings and cache folder, and a progress display.
+    What it returns (:class:`mtlkit.BaselineOutput`): per split and task the probabilities
+    of each image of that split, from which the core computes the same metrics as the CNN's
+    (``task_metrics``) and writes ``metrics.json`` and ``predictions.csv`` under the
+    baseline's name; plus extra files and warnings. ``prepare`` runs once per run, before
+    any training and before the run directory is written; ``fit`` once per fold and seed,
+    and must learn from the ``train`` split only. A baseline listing ``requires`` (modules
+    of an optional extra) that do not import is a config error with its ``install`` hint.
+    """
+
+
+@hookspec
 def mtl_register_commands(registry: Registry) -> None:
     """Register CLI commands, as ``mtlkit.cli.Command`` objects; a space in the name nests
     the command under a group (``"data synth"``)."""
@@ -155,6 +174,7 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "mtl_register_metrics": "metric",
     "mtl_register_data_sources": "data_source",
     "mtl_register_reports": "report",
+    "mtl_register_baselines": "baseline",
     "mtl_register_commands": "command",
 }
 """Registration hook name -> the kind of component its registry holds."""

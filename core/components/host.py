@@ -130,6 +130,10 @@ class PluginHost:
         return self.registries["report"]
 
     @property
+    def baselines(self) -> Registry:
+        return self.registries["baseline"]
+
+    @property
     def commands(self) -> Registry:
         return self.registries["command"]
 

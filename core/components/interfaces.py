@@ -1,19 +1,25 @@
 """The component contracts: what a task head, a task loss, a constraint, a task weighting,
-a metric and a CLI command are, as the core sees them. Each is written once, here; the core
-checks it (:mod:`mtlkit.components.contracts`) and :mod:`mtlkit.testing` lets a plugin
-author check it in their own tests.
+a metric, a CLI command and a baseline are, as the core sees them. Each is written once,
+here; the core checks it (:mod:`mtlkit.components.contracts`) and :mod:`mtlkit.testing`
+lets a plugin author check it in their own tests.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from mtlkit.config.schema import RoiConfig
+    from mtlkit.data.prepared import PreparedData
+    from mtlkit.progress import Progress
 
 HEAD_KINDS = ("binary", "multiclass")
 """``binary``: one sigmoid output, targets 0/1. ``multiclass``: one softmax output per class,
@@ -150,3 +156,76 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     # Any, not CommandContext: the context holds the plugin host, which imports this module.
     run: Callable[[argparse.Namespace, Any], int | None]
+
+
+@dataclass(frozen=True)
+class BaselineContext:
+    """What a baseline sees.
+
+    ``data`` holds every image of the run: ``samples`` (each can be read again with
+    ``sample.image()`` and ``sample.mask()``), ``targets`` (images x tasks, in the order of
+    ``heads``, NaN = unknown) and the current fold's split of every image (``splits``,
+    ``indices(split)``), the very split the CNN trains and is evaluated on. ``roi`` is the
+    config's ``data.roi`` (the CNN's RoI mode and margin), ``cache_dir`` its
+    ``data.cache_dir`` (None when unset), ``evaluate`` the splits :meth:`Baseline.fit`
+    returns probabilities for.
+    """
+
+    data: PreparedData
+    heads: Sequence[TaskHead]
+    roi: RoiConfig
+    cache_dir: Path | None
+    progress: Progress
+    evaluate: tuple[str, ...] = ("val", "test")
+
+
+@dataclass
+class BaselineOutput:
+    """What a baseline returns.
+
+    ``probabilities[split][task]``: one value per image of ``data.indices(split)``, in that
+    order, shape (n,) for a binary task and (n, classes) for a multiclass one; every split
+    of ``context.evaluate`` that has images and every task. ``files``: extra files (name ->
+    text or bytes) the core writes into the baseline's folder for this run. ``warnings``:
+    printed after the step, e.g. the images a baseline could not use and why.
+    """
+
+    probabilities: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Baseline:
+    """A model trained and evaluated beside the CNN on exactly the CNN's splits (e.g. the
+    paper's radiomics model), turned on by ``baselines: [{type: NAME, ...}]``.
+
+    Built as ``Baseline(options)``, calling ``super().__init__(name)``; ``name`` (unique
+    in a run) names its folder in the run directory. The core computes its metrics from
+    the probabilities it returns, with the CNN's metrics, threshold and constraints, and
+    writes them in the CNN's layout and schema. A baseline never writes into the run
+    directory itself: it returns its files, so a refused run still writes nothing and
+    every file is written atomically.
+
+    - ``requires``: modules it imports lazily (an optional extra); when one does not
+      import, the config is refused before any training, with ``install`` as the fix;
+    - :meth:`prepare`: once per run, after the data is checked, before any training;
+      work that depends neither on the split nor on the seed (feature extraction);
+    - :meth:`fit`: once per fold and seed; learns from the ``train`` split only and
+      returns probabilities for ``context.evaluate``.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def prepare(self, context: BaselineContext) -> BaselineOutput:
+        """Per-run work before training; raises ``DataError`` for data it cannot use.
+        Its ``files`` go to the baseline's top folder."""
+        return BaselineOutput()
+
+    def fit(self, context: BaselineContext, seed: int) -> BaselineOutput:
+        """Train on ``context.data``'s train split with ``seed``; probabilities for
+        ``context.evaluate``. Its ``files`` go to this fold's and seed's folder."""
+        raise NotImplementedError

@@ -6,9 +6,10 @@ Everything that can be checked without data or training is checked here, so that
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from mtlkit.components.contracts import (
 from mtlkit.components.host import PluginHost
 from mtlkit.components.interfaces import (
     DEFAULT_LOSSES,
+    Baseline,
     Constraint,
     TaskHead,
     TaskLossFn,
@@ -37,6 +39,7 @@ from mtlkit.errors import ConfigError, DataError, PluginError
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
+BASELINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Components:
     source_entry: Entry
     source_options: BaseModel | None
     reports: list[tuple[Entry, BaseModel | None]]
+    baselines: list[Baseline] = field(default_factory=list)
 
     def build_backbone(self) -> nn.Module:
         """Instantiate the backbone (may read pretrained weights)."""
@@ -147,6 +151,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         resolved = attempt(lambda spec=spec, i=index: host.reports.resolve(spec, f"reports[{i}]"))
         if resolved is not None:
             reports.append(resolved)
+    baselines = _resolve_baselines(config, host, problems)
     if problems.items:
         raise ConfigError(problems.items)
     components = Components(
@@ -162,6 +167,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         source_entry=source[0],
         source_options=source[1],
         reports=reports,
+        baselines=baselines,
     )
     _check_optimization(components, training.epochs)
     return components
@@ -211,6 +217,22 @@ def _resolve_constraints(
         if built is not None:
             specs.append((entry, options, path))
     return specs
+
+
+def _resolve_baselines(config: RunConfig, host: PluginHost, problems: _Problems) -> list[Baseline]:
+    """The baselines of ``config``, built, with unique names."""
+    baselines: list[Baseline] = []
+    for index, spec in enumerate(config.baselines):
+        path = f"baselines[{index}]"
+        built = problems.attempt(lambda spec=spec, path=path: _build_baseline(host, spec, path))
+        if built is None:
+            continue
+        problem = _baseline_name_problem(built, [b.name for b in baselines])
+        if problem:
+            problems.items.append((f"{path}.name", problem))
+        else:
+            baselines.append(built)
+    return baselines
 
 
 def _resolve_metrics(
@@ -354,6 +376,48 @@ def _build_loss(host: PluginHost, spec: Any, path: str, head: TaskHead) -> TaskL
             ]
         )
     return call_component(entry, options, path)
+
+
+def _build_baseline(host: PluginHost, spec: dict[str, Any], path: str) -> Baseline:
+    """A baseline from its config entry; one whose optional extra is not installed is a
+    config error naming the install command (checked here, before any data or training)."""
+    entry, options = host.baselines.resolve(spec, path)
+    missing = []
+    for module in getattr(entry.obj, "requires", ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+        except Exception as exc:  # a broken installation: say what it raised
+            missing.append(f"{module} ({type(exc).__name__}: {exc})")
+    if missing:
+        install = getattr(entry.obj, "install", "") or "install the packages it needs"
+        raise ConfigError(
+            [
+                (
+                    f"{path}.type",
+                    f"baseline {entry.name!r} needs {', '.join(missing)}, which cannot be "
+                    f"imported here; install it: {install}",
+                )
+            ]
+        )
+    baseline = call_component(entry, options, path)
+    if not isinstance(baseline, Baseline):
+        raise ConfigError(
+            [(path, f"baseline {entry.name!r} built a {type(baseline).__name__}, not a Baseline")]
+        )
+    return baseline
+
+
+def _baseline_name_problem(baseline: Baseline, taken: list[str]) -> str | None:
+    name = getattr(baseline, "name", None)
+    if not isinstance(name, str) or not BASELINE_NAME.fullmatch(name):
+        return f"baseline name {name!r} must start with a letter and hold only letters, digits, _ -"
+    if name.lower() == "cnn" or name == "checkpoints" or name.startswith(("seed_", "fold_")):
+        return f"baseline name {name!r} is reserved (the CNN's results and folders use it)"
+    if name in taken:
+        return f"baseline name {name!r} is used by two baselines; give one another name"
+    return None
 
 
 def call_component(entry: Entry, options: BaseModel | None, path: str, *args: Any) -> Any:

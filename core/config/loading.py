@@ -43,7 +43,7 @@ def expand_shorthand(raw: Any) -> None:
     for key in ("backbone", "weighting"):
         if key in raw:
             raw[key] = component_spec(raw[key])
-    for key in ("heads", "constraints", "reports"):
+    for key in ("heads", "constraints", "reports", "baselines"):
         if isinstance(raw.get(key), list):
             raw[key] = [component_spec(v) for v in raw[key]]
     if isinstance(raw.get("data"), dict) and "source" in raw["data"]:

@@ -285,10 +285,15 @@ class RunConfig(OptionsModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reports: list[Component] = Field(default_factory=lambda: [{"type": "summary"}])
+    baselines: list[Component] = Field(
+        default_factory=list,
+        description="models trained and evaluated beside the CNN on the same splits, e.g. "
+        "[radiomics]; each entry's other keys are that baseline's options",
+    )
 
     _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)
 
-    @field_validator("heads", "constraints", "reports", mode="before")
+    @field_validator("heads", "constraints", "reports", "baselines", mode="before")
     @classmethod
     def _components(cls, value: Any) -> Any:
         return [component_spec(v) for v in value] if isinstance(value, list) else value

@@ -53,6 +53,21 @@ def _header(config: RunConfig) -> dict[str, Any]:
     return {"schema": METRICS_SCHEMA, "name": config.name}
 
 
+def baseline_metrics_document(
+    config: RunConfig, model: str, seed: int, evals: dict[str, EvalResult]
+) -> dict[str, Any]:
+    """The content of a baseline's metrics.json for one seed: the CNN's schema, with the
+    baseline's name as ``model`` and without the CNN's epoch selection."""
+    return {
+        "schema": METRICS_SCHEMA,
+        "name": config.name,
+        "model": model,
+        "seed": seed,
+        "threshold": config.evaluation.threshold,
+        "sets": {split: result.as_dict() for split, result in evals.items()},
+    }
+
+
 def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Repeated runs (seeds, folds) summarised as the paper reports them: mean, SD and a 95%
     interval.

@@ -10,6 +10,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
+from mtlkit.data.prepared import PreparedData
+from mtlkit.results import EvalResult, Predictions
 
 
 def task_metrics(
@@ -39,6 +41,50 @@ def task_metrics(
         usable = ~np.isnan(ref)
         row["reference_auc"] = binary_auc(y_true[usable], ref[usable])
     return row
+
+
+def score_split(
+    data: PreparedData,
+    indices: np.ndarray,
+    split: str,
+    heads: list[TaskHead],
+    probabilities: Mapping[str, np.ndarray],
+    metrics: Mapping[str, MetricFn],
+    constraints: list[Constraint],
+    threshold: float,
+    device: torch.device | None = None,
+) -> EvalResult:
+    """The metrics, constraint violations and predictions of one split from every task's
+    probabilities for the images ``indices`` (in that order), as for the CNN: a baseline's
+    probabilities are scored by this same function. ``device``: where the constraints
+    live (see :func:`constraint_violations`)."""
+    targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(heads)}
+    tasks = {
+        head.name: task_metrics(
+            head,
+            targets[head.name],
+            probabilities[head.name],
+            metrics,
+            threshold,
+            data.references[head.name][indices] if head.name in data.references else None,
+        )
+        for head in heads
+    }
+    predictions = Predictions(
+        split=split,
+        image_ids=[data.samples[i].image_id for i in indices],
+        patient_ids=[data.samples[i].patient_id for i in indices],
+        targets=targets,
+        probabilities=dict(probabilities),
+    )
+    return EvalResult(
+        split=split,
+        n_images=len(indices),
+        n_patients=len(set(predictions.patient_ids)),
+        tasks=tasks,
+        consistency=constraint_violations(constraints, probabilities, threshold, device),
+        predictions=predictions,
+    )
 
 
 def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:

@@ -34,6 +34,7 @@ from mtlkit.evaluation.documents import (
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
+from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
 from mtlkit.runs.provenance import environment
 
 EVALUATED_SPLITS = ("val", "test")
@@ -48,44 +49,58 @@ def run(
     progress: Progress | None = None,
     console: Console | None = None,
     resume: bool = False,
+    cnn: bool = True,
 ) -> RunResult:
     """Train and evaluate ``config`` once per fold and seed; returns the run result and
     writes ``metrics.json``, ``predictions.csv``, ``history.json``, ``timing.json``,
     ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints into the run
-    directory.
+    directory. Each of ``config.baselines`` is trained and evaluated on the same splits,
+    folds and seeds, its results in ``<run>/<baseline name>/``.
 
     ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
-    kept, an unfinished one continues from its last saved training state.
+    kept, an unfinished one continues from its last saved training state. ``cnn=False``
+    runs the baselines alone (``mtl radiomics``).
     """
     console = console or Console()
     progress = progress or Progress(enabled=False)
     host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
+    if not cnn and not first.components.baselines:
+        raise UsageError("nothing to run: the CNN is off and the config has no baselines")
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    data, externals = _start(first, out, resume, progress)
+    data, externals, baselines = _start(first, out, resume, progress, cnn)
 
     seeds = config.seeds
-    runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
+    slots = [
+        RunSlot(
+            fold,
+            seed,
+            run_label(fold, seed, data.n_folds, seeds),
+            run_columns(fold, seed, data.n_folds, seeds),
+        )
+        for fold in range(data.n_folds)
+        for seed in seeds
+    ]
     per_run: dict[str, dict[str, Any]] = {}
     prediction_parts: list[tuple[dict[str, str], str]] = []
-    for fold, seed in runs:
-        label = run_label(fold, seed, data.n_folds, seeds)
-        run_dir = out / label if label else out
-        extra = {"fold": str(fold + 1)} if data.n_folds > 1 else {}
-        if len(seeds) > 1:
-            extra["seed"] = str(seed)
+    for slot in slots if cnn else []:
+        run_dir = out / slot.label if slot.label else out
         done = _finished(run_dir) if resume else None
         if done is None:
-            if (fold, seed) == runs[0]:
+            if slot is slots[0]:
                 engine = first
             else:
-                fold_data = data.for_fold(fold)
-                engine = Engine(config, host=host, seed=seed, progress=progress, data=fold_data)
+                fold_data = data.for_fold(slot.fold)
+                engine = Engine(
+                    config, host=host, seed=slot.seed, progress=progress, data=fold_data
+                )
             done = _train_and_evaluate(engine, run_dir, externals, resume)
-        per_run[label or str(seed)], predictions = done
-        prediction_parts.append((extra, predictions))
+        per_run[slot.label or str(slot.seed)], predictions = done
+        prediction_parts.append((slot.columns, predictions))
 
-    if len(runs) == 1:
+    if not per_run:
+        metrics = {}
+    elif len(per_run) == 1:
         metrics = next(iter(per_run.values()))
     else:
         metrics = aggregate(config, per_run)
@@ -93,17 +108,23 @@ def run(
         atomic_write_text(out / "metrics.json", to_json(metrics))
         atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
-    result = RunResult(out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads])
+    baseline_metrics = run_baselines(
+        baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
+    )
+    result = RunResult(
+        out_dir=out,
+        metrics=metrics,
+        task_names=[h.name for h in first.heads],
+        baselines=baseline_metrics,
+    )
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
     return result
 
 
-def _start(
-    first: Engine, out: Path, resume: bool, progress: Progress
-) -> tuple[PreparedData, dict[str, PreparedData]]:
+def _start(first: Engine, out: Path, resume: bool, progress: Progress, cnn: bool = True):
     """Everything that can reject the run, then the run directory's shared files; returns
-    the training data and the external sets."""
+    the training data, the external sets and the prepared baselines."""
     config = first.config
     if resume:
         check_resumable(out, config)
@@ -111,10 +132,12 @@ def _start(
         check_run_dir(out)  # before the (possibly long) data loading
     data = first.data  # data errors surface here, before anything is written
     externals = load_externals(first, data)
-    first.build_model()  # and backbone/weights errors too
+    if cnn:
+        first.build_model()  # and backbone/weights errors too
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
             progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
+    baselines = prepare_baselines(first.components, config, data, progress, EVALUATED_SPLITS)
     records = environment(data, components_used(config, first.components, first.host))
     if resume:
         check_same_data(out, data, records)
@@ -125,7 +148,7 @@ def _start(
         atomic_write_text(out / "config.yaml", dump_config(config))
         atomic_write_text(out / "splits.json", to_json(data.split_file()))
         atomic_write_text(out / "environment.json", to_json(records))
-    return data, externals
+    return data, externals, baselines
 
 
 def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
@@ -212,6 +235,14 @@ def run_label(fold: int, seed: int, n_folds: int, seeds: list[int]) -> str:
     if len(seeds) > 1:
         parts.append(f"seed_{seed}")
     return "/".join(parts)
+
+
+def run_columns(fold: int, seed: int, n_folds: int, seeds: list[int]) -> dict[str, str]:
+    """The leading ``fold``/``seed`` columns of one run's rows in a combined predictions.csv."""
+    columns = {"fold": str(fold + 1)} if n_folds > 1 else {}
+    if len(seeds) > 1:
+        columns["seed"] = str(seed)
+    return columns
 
 
 def default_out_dir(config: RunConfig) -> Path:

@@ -1,0 +1,165 @@
+"""The baseline contract as the core enforces it: config entries, the optional extra, the
+splits and outputs a baseline gets and returns, the layout it is written in, and resuming.
+These use a tiny in-process baseline, so they need no optional extra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_raw
+
+from mtlkit import (
+    Baseline,
+    BaselineContext,
+    BaselineOutput,
+    ConfigError,
+    OptionsModel,
+    PluginError,
+    UsageError,
+    hookimpl,
+    load_config,
+    run,
+)
+
+
+class PrevalenceOptions(OptionsModel):
+    name: str = "prevalence"
+    shape: str = "right"  # "wrong" returns one probability too few; "file" a reserved file
+
+
+class Prevalence(Baseline):
+    """Predicts each task's share of positives among the training images."""
+
+    Options = PrevalenceOptions
+    seen: list[tuple[str, int]] = []  # (event, seed)
+
+    def __init__(self, options: PrevalenceOptions):
+        super().__init__(options.name)
+        self.options = options
+
+    def prepare(self, context: BaselineContext) -> BaselineOutput:
+        Prevalence.seen.append(("prepare", -1))
+        return BaselineOutput(files={"notes/prepared.txt": "ok\n"}, warnings=["prepared"])
+
+    def fit(self, context: BaselineContext, seed: int) -> BaselineOutput:
+        Prevalence.seen.append(("fit", seed))
+        data = context.data
+        train = data.indices("train")
+        probabilities = {}
+        for split in context.evaluate:
+            n = len(data.indices(split)) - (self.options.shape == "wrong")
+            probabilities[split] = {}
+            for column, head in enumerate(context.heads):
+                known = data.targets[train, column]
+                share = float(known[~known.isnan()].mean())
+                probabilities[split][head.name] = np.full(n, share)
+        files = {"metrics.json" if self.options.shape == "file" else "seen.txt": f"{seed}\n"}
+        return BaselineOutput(probabilities=probabilities, files=files)
+
+
+class NeedsExtra(Baseline):
+    requires = ("a_module_that_is_not_installed",)
+    install = "pip install the-extra"
+
+
+class Plugin:
+    name = "test_baselines"
+
+    @hookimpl
+    def mtl_register_baselines(self, registry):
+        registry.register("prevalence", Prevalence)
+        registry.register("needs_extra", NeedsExtra)
+
+
+@pytest.fixture(autouse=True)
+def fresh_events():
+    Prevalence.seen = []
+
+
+def raw_with(*baselines, **top) -> dict:
+    raw = tiny_raw(baselines=list(baselines), reports=["summary", "markdown"])
+    raw.update(top)
+    return raw
+
+
+def test_a_baseline_is_fitted_per_seed_on_the_cnns_split_and_scored_like_the_cnn(tmp_path):
+    raw = raw_with("prevalence", seed=[3, 4])
+    result = run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()])
+    folder = tmp_path / "run" / "prevalence"
+    assert Prevalence.seen == [("prepare", -1), ("fit", 3), ("fit", 4)]
+    assert (folder / "notes" / "prepared.txt").read_text() == "ok\n"
+    assert (folder / "seed_4" / "seen.txt").read_text() == "4\n"
+    cnn = json.loads((tmp_path / "run" / "seed_3" / "metrics.json").read_text())
+    ours = json.loads((folder / "seed_3" / "metrics.json").read_text())
+    assert ours["model"] == "prevalence" and "best_epoch" not in ours
+    for split in ("val", "test"):
+        assert ours["sets"][split]["n_images"] == cnn["sets"][split]["n_images"]
+        bm = ours["sets"][split]["tasks"]["bm"]
+        assert bm["n"] == cnn["sets"][split]["tasks"]["bm"]["n"]
+        assert bm["auc"] == 0.5  # one constant probability ranks nothing
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["seeds"] == [3, 4] and "select" not in summary
+    assert result.baselines["prevalence"]["sets"]["test"]["tasks"]["bm"]["auc"]["mean"] == 0.5
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| bm | CNN |" in report and "| bm | prevalence |" in report
+
+
+def test_probabilities_that_break_the_contract_are_an_error_naming_the_baseline(tmp_path):
+    raw = raw_with({"type": "prevalence", "shape": "wrong"})
+    with pytest.raises(PluginError, match=r"baseline 'prevalence'.*shape"):
+        run(load_config(raw), out_dir=tmp_path / "a", plugins=[Plugin()], cnn=False)
+    raw = raw_with({"type": "prevalence", "shape": "file"})
+    with pytest.raises(PluginError, match="metrics.json"):
+        run(load_config(raw), out_dir=tmp_path / "b", plugins=[Plugin()], cnn=False)
+
+
+def test_a_missing_extra_is_a_config_error_with_the_install_command(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        run(load_config(raw_with("needs_extra")), out_dir=tmp_path / "run", plugins=[Plugin()])
+    (path, message), *_ = info.value.problems
+    assert path == "baselines[0].type"
+    assert "a_module_that_is_not_installed" in message and "pip install the-extra" in message
+    assert info.value.exit_code == 2 and not (tmp_path / "run").exists()
+
+
+def test_names_are_unique_and_not_the_cnns(tmp_path):
+    for names, problem in (
+        (["one", "one"], "used by two baselines"),
+        (["CNN"], "reserved"),
+        (["seed_1"], "reserved"),
+        (["a/b"], "letters, digits"),
+    ):
+        raw = raw_with(*({"type": "prevalence", "name": n} for n in names))
+        with pytest.raises(ConfigError, match=problem):
+            run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()])
+
+
+def test_without_the_cnn_a_config_needs_a_baseline(tmp_path):
+    with pytest.raises(UsageError, match="nothing to run"):
+        run(load_config(raw_with()), out_dir=tmp_path / "run", cnn=False)
+
+
+def test_resuming_keeps_finished_baseline_runs(tmp_path):
+    raw = raw_with("prevalence", seed=[0, 1])
+    out = tmp_path / "run"
+    run(load_config(raw), out_dir=out, plugins=[Plugin()], cnn=False)
+    before = (out / "prevalence" / "metrics.json").read_text()
+    (out / "prevalence" / "seed_1" / "metrics.json").unlink()  # as if killed during seed 1
+    Prevalence.seen = []
+    run(load_config(raw), out_dir=out, plugins=[Plugin()], cnn=False, resume=True)
+    assert Prevalence.seen == [("prepare", -1), ("fit", 1)]
+    assert (out / "prevalence" / "metrics.json").read_text() == before
+
+
+def test_the_baseline_shorthand_and_overrides_reach_its_options(tmp_path):
+    config = load_config(raw_with("prevalence"), ["baselines[0].name=other"])
+    assert config.baselines == [{"type": "prevalence", "name": "other"}]
+    with pytest.raises(ConfigError) as info:
+        run(
+            load_config(raw_with({"type": "prevalence", "colour": 1})),
+            out_dir=tmp_path / "run",
+            plugins=[Plugin()],
+        )
+    assert info.value.problems == [("baselines[0].colour", "unknown key")]
