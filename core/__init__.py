@@ -7,7 +7,8 @@ This module is the public API, the one place users and plugin authors import fro
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
   (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`), :class:`Sample` and
   :class:`SampleSet`, :class:`Command`, the label and file-reading helpers, safe output
-  writing; :mod:`mtlkit.testing` checks a plugin against these contracts;
+  writing, safe terminal and CSV text (:func:`shown`, :func:`csv_cell`) and output file
+  names (:data:`OutputName`); :mod:`mtlkit.testing` checks a plugin against these contracts;
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -28,7 +29,7 @@ from mtlkit.components.interfaces import (
 )
 from mtlkit.config.loading import load_config
 from mtlkit.config.problems import validation_problems
-from mtlkit.config.schema import OptionsModel, RunConfig
+from mtlkit.config.schema import OptionsModel, OutputName, RunConfig
 from mtlkit.data.labels import MISSING, as_number, canonical
 from mtlkit.data.reading import (
     Box,
@@ -57,6 +58,7 @@ from mtlkit.evaluation.metrics import binary_auc
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
 from mtlkit.runs.runner import run
+from mtlkit.text import csv_cell, shown
 from mtlkit.training.checkpoint import state_dict_mismatch
 from mtlkit.version import __version__
 
@@ -77,6 +79,7 @@ __all__ = [
     "MetricFn",
     "MtlError",
     "OptionsModel",
+    "OutputName",
     "OutputError",
     "PluginError",
     "Predictions",
@@ -96,6 +99,7 @@ __all__ = [
     "atomic_write_text",
     "binary_auc",
     "canonical",
+    "csv_cell",
     "hookimpl",
     "is_dicom",
     "list_problems",
@@ -107,6 +111,7 @@ __all__ = [
     "read_dicom",
     "resolve_data_file",
     "run",
+    "shown",
     "state_dict_mismatch",
     "to_json",
     "validation_problems",

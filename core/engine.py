@@ -181,6 +181,7 @@ class Engine:
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config.training
         data = self.data
+        data.save_cache()  # a fit means the data was accepted (mtl run saves it earlier)
         objects = build_fit_objects(
             self.build_model(), self.components, cfg, self.seed, self.device
         )

@@ -7,10 +7,9 @@ from typing import Any
 
 from pydantic import Field
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from mtlkit import OptionsModel, RunResult, atomic_write_text, hookimpl
+from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
 
 METRIC_TITLES = {
     "acc": "ACC",
@@ -84,13 +83,13 @@ def summary_report(options: SummaryOptions):
 
     def report(result: RunResult, console: Console) -> None:
         sets = result.metrics["sets"]
-        shown = options.sets or [s for s in sets if s not in ("train", "val")]
-        for split in shown:
+        chosen = options.sets or [s for s in sets if s not in ("train", "val")]
+        for split in chosen:
             if split not in sets:
                 continue
             content = sets[split]
             table = Table(
-                title=escape(
+                title=shown(
                     f"{result.metrics.get('name', '')}: {split} "
                     f"({format_count(content['n_images'])} images, "
                     f"{format_count(content['n_patients'])} patients)"
@@ -100,24 +99,24 @@ def summary_report(options: SummaryOptions):
             table.add_column("n", justify="right")
             names = metric_names(content["tasks"])
             for name in names:
-                table.add_column(escape(METRIC_TITLES.get(name, name)), justify="right")
+                table.add_column(shown(METRIC_TITLES.get(name, name)), justify="right")
             for task, metrics in content["tasks"].items():
                 table.add_row(
-                    escape(task),
+                    shown(task),
                     str(metrics.get("n", "")),
                     *(format_value(metrics.get(n)) for n in names),
                 )
             console.print(table)
             for relation, share in content.get("consistency", {}).items():
                 console.print(
-                    escape(f"  inconsistent predictions {relation}: {format_value(share)}")
+                    shown(f"  inconsistent predictions {relation}: {format_value(share)}")
                 )
 
     return report
 
 
 class MarkdownOptions(OptionsModel):
-    filename: str = Field("report.md", description="file written in the run directory")
+    filename: OutputName = Field("report.md", description="file written in the run directory")
 
 
 def markdown_report(options: MarkdownOptions):

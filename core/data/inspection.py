@@ -139,6 +139,7 @@ def inspect_data(
         references=references,
         digests=[f.digest for f in scan.facts],
         warnings=report.warnings,
+        cache_writes=scan.cache_writes,
     )
     return report
 

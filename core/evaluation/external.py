@@ -81,11 +81,11 @@ def evaluate_checkpoint(
     result = engine.evaluate_external(data)
     metrics = evaluation_document(config, str(checkpoint), meta["info"], {external.name: result})
     if out_dir is not None:
-        prepare_run_dir(out_dir)
-        atomic_write_text(out_dir / "metrics.json", to_json(metrics))
-        atomic_write_text(
-            out_dir / "predictions.csv", predictions_csv([result.predictions], engine.heads)
-        )
+        with prepare_run_dir(out_dir):
+            atomic_write_text(out_dir / "metrics.json", to_json(metrics))
+            atomic_write_text(
+                out_dir / "predictions.csv", predictions_csv([result.predictions], engine.heads)
+            )
     summary = [(e, o) for e, o in engine.components.reports if e.name == "summary"]
     if not summary:  # the run did not show a summary; an evaluation always does
         entry = engine.host.reports.get("summary")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import call_component
@@ -31,10 +30,11 @@ from mtlkit.evaluation.documents import (
     predictions_csv,
     timing_document,
 )
-from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
 from mtlkit.runs.provenance import environment
+from mtlkit.text import shown
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -62,7 +62,13 @@ def run(
     host = host if host is not None else PluginHost(plugins)
     first = Engine(config, host=host, progress=progress)  # resolves every component
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    data, externals = _start(first, out, resume, progress)
+    data, externals, lock = _start(first, out, resume, progress)
+    with lock:
+        return _run_all(config, first, host, progress, console, resume, out, data, externals)
+
+
+def _run_all(config, first, host, progress, console, resume, out, data, externals) -> RunResult:
+    """Every fold and seed, the summary over them and the reports, in the locked ``out``."""
 
     seeds = config.seeds
     runs = [(fold, seed) for fold in range(data.n_folds) for seed in seeds]
@@ -101,9 +107,9 @@ def run(
 
 def _start(
     first: Engine, out: Path, resume: bool, progress: Progress
-) -> tuple[PreparedData, dict[str, PreparedData]]:
+) -> tuple[PreparedData, dict[str, PreparedData], RunLock]:
     """Everything that can reject the run, then the run directory's shared files; returns
-    the training data and the external sets."""
+    the training data, the external sets and the run directory's lock."""
     config = first.config
     if resume:
         check_resumable(out, config)
@@ -114,18 +120,27 @@ def _start(
     first.build_model()  # and backbone/weights errors too
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
-            progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
+            progress.console.print(f"[yellow]data warning:[/] {shown(warning)}")
     records = environment(data, components_used(config, first.components, first.host))
     if resume:
-        check_same_data(out, data, records)
+        lock = RunLock(out)
+        try:
+            check_same_data(out, data, records)
+        except BaseException:
+            lock.release()
+            raise
         for stale in out.rglob(".*.tmp"):  # a write the interruption cut short
             stale.unlink()
     else:
-        prepare_run_dir(out)
+        lock = prepare_run_dir(out)
         atomic_write_text(out / "config.yaml", dump_config(config))
         atomic_write_text(out / "splits.json", to_json(data.split_file()))
         atomic_write_text(out / "environment.json", to_json(records))
-    return data, externals
+    for prepared in (data, *externals.values()):
+        failure = prepared.save_cache()  # the run is accepted: only now may it leave entries
+        if failure:
+            progress.console.print(f"[yellow]data warning:[/] {shown(failure)}")
+    return data, externals, lock
 
 
 def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:

@@ -16,6 +16,7 @@ from mtlkit import (
     SampleSet,
     UsageError,
     hookimpl,
+    shown,
     validation_problems,
 )
 from mtlkit.plugins.synthetic.phantoms import (
@@ -108,7 +109,9 @@ def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
         manifest = write_phantom_set(phantoms, Path(args.out))
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
-    table = Table(title=f"{len(phantoms)} images of {settings.patients} patients -> {manifest}")
+    table = Table(
+        title=f"{len(phantoms)} images of {settings.patients} patients -> {shown(manifest)}"
+    )
     table.add_column("task")
     table.add_column("positive images", justify="right")
     table.add_column("labelled", justify="right")
