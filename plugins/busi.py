@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from mtlkit import DataError, OptionsModel, Sample, SampleSet, hookimpl, load_grayscale
+from mtlkit import (
+    DataError,
+    OptionsModel,
+    Sample,
+    SampleSet,
+    hookimpl,
+    load_grayscale,
+    load_mask,
+)
 
 CLASSES = ("benign", "malignant", "normal")
 ORIGINAL_NAME = re.compile(r"^(benign|malignant|normal) \((\d+)\)\.png$")
@@ -104,7 +112,7 @@ def glob_escape(text: str) -> str:
 
 def _merged_mask(paths: list[Path]) -> np.ndarray:
     """The union of a lesion's masks (the original release splits some into _mask_1)."""
-    masks = [load_grayscale(p) > 0 for p in paths]
+    masks = [load_mask(p) for p in paths]
     if any(m.shape != masks[0].shape for m in masks):
         raise DataError(f"masks of different sizes: {', '.join(map(str, paths))}")
     return np.logical_or.reduce(masks)

@@ -33,6 +33,7 @@ from mtlkit import (
     load_grayscale,
     read_csv_rows,
 )
+from mtlkit.files_in import MAX_TABLE_BYTES, InputFileError, read_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
@@ -308,7 +309,10 @@ def _read_annotation(
     """The box of one LabelImg file, checked against the image it belongs to."""
     read = _Annotation()
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, "annotation", MAX_TABLE_BYTES)
+    except InputFileError as exc:
+        read.problems.append(str(exc))
+        return read
     except OSError as exc:
         read.problems.append(f"cannot read it ({exc.strerror})")
         return read

@@ -11,7 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
-from mtlkit.components.resolve import call_component, read_sample_set, resolve_components
+from mtlkit.components.resolve import (
+    call_component,
+    read_sample_set,
+    resolve_components,
+    resolve_source,
+)
 from mtlkit.config.loading import load_config
 from mtlkit.data.inspection import DataReport, inspect_data, roi_for
 from mtlkit.errors import DataError
@@ -42,9 +47,9 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
             data = roi_for(config.data, external.roi)
             sets.append((f"evaluation.external[{index}]", external.source, external.name, data))
         for where, source, external_name, data in sets:
-            entry, options = ctx.host.data_sources.resolve(source, f"{where}.source")
+            entry, options, columns = resolve_source(ctx.host, source, f"{where}.source")
             try:
-                sample_set = read_sample_set(entry, options, f"{where}.source")
+                sample_set = read_sample_set(entry, options, f"{where}.source", columns)
             except DataError as exc:  # the source itself refused: its problems, no summary
                 report = DataReport(f"{where}.source ({entry.name})", [], [str(exc)])
             else:

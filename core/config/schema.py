@@ -276,9 +276,17 @@ class TrainingConfig(OptionsModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def device_problem(value: Any) -> str | None:
+    """Why ``value`` is not a device setting (auto, cpu, cuda, cuda:N, mps), or None."""
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", value):
+        return f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"[:200]
+    return None
 
 
 class EvaluationConfig(OptionsModel):

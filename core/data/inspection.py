@@ -93,7 +93,9 @@ def inspect_data(
     ``external`` names an extra test set: all its images go to one split of that name, and
     tasks it has no labels for are warnings (they are not evaluated), not problems.
     """
-    samples, excluded, problems = _apply_exclude(sample_set.samples, data.exclude)
+    # data.exclude names images of the training data; an external set is never filtered
+    exclude = data.exclude if external is None else ()
+    samples, excluded, problems = _apply_exclude(sample_set.samples, exclude)
     description = sample_set.description or "the data"
     report = DataReport(description, samples, problems, excluded=excluded)
     if not samples:
@@ -104,7 +106,7 @@ def inspect_data(
     missing = missing_label_columns(sample_set, heads)
     targets, label_problems = build_targets(samples, heads)
     report.problems += label_problems
-    unlabelled = tasks_without_labels(targets, heads) if not label_problems else []
+    unlabelled = tasks_without_labels(targets, heads, sample_set) if not label_problems else []
     if external is None:
         report.problems += missing + unlabelled
     else:

@@ -174,6 +174,8 @@ def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes ("missing" when it cannot be read: the scan reports it)."""
     digest = hashlib.sha256()
     try:
+        if not path.is_file():  # a FIFO or device is never read (the scan reports it)
+            return "missing"
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)

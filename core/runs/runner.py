@@ -7,11 +7,11 @@ directory is created, so a rejected run leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
@@ -31,7 +31,9 @@ from mtlkit.evaluation.documents import (
     timing_document,
 )
 from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.files_in import MAX_CONFIG_BYTES, MAX_TABLE_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
+from mtlkit.readback import read_json
 from mtlkit.results import RunResult
 from mtlkit.runs.provenance import environment
 from mtlkit.text import shown
@@ -148,8 +150,26 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
     (its metrics.json is written last), or None."""
     if not (run_dir / "metrics.json").is_file():
         return None
-    document = json.loads((run_dir / "metrics.json").read_text())
-    return document, (run_dir / "predictions.csv").read_text()
+    document = read_json(
+        run_dir / "metrics.json", "valid metrics.json of a finished run", FinishedRun
+    )
+    try:
+        predictions = read_bytes(
+            run_dir / "predictions.csv", "predictions.csv of a finished run", MAX_TABLE_BYTES
+        ).decode("utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        raise UsageError(
+            f"{run_dir / 'predictions.csv'} is missing or damaged although metrics.json says "
+            "the run finished; move that folder away to train it again"
+        ) from None
+    return document.model_dump(), predictions
+
+
+class FinishedRun(BaseModel):
+    """What resuming reads of a finished run's metrics.json (the rest is kept as written)."""
+
+    model_config = ConfigDict(extra="allow")
+    sets: dict[str, dict[str, Any]]
 
 
 def _train_and_evaluate(
@@ -175,12 +195,32 @@ def _train_and_evaluate(
     return document, predictions
 
 
+class RecordedData(BaseModel):
+    """What resuming reads of environment.json: the data's fingerprint."""
+
+    model_config = ConfigDict(extra="allow")
+    data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _fingerprint(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("fingerprint"), str):
+            raise ValueError("no data fingerprint")
+        return value
+
+
 def check_resumable(out: Path, config: RunConfig) -> None:
     """A run directory can be resumed with ``config`` only if it was started with it."""
     recorded = out / "config.yaml"
-    if not recorded.is_file():
-        raise UsageError(f"{out} is not an mtlkit run directory (no config.yaml) to resume")
-    if recorded.read_text(encoding="utf-8") != dump_config(config):
+    try:
+        text = read_bytes(recorded, "config", MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise UsageError(
+            f"{out} is not an mtlkit run directory (no config.yaml) to resume"
+        ) from None
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    if text != dump_config(config):
         raise UsageError(
             f"{out} was started with another config; resume it with `mtl resume {out}` "
             "(which reads its config.yaml) or start a new run"
@@ -190,9 +230,10 @@ def check_resumable(out: Path, config: RunConfig) -> None:
 def check_same_data(out: Path, data: PreparedData, records: dict[str, Any]) -> None:
     """Resuming on changed data would mix two experiments: refuse it."""
     try:
-        before = json.loads((out / "environment.json").read_text())["data"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{out}/environment.json is missing or damaged; cannot resume") from None
+        before = read_json(out / "environment.json", "valid environment.json", RecordedData).data
+    except FileNotFoundError:
+        raise UsageError(f"{out}/environment.json is missing; cannot resume") from None
+    before = before["fingerprint"]
     if before != records["data"]["fingerprint"]:
         raise DataError(
             f"the data changed since {out} was started (fingerprint {before[:12]}... vs "
