@@ -30,7 +30,7 @@ from mtlkit.components.interfaces import (
 from mtlkit.config.loading import load_config
 from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import OptionsModel, OutputName, RunConfig
-from mtlkit.data.labels import MISSING, as_number, canonical
+from mtlkit.data.labels import MISSING, as_count, as_number, canonical
 from mtlkit.data.reading import (
     Box,
     is_dicom,
@@ -94,6 +94,7 @@ __all__ = [
     "TrainingError",
     "UsageError",
     "__version__",
+    "as_count",
     "as_number",
     "atomic_write_bytes",
     "atomic_write_text",
