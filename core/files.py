@@ -79,6 +79,8 @@ def check_run_dir(path: Path) -> None:
             f"output directory {path} is a symbolic link to {os.readlink(path)}, which does "
             "not exist; remove the link or choose another --out"
         )
+    if (path / LOCK_NAME).exists():
+        RunLock(path).release()  # refused while another process writes there; else stale
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(
             f"output directory {path} already exists and is not empty; nothing was written. "

@@ -112,7 +112,9 @@ def inspect_data(
     else:
         report.warnings += missing + [f"{p}: it is not evaluated" for p in unlabelled]
         if len(unlabelled) == len(heads):
-            report.problems.append("no image has a known label for any task")
+            report.problems.append(
+                list_problems("no image has a known label for any task:", unlabelled)
+            )
     references, reference_problems = _references(samples, reference_columns)
     report.problems += reference_problems
     if report.problems and not full:

@@ -33,7 +33,7 @@ from mtlkit.evaluation.documents import (
 from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, MAX_TABLE_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
-from mtlkit.readback import read_json
+from mtlkit.readback import read_json, validated
 from mtlkit.results import RunResult
 from mtlkit.runs.provenance import environment
 from mtlkit.text import shown
@@ -150,9 +150,9 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
     (its metrics.json is written last), or None."""
     if not (run_dir / "metrics.json").is_file():
         return None
-    document = read_json(
-        run_dir / "metrics.json", "valid metrics.json of a finished run", FinishedRun
-    )
+    path, what = run_dir / "metrics.json", "valid metrics.json of a finished run"
+    document = read_json(path, what)
+    validated(document, FinishedRun, path, what)  # checked; kept as written (key order)
     try:
         predictions = read_bytes(
             run_dir / "predictions.csv", "predictions.csv of a finished run", MAX_TABLE_BYTES
@@ -162,7 +162,7 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
             f"{run_dir / 'predictions.csv'} is missing or damaged although metrics.json says "
             "the run finished; move that folder away to train it again"
         ) from None
-    return document.model_dump(), predictions
+    return document, predictions
 
 
 class FinishedRun(BaseModel):
@@ -220,6 +220,7 @@ def check_resumable(out: Path, config: RunConfig) -> None:
         ) from None
     except InputFileError as exc:
         raise UsageError(str(exc)) from None
+    RunLock(out).release()  # refused now, not after loading the data, while it still trains
     if text != dump_config(config):
         raise UsageError(
             f"{out} was started with another config; resume it with `mtl resume {out}` "
