@@ -79,13 +79,13 @@ class BinaryHead(TaskHead):
         if value is None:
             return float("nan")
         if self.options.threshold is not None or self.options.count:
-            number = as_count(raw) if self.options.count else as_number(raw)
-            if number is None and self.options.count:
+            number = as_number(raw)
+            if number is None:
+                raise ValueError(f"{self.options.label}={raw!r} is not a number")
+            if self.options.count and as_count(raw) is None:  # 1e1, -1, 2.5
                 raise ValueError(
                     f"{self.options.label}={raw!r} is not a count (a non-negative integer)"
                 )
-            if number is None:
-                raise ValueError(f"{self.options.label}={raw!r} is not a number")
             if self.options.threshold is not None:
                 return float(number >= self.options.threshold)
         if self._positive:

@@ -1311,18 +1311,36 @@ DATA_CASES += [
         "count-arabic-digits",
         cells(2, alnm_count="\u0661"),
         "task alnm",
-        "is not a count",
+        "is not a number",
     ),
-    case("count-underscore", cells(2, alnm_count="1_0"), "alnm_count='1_0' is not a count"),
-    case("count-true", cells(2, alnm_count="true"), "alnm_count='true' is not a count"),
+    case("count-underscore", cells(2, alnm_count="1_0"), "alnm_count='1_0' is not a number"),
+    case("count-true", cells(2, alnm_count="true"), "alnm_count='true' is not a number"),
     case(
         "split-file-image-twice",
         split_file_listing_twice,
         "splits.json",
         "is listed twice (val and test)",
     ),
-    # refused runs leave no cache entries (checked by test_refused_runs_write_no_cache)
+    # refused runs leave no cache entries (the test checks the cache folder stays empty)
     case("refused-with-cache", cached_refusal, "row 4", "cannot read image"),
+    case(
+        "refused-with-cache-by-labels",
+        steps(
+            cached_refusal,
+            lambda d: d.file(2).write_bytes(d.file(3).read_bytes()),
+            cells(5, bm="borderline"),
+        ),
+        "bm='borderline'",
+    ),
+    case(
+        "refused-with-cache-by-split-file",
+        steps(
+            cached_refusal,
+            lambda d: d.file(2).write_bytes(d.file(3).read_bytes()),
+            split_file_listing_twice,
+        ),
+        "is listed twice",
+    ),
     # external-set style sources: a mapped column that the file lacks
     case(
         "columns-maps-missing-column",
@@ -1366,6 +1384,10 @@ def test_bad_data_is_refused_with_its_place(make: Break, expected, dataset, tmp_
     assert "Traceback" not in captured.out + captured.err
     assert code == 2, captured.out + captured.err
     assert_names(flat(captured.out + captured.err), expected)
+    assert_no_control(captured.out + captured.err)
+    cache = dataset.data.get("cache_dir")
+    if cache:  # nothing persists from a refused run, cache entries included
+        assert not list(Path(cache).rglob("*.npz"))
 
 
 def test_data_corpus_size():
