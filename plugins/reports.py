@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
+from mtlkit.text import printable
 
 METRIC_TITLES = {
     "acc": "ACC",
@@ -42,7 +43,7 @@ def markdown_text(text: Any) -> str:
     backslash-escaped and ``<``, ``>``, ``&`` become entities, so a run or task name
     cannot inject formatting, links, table cells or HTML."""
     out = []
-    for char in str(text):
+    for char in printable(text):  # control characters as visible escapes
         if char == "&":
             out.append("&amp;")
         elif char == "<":

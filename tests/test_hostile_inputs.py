@@ -272,7 +272,11 @@ def test_a_locked_run_directory_is_refused_and_resume_too(tmp_path, capsys):
         assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
         err = flat(capsys.readouterr().err)
         assert "another mtl process" in err
-        (out / "config.yaml").write_text("name: x\n")
+        from mtlkit.config.loading import dump_config, load_config
+
+        (out / "config.yaml").write_text(dump_config(load_config(config)), encoding="utf-8")
+        assert main(["resume", str(out), "--quiet"]) == 2  # refused before loading any data
+        assert "another mtl process" in flat(capsys.readouterr().err)
         with pytest.raises(UsageError, match="another mtl process"):
             RunLock(out)
     assert not (out / ".mtl-lock").exists()
