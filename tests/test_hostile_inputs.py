@@ -317,6 +317,14 @@ def test_refused_runs_write_no_cache(tmp_path, capsys):
 # --- text printed or stored ------------------------------------------------------------------
 
 
+def test_argparse_errors_print_no_control_characters(capsys):
+    assert main(["run", "c\x1b[2J.yaml", "--bogus\x1b]0;x\x07"]) == 2
+    assert main(["no-such-command\x1b[2J"]) == 2
+    captured = capsys.readouterr()
+    assert_no_control(captured.out + captured.err)
+    assert "\\x1b[2J" in captured.err
+
+
 def test_shown_text_has_no_control_characters_or_markup():
     text = shown("a\x1b]0;title\x07b\x1b[2J[red]c[/]\u202e\r")
     assert_no_control(text)

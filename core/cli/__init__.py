@@ -18,7 +18,7 @@ from mtlkit.cli.data_commands import data_commands
 from mtlkit.cli.run_commands import run_commands
 from mtlkit.components.host import PluginHost
 from mtlkit.errors import MtlError, UsageError
-from mtlkit.text import shown
+from mtlkit.text import printable, shown
 from mtlkit.version import __version__
 
 __all__ = ["Command", "CommandContext", "main"]
@@ -77,6 +77,14 @@ def _main(argv: list[str], debug: bool, err: Console) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own messages (usage errors echo what was typed) without raw control
+    characters; subcommand parsers are of the same class."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        super()._print_message(printable(message) if message else message, file)
+
+
 def _debug_flag() -> argparse.ArgumentParser:
     # Accepted after the subcommand too (`mtl run cfg.yaml --debug`); main() reads argv.
     parent = argparse.ArgumentParser(add_help=False)
@@ -88,7 +96,7 @@ def _debug_flag() -> argparse.ArgumentParser:
 
 def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     """The argument parser with the core commands and every plugin's commands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtl", description="mtlkit: multi-task deep learning for breast ultrasound."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
