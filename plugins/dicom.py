@@ -54,6 +54,8 @@ from mtlkit import (
 )
 from mtlkit.data.dicom_pixels import (
     HEADER_TAGS,
+    MAX_FRAMES,
+    MAX_PIXELS,
     check_dicom_size,
     decode_pixels,
     decoder_problem,
@@ -197,6 +199,12 @@ def _scan(root: Path) -> tuple[dict[str, _Header], dict[str, str], list[str]]:
             rows, columns = int(header.Rows), int(header.Columns)
         except (TypeError, ValueError):
             problems.append(f"{relative}: Rows/Columns are not numbers")
+            continue
+        if rows * columns > MAX_PIXELS or frame_count(header) > MAX_FRAMES:
+            problems.append(  # from the header: nothing is decoded
+                f"{relative}: too large to read safely ({frame_count(header)} frame(s) of "
+                f"{columns}x{rows} pixels; at most {MAX_FRAMES} frames of {MAX_PIXELS} pixels)"
+            )
             continue
         patient = str(header.get("PatientID") or "").strip()
         headers[relative] = _Header(

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -525,3 +526,15 @@ def test_python_warnings_are_one_short_line(tmp_path, capsys, monkeypatch):
     show(UserWarning("torch says \x1b[2J hi"), UserWarning, "/x/torch/y.py", 3)
     err = capsys.readouterr().err
     assert "warning: torch says \\x1b[2J hi" in flat(err) and "/x/torch" not in err
+
+
+@pytest.mark.parametrize("deflated", [0, 600 << 20], ids=["declared", "deflate-bomb"])
+def test_the_dicom_source_refuses_huge_images_from_the_header(tmp_path, deflated):
+    from mtlkit import DataError
+    from mtlkit.plugins.dicom import DicomOptions, dicom_source
+
+    (tmp_path / "a.dcm").write_bytes(dicom_declaring(30000, 30000, deflated_bytes=deflated))
+    start = time.monotonic()
+    with pytest.raises(DataError, match="too large"):
+        dicom_source(DicomOptions(root=str(tmp_path)))
+    assert time.monotonic() - start < 5

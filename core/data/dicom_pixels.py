@@ -28,6 +28,9 @@ MAX_INFLATED_BYTES = 512 * 2**20
 """Bytes a deflated DICOM file may inflate to (the whole data set is deflated, so pydicom
 would inflate it in memory before any tag can be read)."""
 
+MAX_FRAMES = 10_000
+"""Frames of one DICOM cine loop (each can become a sample with ``frames: all``)."""
+
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
 MAGIC_OFFSET = 128
