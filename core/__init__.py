@@ -16,6 +16,10 @@ Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - Ctrl-C is made quiet before the (slow) imports below, restored after
+from mtlkit._startup import quiet_interrupts_while_importing
+
+_restore_interrupts = quiet_interrupts_while_importing()
 from mtlkit.cli.base import Command, CommandContext
 from mtlkit.components.host import hookimpl
 from mtlkit.components.interfaces import (
@@ -117,3 +121,5 @@ __all__ = [
     "to_json",
     "validation_problems",
 ]
+
+_restore_interrupts()

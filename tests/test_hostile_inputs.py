@@ -538,3 +538,26 @@ def test_the_dicom_source_refuses_huge_images_from_the_header(tmp_path, deflated
     with pytest.raises(DataError, match="too large"):
         dicom_source(DicomOptions(root=str(tmp_path)))
     assert time.monotonic() - start < 5
+
+
+def test_ctrl_c_while_mtl_is_importing_is_short(tmp_path):
+    import signal
+
+    from conftest import MTL
+
+    process = subprocess.Popen(
+        [str(MTL), "--version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(0.4)  # importing torch and the plugins takes longer than this
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("mtl finished importing before the signal arrived")
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+
+
+def test_importing_mtlkit_as_a_library_keeps_the_default_ctrl_c():
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
