@@ -9,8 +9,9 @@ This module is the public API, the one place users and plugin authors import fro
   :class:`BaselineContext` and :class:`BaselineOutput`), :class:`Sample` and
   :class:`SampleSet`, :class:`Command` (with :func:`add_config_arguments`), the label,
   file-reading and RoI helpers (:func:`roi_box`, :func:`crop_and_resize`), progress bars
-  (:class:`Progress`), safe output writing; :mod:`mtlkit.testing` checks a plugin against
-  these contracts;
+  (:class:`Progress`), safe output writing, safe terminal and CSV text (:func:`shown`,
+  :func:`csv_cell`) and output file names (:data:`OutputName`); :mod:`mtlkit.testing`
+  checks a plugin against these contracts;
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -18,6 +19,10 @@ Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - Ctrl-C is made quiet before the (slow) imports below, restored after
+from mtlkit._startup import quiet_interrupts_while_importing
+
+_restore_interrupts = quiet_interrupts_while_importing()
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
 from mtlkit.components.host import hookimpl
 from mtlkit.components.interfaces import (
@@ -34,8 +39,8 @@ from mtlkit.components.interfaces import (
 )
 from mtlkit.config.loading import load_config
 from mtlkit.config.problems import validation_problems
-from mtlkit.config.schema import OptionsModel, RoiConfig, RunConfig
-from mtlkit.data.labels import MISSING, as_number, canonical
+from mtlkit.config.schema import OptionsModel, OutputName, RoiConfig, RunConfig
+from mtlkit.data.labels import MISSING, as_count, as_number, canonical
 from mtlkit.data.reading import (
     Box,
     is_dicom,
@@ -66,6 +71,7 @@ from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
 from mtlkit.runs.runner import run
+from mtlkit.text import csv_cell, shown
 from mtlkit.training.checkpoint import state_dict_mismatch
 from mtlkit.version import __version__
 
@@ -89,6 +95,7 @@ __all__ = [
     "MetricFn",
     "MtlError",
     "OptionsModel",
+    "OutputName",
     "OutputError",
     "PluginError",
     "Predictions",
@@ -106,12 +113,14 @@ __all__ = [
     "UsageError",
     "__version__",
     "add_config_arguments",
+    "as_count",
     "as_number",
     "atomic_write_bytes",
     "atomic_write_text",
     "binary_auc",
     "canonical",
     "crop_and_resize",
+    "csv_cell",
     "hookimpl",
     "is_dicom",
     "list_problems",
@@ -125,7 +134,10 @@ __all__ = [
     "resolve_data_file",
     "roi_box",
     "run",
+    "shown",
     "state_dict_mismatch",
     "to_json",
     "validation_problems",
 ]
+
+_restore_interrupts()

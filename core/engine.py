@@ -21,6 +21,7 @@ from mtlkit.components.resolve import (
     Components,
     read_sample_set,
     resolve_components,
+    resolve_source,
 )
 from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
@@ -98,8 +99,12 @@ class Engine:
 
     def load_data(self) -> PreparedData:
         """Read the configured data source, check it and prepare it for training."""
+        components = self.components
         sample_set = self._read_source(
-            self.components.source_entry, self.components.source_options, "data.source"
+            components.source_entry,
+            components.source_options,
+            "data.source",
+            components.source_columns,
         )
         return prepare_data(
             sample_set,
@@ -113,8 +118,8 @@ class Engine:
         """An extra test set (``evaluation.external``), read and checked with this run's
         preprocessing; every image is in one split named after the set."""
         where = where or f"external set {external.name}"
-        entry, options = self.host.data_sources.resolve(external.source, f"{where}.source")
-        sample_set = self._read_source(entry, options, f"{where}.source")
+        entry, options, columns = resolve_source(self.host, external.source, f"{where}.source")
+        sample_set = self._read_source(entry, options, f"{where}.source", columns)
         return prepare_external(
             sample_set,
             self.components.heads,
@@ -123,9 +128,9 @@ class Engine:
             progress=self._image_progress,
         )
 
-    def _read_source(self, entry, options, where: str) -> SampleSet:
+    def _read_source(self, entry, options, where: str, columns=None) -> SampleSet:
         with self.progress.status(f"listing images ({where})"):
-            sample_set = read_sample_set(entry, options, where)
+            sample_set = read_sample_set(entry, options, where, columns)
         return sample_set
 
     def _image_progress(self, total: int):
@@ -181,6 +186,7 @@ class Engine:
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config.training
         data = self.data
+        data.save_cache()  # a fit means the data was accepted (mtl run saves it earlier)
         objects = build_fit_objects(
             self.build_model(), self.components, cfg, self.seed, self.device
         )
@@ -254,7 +260,13 @@ class Engine:
             return 0
         saved = load_state(self.state_path)
         check_resumable(saved, self.state_path, self._fingerprint(), self.config.training.epochs)
-        return restore_state(saved, objects, record)
+        try:
+            return restore_state(saved, objects, record)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise UsageError(
+                f"{self.state_path} does not fit this run ({type(exc).__name__}: "
+                f"{str(exc)[:500]}); delete it to train this fold and seed from the start"
+            ) from None
 
     def _state_due(self, epoch: int) -> bool:
         """Whether the training state is saved after ``epoch``."""

@@ -39,7 +39,9 @@ class ConfigError(UsageError):
         self.source = source
         where = f" in {source}" if source else ""
         lines = [f"invalid configuration{where}:"]
-        lines += [f"  {path or '<root>'}: {message}" for path, message in problems]
+        lines += [f"  {path or '<root>'}: {message}" for path, message in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
         super().__init__("\n".join(lines))
 
 

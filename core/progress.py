@@ -16,6 +16,8 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
+from mtlkit.text import shown
+
 
 class Progress:
     """Thin wrapper so the engine never checks whether bars are shown."""
@@ -46,11 +48,12 @@ class Progress:
     def task(self, description: str, total: int) -> int | None:
         if self._bars is None:
             return None
-        return self._bars.add_task(description, total=total)
+        return self._bars.add_task(shown(description), total=total)
 
     def advance(self, task: int | None, description: str | None = None) -> None:
         if self._bars is not None and task is not None:
-            self._bars.update(task, advance=1, description=description)
+            text = shown(description) if description is not None else None
+            self._bars.update(task, advance=1, description=text)
 
     def remove(self, task: int | None) -> None:
         if self._bars is not None and task is not None:
@@ -61,7 +64,7 @@ class Progress:
         if self._bars is None:
             yield
             return
-        task = self._bars.add_task(message, total=None)
+        task = self._bars.add_task(shown(message), total=None)
         try:
             yield
         finally:

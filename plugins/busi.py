@@ -11,14 +11,22 @@ keeps them together. Labels: ``bm`` (benign/malignant; unknown for normal images
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
-from mtlkit import DataError, OptionsModel, Sample, SampleSet, hookimpl, load_grayscale
+from mtlkit import (
+    DataError,
+    OptionsModel,
+    Sample,
+    SampleSet,
+    hookimpl,
+    load_grayscale,
+    load_mask,
+    read_csv_rows,
+)
 
 CLASSES = ("benign", "malignant", "normal")
 ORIGINAL_NAME = re.compile(r"^(benign|malignant|normal) \((\d+)\)\.png$")
@@ -63,16 +71,16 @@ def busi_source(options: BusiOptions) -> SampleSet:
 
 def _converted(root: Path) -> list[tuple[str, Path, str, list[Path]]]:
     entries, problems = [], []
-    with (root / "manifest.csv").open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            label = (row.get("label") or "").strip().lower()
-            image, mask = root / (row.get("image") or ""), root / (row.get("mask") or "")
-            if label not in CLASSES:
-                problems.append(f"row {number}: label {row.get('label')!r} is not one of {CLASSES}")
-            elif not image.is_file() or not mask.is_file():
-                problems.append(f"row {number}: image or mask file missing")
-            else:
-                entries.append((row["image"], image, label, [mask]))
+    rows, _ = read_csv_rows(root / "manifest.csv")  # bounded: a regular file of known size
+    for number, row in rows:
+        label = (row.get("label") or "").strip().lower()
+        image, mask = root / (row.get("image") or ""), root / (row.get("mask") or "")
+        if label not in CLASSES:
+            problems.append(f"row {number}: label {row.get('label')!r} is not one of {CLASSES}")
+        elif not image.is_file() or not mask.is_file():
+            problems.append(f"row {number}: image or mask file missing")
+        else:
+            entries.append((row["image"], image, label, [mask]))
     if problems:
         raise DataError(f"{root / 'manifest.csv'}:\n" + "\n".join(f"  {p}" for p in problems))
     return entries
@@ -104,7 +112,7 @@ def glob_escape(text: str) -> str:
 
 def _merged_mask(paths: list[Path]) -> np.ndarray:
     """The union of a lesion's masks (the original release splits some into _mask_1)."""
-    masks = [load_grayscale(p) > 0 for p in paths]
+    masks = [load_mask(p) for p in paths]
     if any(m.shape != masks[0].shape for m in masks):
         raise DataError(f"masks of different sizes: {', '.join(map(str, paths))}")
     return np.logical_or.reduce(masks)
@@ -113,11 +121,10 @@ def _merged_mask(paths: list[Path]) -> np.ndarray:
 def _groups(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"duplicate groups file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not {"image", "group"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{path}: needs columns image and group")
-        return {row["image"]: row["group"] for row in reader}
+    rows, columns = read_csv_rows(path)
+    if not {"image", "group"} <= set(columns):
+        raise DataError(f"{path}: needs columns image and group")
+    return {row["image"]: row["group"] for _, row in rows}
 
 
 @hookimpl

@@ -46,13 +46,18 @@ from mtlkit import (
     as_number,
     hookimpl,
     list_problems,
-    load_grayscale,
     parse_box,
     read_csv_rows,
     require_columns,
 )
+from mtlkit import (
+    load_mask as load_mask_file,
+)
 from mtlkit.data.dicom_pixels import (
     HEADER_TAGS,
+    MAX_FRAMES,
+    MAX_PIXELS,
+    check_dicom_size,
     decode_pixels,
     decoder_problem,
     error_reason,
@@ -164,6 +169,7 @@ def _scan(root: Path) -> tuple[dict[str, _Header], dict[str, str], list[str]]:
         relative = path.relative_to(root).as_posix()
         magic = has_magic(path)
         try:
+            check_dicom_size(path)
             header = dcmread(
                 path, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=not magic
             )
@@ -194,6 +200,12 @@ def _scan(root: Path) -> tuple[dict[str, _Header], dict[str, str], list[str]]:
             rows, columns = int(header.Rows), int(header.Columns)
         except (TypeError, ValueError):
             problems.append(f"{relative}: Rows/Columns are not numbers")
+            continue
+        if rows * columns > MAX_PIXELS or frame_count(header) > MAX_FRAMES:
+            problems.append(  # from the header: nothing is decoded
+                f"{relative}: too large to read safely ({frame_count(header)} frame(s) of "
+                f"{columns}x{rows} pixels; at most {MAX_FRAMES} frames of {MAX_PIXELS} pixels)"
+            )
             continue
         patient = str(header.get("PatientID") or "").strip()
         headers[relative] = _Header(
@@ -382,7 +394,7 @@ def load_mask(path: Path, header: _Header) -> np.ndarray:
         pixels = decode_pixels(path, None)[0]
         mask = pixels.any(axis=-1) if pixels.ndim == 3 else pixels != 0
     else:
-        mask = load_grayscale(path) > 0
+        mask = load_mask_file(path)
     if mask.shape != (header.rows, header.columns):
         raise DataError(
             f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image "

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from mtlkit import OptionsModel, TaskHead, as_number, canonical, hookimpl
+from mtlkit import OptionsModel, TaskHead, as_count, as_number, canonical, hookimpl
 
 
 class BinaryOptions(OptionsModel):
@@ -82,7 +82,7 @@ class BinaryHead(TaskHead):
             number = as_number(raw)
             if number is None:
                 raise ValueError(f"{self.options.label}={raw!r} is not a number")
-            if self.options.count and (number < 0 or not number.is_integer()):
+            if self.options.count and as_count(raw) is None:  # 1e1, -1, 2.5
                 raise ValueError(
                     f"{self.options.label}={raw!r} is not a count (a non-negative integer)"
                 )

@@ -35,6 +35,7 @@ from mtlkit import (
     read_csv_rows,
     require_columns,
 )
+from mtlkit.files_in import MAX_TABLE_BYTES, InputFileError, read_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
@@ -328,7 +329,10 @@ def _read_annotation(
     """The box of one LabelImg file, checked against the image it belongs to."""
     read = _Annotation()
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, "annotation", MAX_TABLE_BYTES)
+    except InputFileError as exc:
+        read.problems.append(str(exc))
+        return read
     except OSError as exc:
         read.problems.append(f"cannot read it ({exc.strerror})")
         return read

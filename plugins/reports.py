@@ -8,10 +8,10 @@ from typing import Any
 from pydantic import Field
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from mtlkit import OptionsModel, RunResult, atomic_write_text, hookimpl
+from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
+from mtlkit.text import printable
 
 METRIC_TITLES = {
     "acc": "ACC",
@@ -44,7 +44,7 @@ def markdown_text(text: Any) -> str:
     backslash-escaped and ``<``, ``>``, ``&`` become entities, so a run or task name
     cannot inject formatting, links, table cells or HTML."""
     out = []
-    for char in str(text):
+    for char in printable(text):  # control characters as visible escapes
         if char == "&":
             out.append("&amp;")
         elif char == "<":
@@ -128,14 +128,14 @@ def summary_report(options: SummaryOptions):
         models = models_of(result)
         side_by_side = bool(result.baselines)
         sets = set_names(models)
-        shown = options.sets or [s for s in sets if s not in ("train", "val")]
-        for split in shown:
+        chosen = options.sets or [s for s in sets if s not in ("train", "val")]
+        for split in chosen:
             rows = task_rows(models, split)
             if not rows:
                 continue
             content = next(m["sets"][split] for _, m in models if split in m.get("sets", {}))
             table = Table(
-                title=escape(
+                title=shown(
                     f"{run_name(result)}: {split} "
                     f"({format_count(content['n_images'])} images, "
                     f"{format_count(content['n_patients'])} patients)"
@@ -156,11 +156,11 @@ def summary_report(options: SummaryOptions):
             table.add_column("n", justify="right")
             names = metric_names({f"{t}/{m}": row for t, m, row in rows})
             for name in names:
-                table.add_column(escape(METRIC_TITLES.get(name, name)), justify="right")
+                table.add_column(shown(METRIC_TITLES.get(name, name)), justify="right")
             for task, model, metrics in rows:
                 table.add_row(
-                    escape(task),
-                    *([escape(model)] if side_by_side else []),
+                    shown(task),
+                    *([shown(model)] if side_by_side else []),
                     str(metrics.get("n", "")),
                     *(format_value(metrics.get(n)) for n in names),
                 )
@@ -170,14 +170,14 @@ def summary_report(options: SummaryOptions):
                 for relation, share in consistency.items():
                     who = f" ({model})" if side_by_side else ""
                     console.print(
-                        escape(f"  inconsistent predictions {relation}{who}: {format_value(share)}")
+                        shown(f"  inconsistent predictions {relation}{who}: {format_value(share)}")
                     )
 
     return report
 
 
 class MarkdownOptions(OptionsModel):
-    filename: str = Field("report.md", description="file written in the run directory")
+    filename: OutputName = Field("report.md", description="file written in the run directory")
 
 
 def markdown_report(options: MarkdownOptions):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
 import struct
 import zlib
@@ -61,9 +63,20 @@ def run_refused(config: Path, tmp_path: Path, capsys) -> str:
     text = flat(captured.err)
     assert "Traceback" not in captured.out + captured.err
     assert code == 2, captured.out + captured.err
+    assert_no_control(captured.out + captured.err)
     assert not out.exists()
     assert not (tmp_path / "runs").exists()
     return text
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def assert_no_control(output: str) -> None:
+    """No terminal control character reaches the terminal, whatever the input held (rich
+    adds none: the tests' consoles are not terminals)."""
+    found = CONTROL.findall(output)
+    assert not found, f"control characters {found!r} printed raw in: {output!r}"
 
 
 def assert_names(text: str, expected: tuple[str, ...]) -> None:
@@ -561,6 +574,180 @@ CONFIG_CASES = [
 ]
 
 
+# --- round two: hostile and odd input (issue 12) ----------------------------------------------
+
+
+def report_file(filename: str) -> Make:
+    """The markdown report writing ``filename`` (an option that names an output file)."""
+    return setting("reports", [{"type": "markdown", "filename": filename}])
+
+
+def named_path(name: str) -> Make:
+    """A config with a YAML syntax error saved under an odd file ``name``."""
+
+    def make(tmp_path: Path, phantoms: Path) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("name: [x\n", encoding="utf-8")
+        return path
+
+    return make
+
+
+def special_file(kind: str) -> Make:
+    """A config path that is no regular file: a FIFO with no writer, or a device."""
+
+    def make(tmp_path: Path, phantoms: Path) -> Path:
+        if kind == "fifo":
+            os.mkfifo(tmp_path / "config.yaml")
+            return tmp_path / "config.yaml"
+        return Path(kind)
+
+    return make
+
+
+def split_json(document: Any) -> Make:
+    """A config whose data.split.file holds ``document`` (JSON)."""
+
+    def mutate(raw: dict[str, Any], tmp_path: Path) -> None:
+        path = tmp_path / "splits.json"
+        path.write_text(json.dumps(document), encoding="utf-8")
+        raw["data"]["split"] = {"file": str(path)}
+
+    return config_with_file(mutate)
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)
+"""A 1 KB YAML file whose aliases expand to 10^9 values (the "billion laughs")."""
+
+EXAMPLE_ALIASES = "name: &n [*n]\n"
+PART = {"images": [], "patients": []}
+
+CONFIG_CASES += [
+    # output files named by options: a plain relative name inside the run directory
+    case("report-outside-run", report_file("../notes.txt"), "reports[0].filename", "'..'"),
+    case(
+        "report-replaces-weights",
+        report_file("checkpoints/best.safetensors"),
+        "reports[0].filename",
+        "written by mtlkit",
+    ),
+    case("report-empty-name", report_file(""), "reports[0].filename", "empty"),
+    case("report-absolute", report_file("/tmp/report.md"), "reports[0].filename", "absolute"),
+    case("report-replaces-metrics", report_file("metrics.json"), "reports[0].filename", "mtlkit"),
+    case("report-nested-escape", report_file("a/../../x.md"), "reports[0].filename", "'..'"),
+    case("report-hidden-name", report_file(".lock"), "reports[0].filename", "hidden"),
+    case("report-in-fold-folder", report_file("fold_1/r.md"), "reports[0].filename", "mtlkit"),
+    # small files, bounded memory and time
+    case("yaml-alias-bomb", text_file(ALIAS_BOMB), "config.yaml", "aliases expand"),
+    case("yaml-deep-nesting", text_file("a: " + "[" * 5000), "config.yaml", "nesting", "line 1"),
+    case(
+        "yaml-deep-mapping",
+        text_file("".join(" " * i + f"k{i}:\n" for i in range(200)) + " " * 200 + "v\n"),
+        "config.yaml",
+        "nesting deeper",
+    ),
+    case("config-is-dev-zero", special_file("/dev/zero"), "/dev/zero", "not a regular file"),
+    case("config-is-a-fifo", special_file("fifo"), "config.yaml", "not a regular file"),
+    case("config-is-a-folder", special_file("/tmp"), "/tmp", "Is a directory"),
+    case(
+        "config-too-large",
+        text_file("name: x\n" + "#" * (1 << 20) + "\n"),
+        "config.yaml",
+        "too large",
+    ),
+    case(
+        "huge-value-echo-clipped",
+        setting("training.epochs", "9" * 100_000 + "x"),
+        "training.epochs",
+        "characters)",
+    ),
+    # usage errors, never internal errors
+    case(
+        "batch-size-1",
+        setting("training.batch_size", 1),
+        "training.batch_size",
+        "greater than or equal to 2",
+    ),
+    case("split-file-no-folds", split_json({"version": 1, "folds": []}), "splits.json", "folds"),
+    case("split-file-a-list", split_json([1, 2]), "splits.json", "is not a splits.json"),
+    case(
+        "split-file-images-text",
+        split_json({"train": {"images": "x", "patients": []}, "val": PART, "test": PART}),
+        "splits.json",
+        "train.images",
+    ),
+    case(
+        "split-file-image-twice",
+        split_json(
+            {
+                "train": {"images": ["a", "b"], "patients": []},
+                "val": PART,
+                "test": {"images": ["a"], "patients": []},
+            }
+        ),
+        "splits.json",
+        "image a is listed twice (train and test)",
+    ),
+    case(
+        "split-file-deep-json",
+        split_json(json.loads("[" * 200 + "]" * 200)),
+        "splits.json",
+    ),
+    case(
+        "split-file-not-utf8",
+        config_with_file(
+            lambda r, t: r["data"]["split"].update(file=_note(t, "s.json", b"\xff\xfe{"))
+        ),
+        "s.json",
+        "not JSON",
+    ),
+    case(
+        "columns-not-a-mapping",
+        setting("data.source.columns", ["bm", "label"]),
+        "data.source.columns",
+        "mapping",
+    ),
+    case(
+        "columns-unknown-file-column",
+        setting("data.source.columns", {"bm": "label"}),
+        "data.source.columns",
+        "'label'",
+    ),
+    # terminal and markup injection: printed as text, never run
+    case(
+        "control-codes-in-a-value",
+        setting("heads[0]", "\x1b]0;owned\x07\x1b[2Jbm"),
+        "heads[0].type",
+        "\\x1b",
+    ),
+    case("markup-in-config-name", named_path("x[/]cfg.yaml"), "x[/]cfg.yaml", "YAML syntax error"),
+    case("markup-tag-config-name", named_path("[red]cfg.yaml"), "[red]cfg.yaml"),
+    case("control-in-config-name", named_path("cfg\x1b[2J.yaml"), "cfg\\x1b[2J.yaml"),
+    case(
+        "bidi-override-in-value",
+        setting("heads[0]", "bm\u202egnp.exe"),
+        "heads[0].type",
+        "\\u202e",
+    ),
+    # values YAML gives as booleans are not numbers
+    case("epochs-true", setting("training.epochs", True), "training.epochs", "boolean"),
+    case(
+        "threads-on",
+        tiny_text(lambda t: t.replace("threads: 1", "threads: on")),
+        "training.threads",
+        "boolean",
+    ),
+    case("in-chans-true", setting("backbone.in_chans", True), "backbone.in_chans", "boolean"),
+    case("lr-true", setting("training.optimizer.lr", True), "training.optimizer.lr", "boolean"),
+    case("seed-false", setting("seed", False), "seed", "boolean"),
+    case("image-size-yes", setting("data.image_size", True), "data.image_size", "boolean"),
+    case("min-nodes-true", setting("heads[2].min_nodes", True), "heads[2].min_nodes", "boolean"),
+]
+
+
 @pytest.mark.parametrize("make, expected", CONFIG_CASES)
 def test_bad_config_is_refused_with_its_place(make: Make, expected, tmp_path, phantoms, capsys):
     path = make(tmp_path, phantoms)
@@ -973,6 +1160,200 @@ DATA_CASES = [
 ]
 
 
+# --- round two: hostile and odd data (issue 12) -----------------------------------------------
+
+
+def fifo_manifest(d: DataSet) -> None:
+    os.mkfifo(d.folder / "pipe.csv")
+    d.source.update(path=str(d.folder / "pipe.csv"))
+
+
+def fifo_image(index: int) -> Break:
+    def apply(d: DataSet) -> None:
+        d.file(index).unlink()
+        os.mkfifo(d.file(index))
+
+    return apply
+
+
+def dicom_declaring(width: int, height: int, deflated_bytes: int = 0) -> bytes:
+    """A small DICOM file whose header declares ``width`` x ``height`` 8-bit pixels; with
+    ``deflated_bytes``, the deflated transfer syntax whose data set inflates to that many."""
+    import io as _io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    syntax = DeflatedExplicitVRLittleEndian if deflated_bytes else ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Rows, ds.Columns = height, width
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    if not deflated_bytes:
+        ds.PixelData = b"\x00" * 64
+        buffer = _io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue()
+    return deflated_dicom(ds, deflated_bytes)
+
+
+def deflated_dicom(ds, size: int) -> bytes:
+    """``ds`` (without pixel data) + pixel data of ``size`` zero bytes, deflated in pieces."""
+    import io as _io
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    head = _io.BytesIO()
+    head.write(b"\x00" * 128 + b"DICM")
+    meta_out = DicomBytesIO()
+    meta_out.is_little_endian, meta_out.is_implicit_VR = True, False
+    write_file_meta_info(meta_out, ds.file_meta, enforce_standard=True)
+    head.write(meta_out.getvalue())
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    pixel_header = b"\xe0\x7f\x10\x00OB\x00\x00" + struct.pack("<I", size)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    start = packer.compress(body.getvalue() + pixel_header) + packer.flush(zlib.Z_FULL_FLUSH)
+    # after a full flush the compressor starts afresh: one compressed block of zeros can be
+    # repeated, which builds a 1.6 GB bomb in a fraction of a second
+    zeros = packer.compress(b"\x00" * (1 << 24)) + packer.flush(zlib.Z_FULL_FLUSH)
+    return head.getvalue() + start + zeros * (size >> 24) + packer.flush()
+
+
+def mask_16_bit(index: int) -> Break:
+    """Row ``index``'s mask as a 16-bit PNG whose lesion is 1 (not 65535)."""
+
+    def apply(d: DataSet) -> None:
+        path = d.file(index, "mask")
+        lesion = np.asarray(Image.open(path).convert("L")) > 0
+        pixels = lesion.astype("<u2")
+        Image.frombytes("I;16", pixels.shape[::-1], pixels.tobytes()).save(path)
+        d.data["roi"] = {"mode": "mask", "margin": 0.5}
+
+    return apply
+
+
+def with_cache(d: DataSet) -> None:
+    d.data["cache_dir"] = str(d.folder.parent / "cache")
+
+
+def cached_refusal(d: DataSet) -> None:
+    """A cache folder, and one unreadable image: the run is refused."""
+    with_cache(d)
+    d.file(2).write_bytes(b"not an image")
+
+
+def split_file_listing_twice(d: DataSet) -> None:
+    split_file_with_leak(d)
+    path = d.folder / "splits.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["train"]["images"] = [
+        i for i in document["train"]["images"] if i != "images/p0000_i1.png"
+    ]
+    document["val"]["images"].append(document["test"]["images"][0])  # in val and test
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+ESC_NAME = "images/\x1b]0;owned\x07\x1b[2J.png"
+
+DATA_CASES += [
+    # bounded reading
+    case("manifest-is-a-fifo", fifo_manifest, "pipe.csv", "not a regular file"),
+    case("manifest-is-dev-zero", lambda d: d.source.update(path="/dev/zero"), "/dev/zero"),
+    case(
+        "image-is-a-fifo",
+        fifo_image(2),
+        "row 4: image file not found: images/p0001_i0.png",
+    ),
+    case(
+        "dicom-declaring-huge-image",
+        steps(
+            lambda d: (d.folder / "images" / "big.dcm").write_bytes(dicom_declaring(40000, 40000)),
+            cells(2, image="images/big.dcm"),
+        ),
+        "images/big.dcm",
+        "too large to read safely",
+    ),
+    case(
+        "dicom-deflate-bomb",
+        steps(
+            lambda d: (d.folder / "images" / "bomb.dcm").write_bytes(
+                dicom_declaring(24000, 24000, deflated_bytes=600 << 20)
+            ),
+            cells(2, image="images/bomb.dcm"),
+        ),
+        "images/bomb.dcm",
+        "too large to read safely",
+    ),
+    case(
+        "png-between-pillow-limits",
+        content(2, png_header(10_000, 10_000)),  # Pillow only warns; mtlkit's limit refuses
+        "images/p0001_i0.png (manifest.csv row 4)",
+        "too large to read safely",
+    ),
+    # terminal and markup injection
+    case("image-name-with-escapes", cells(2, image=ESC_NAME), "row 4: image", "\\x1b"),
+    case(
+        "image-name-with-markup",
+        cells(2, image="images/[red]x[/].png"),
+        "row 4: image file not found: images/[red]x[/].png",
+    ),
+    case("label-with-escapes", cells(2, bm="\x1b[2Jborderline"), "task bm", "\\x1b[2J"),
+    # silently accepted values
+    case("count-1e1", cells(2, alnm_count="1e1"), "alnm_count='1e1' is not a count"),
+    case(
+        "count-arabic-digits",
+        cells(2, alnm_count="\u0661"),
+        "task alnm",
+        "is not a number",
+    ),
+    case("count-underscore", cells(2, alnm_count="1_0"), "alnm_count='1_0' is not a number"),
+    case("count-true", cells(2, alnm_count="true"), "alnm_count='true' is not a number"),
+    case(
+        "split-file-image-twice",
+        split_file_listing_twice,
+        "splits.json",
+        "is listed twice (val and test)",
+    ),
+    # refused runs leave no cache entries (the test checks the cache folder stays empty)
+    case("refused-with-cache", cached_refusal, "row 4", "cannot read image"),
+    case(
+        "refused-with-cache-by-labels",
+        steps(with_cache, cells(5, bm="borderline")),
+        "bm='borderline'",
+    ),
+    case(
+        "refused-with-cache-by-split-file",
+        steps(with_cache, split_file_listing_twice),
+        "is listed twice",
+    ),
+    # external-set style sources: a mapped column that the file lacks
+    case(
+        "columns-maps-missing-column",
+        lambda d: d.source.update(columns={"bm": "diagnosis"}),
+        "data.source.columns",
+        "'diagnosis'",
+        "columns: bm, alnm_count",
+    ),
+    case(
+        "no-label-names-the-columns",
+        blank_column("bm"),
+        "no image has a known label for task bm (it reads column(s) 'bm'; the data has columns:",
+        "columns: {bm: label}",
+    ),
+]
+
+
 @pytest.fixture
 def dataset(phantoms, tmp_path) -> DataSet:
     folder = tmp_path / "set"
@@ -999,6 +1380,10 @@ def test_bad_data_is_refused_with_its_place(make: Break, expected, dataset, tmp_
     assert "Traceback" not in captured.out + captured.err
     assert code == 2, captured.out + captured.err
     assert_names(flat(captured.out + captured.err), expected)
+    assert_no_control(captured.out + captured.err)
+    cache = dataset.data.get("cache_dir")
+    if cache:  # nothing persists from a refused run, cache entries included
+        assert not list(Path(cache).rglob("*.npz"))
 
 
 def test_data_corpus_size():

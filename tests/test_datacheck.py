@@ -247,6 +247,7 @@ def test_cached_and_fresh_rois_are_identical(dataset, tmp_path):
             config.data,
             {},
         )
+        report.prepared.save_cache()  # entries are written once the data is accepted
         results.append(report)
     assert results[1].scan.from_cache == len(rows)
     assert results[0].prepared.cache.equal(results[1].prepared.cache)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.markup import escape
 
 from mtlkit.cli.base import Command, CommandContext
 from mtlkit.cli.data_commands import data_commands
 from mtlkit.cli.run_commands import run_commands
 from mtlkit.components.host import PluginHost
 from mtlkit.errors import MtlError, UsageError
+from mtlkit.text import printable, shown
 from mtlkit.version import __version__
 
 __all__ = ["Command", "CommandContext", "main"]
@@ -28,10 +29,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     err = Console(stderr=True, highlight=False)
+    with warnings.catch_warnings():
+        warnings.showwarning = _shown_warning(err)
+        return _main(argv, debug, err)
+
+
+def _shown_warning(err: Console):
+    """Python warnings (a library's UserWarning) as one short line, not file and source."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        err.print(f"[yellow]warning:[/] {shown(message)}")
+
+    return show
+
+
+def _main(argv: list[str], debug: bool, err: Console) -> int:
     try:
         host = PluginHost()
         for failure in host.failures:  # skipped; commands that need none of it still run
-            err.print(f"[yellow]warning:[/] {escape(failure.message())}")
+            err.print(f"[yellow]warning:[/] {shown(failure.message())}")
         parser = build_parser(host)
         try:
             args = parser.parse_args(argv)
@@ -46,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         kind = "error" if isinstance(exc, UsageError) else "failed"
-        err.print(f"[bold red]{kind}:[/] {escape(str(exc))}")
+        err.print(f"[bold red]{kind}:[/] {shown(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")
@@ -55,10 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         err.print(
-            f"[bold red]internal error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}\n"
+            f"[bold red]internal error:[/] {shown(type(exc).__name__)}: {shown(exc)}\n"
             "Run again with --debug for the traceback."
         )
         return 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own messages (usage errors echo what was typed) without raw control
+    characters; subcommand parsers are of the same class."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        super()._print_message(printable(message) if message else message, file)
 
 
 def _debug_flag() -> argparse.ArgumentParser:
@@ -72,7 +96,7 @@ def _debug_flag() -> argparse.ArgumentParser:
 
 def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     """The argument parser with the core commands and every plugin's commands."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtl", description="mtlkit: multi-task deep learning for breast ultrasound."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -8,17 +8,22 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
-from mtlkit.components.resolve import call_component, read_sample_set, resolve_components
+from mtlkit.components.resolve import (
+    call_component,
+    read_sample_set,
+    resolve_components,
+    resolve_source,
+)
 from mtlkit.config.loading import load_config
 from mtlkit.data.inspection import DataReport, inspect_data, roi_for
 from mtlkit.errors import DataError
 from mtlkit.evaluation.external import evaluate_checkpoint
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
+from mtlkit.text import shown
 
 
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +47,9 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
             data = roi_for(config.data, external.roi)
             sets.append((f"evaluation.external[{index}]", external.source, external.name, data))
         for where, source, external_name, data in sets:
-            entry, options = ctx.host.data_sources.resolve(source, f"{where}.source")
+            entry, options, columns = resolve_source(ctx.host, source, f"{where}.source")
             try:
-                sample_set = read_sample_set(entry, options, f"{where}.source")
+                sample_set = read_sample_set(entry, options, f"{where}.source", columns)
             except DataError as exc:  # the source itself refused: its problems, no summary
                 report = DataReport(f"{where}.source ({entry.name})", [], [str(exc)])
             else:
@@ -61,6 +66,9 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
     for where, report in reports:
         print_report(ctx.console, where, report, components.task_names)
     problems = sum(len(r.problems) for _, r in reports)
+    for _, report in reports if not problems else ():
+        if report.prepared is not None:
+            report.prepared.save_cache()
     if problems:
         ctx.console.print(f"[bold red]{problems} problem(s)[/]: fix them before training.")
         return 2
@@ -70,7 +78,7 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
 
 def print_report(console: Console, where: str, report: DataReport, tasks: list[str]) -> None:
     """The summary tables, then every warning and every problem."""
-    console.print(f"[bold]{escape(where)}[/]: {escape(report.description)}")
+    console.print(f"[bold]{shown(where)}[/]: {shown(report.description)}")
     prepared = report.prepared
     if report.samples:
         console.print(
@@ -86,9 +94,9 @@ def print_report(console: Console, where: str, report: DataReport, tasks: list[s
         console.print(size_line(report))
         console.print(duplicate_line(report))
     for warning in report.warnings:
-        console.print(f"  [yellow]warning:[/] {escape(warning)}")
+        console.print(f"  [yellow]warning:[/] {shown(warning)}")
     for problem in report.problems:
-        console.print(f"  [red]problem:[/] {escape(problem)}")
+        console.print(f"  [red]problem:[/] {shown(problem)}")
 
 
 def split_table(prepared, tasks: list[str], title: str) -> Table:
@@ -114,7 +122,7 @@ def split_table(prepared, tasks: list[str], title: str) -> Table:
             values = prepared.targets[rows, column].numpy()
             known = values[~np.isnan(values)]
             cells.append(f"{len(known)} ({int((known == 1).sum())})")
-        table.add_row(task, *cells)
+        table.add_row(shown(task), *cells)
     return table
 
 
@@ -170,7 +178,7 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
         report = call_component(entry, options, "reports")
         report(RunResult(result.out_dir or Path("."), result.metrics), ctx.console)
     if result.out_dir:
-        ctx.console.print(f"written: {result.out_dir}")
+        ctx.console.print(f"written: {shown(result.out_dir)}")
     return 0
 
 

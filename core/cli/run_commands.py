@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
@@ -15,6 +14,7 @@ from mtlkit.config.loading import load_config
 from mtlkit.errors import UsageError
 from mtlkit.progress import Progress
 from mtlkit.runs.runner import run
+from mtlkit.text import shown
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def _train(config, out: str | None, resume: bool, quiet: bool, ctx: CommandConte
             console=ctx.console,
             resume=resume,
         )
-    ctx.console.print(f"run directory: {escape(str(result.out_dir))}")
+    ctx.console.print(f"run directory: {shown(result.out_dir)}")
     return 0
 
 
@@ -70,7 +70,7 @@ def _validate(args: argparse.Namespace, ctx: CommandContext) -> int:
     config = load_config(args.config, args.overrides)
     components = resolve_components(config, ctx.host)
     ctx.console.print(
-        f"{args.config}: valid. tasks: {', '.join(components.task_names)}; "
+        f"{shown(args.config)}: valid. tasks: {shown(', '.join(components.task_names))}; "
         f"constraints: {len(components.constraint_specs)}; seeds: {config.seeds}"
     )
     return 0
@@ -90,7 +90,17 @@ def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
         table.add_column("description")
         for entry in registry:
             dist = host.owner_distribution(entry.owner) or "(in-process)"
-            table.add_row(entry.name, entry.owner, dist, _describe(entry.obj, entry.description))
+            table.add_row(
+                *(
+                    shown(t)
+                    for t in (
+                        entry.name,
+                        entry.owner,
+                        dist,
+                        _describe(entry.obj, entry.description),
+                    )
+                )
+            )
         ctx.console.print(table)
     if host.failures:
         table = Table(title="plugins that failed to import", title_justify="left")
@@ -98,10 +108,15 @@ def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
         table.add_column("distribution")
         table.add_column("error")
         for failure in host.failures:
-            table.add_row(failure.name, failure.distribution or "unknown", failure.error)
+            table.add_row(
+                *(
+                    shown(t)
+                    for t in (failure.name, failure.distribution or "unknown", failure.error)
+                )
+            )
         ctx.console.print(table)
     if host.disabled:
-        ctx.console.print(f"disabled: {', '.join(sorted(host.disabled))}")
+        ctx.console.print(f"disabled: {shown(', '.join(sorted(host.disabled)))}")
     return 0
 
 

@@ -34,6 +34,7 @@ from mtlkit.components.interfaces import (
 )
 from mtlkit.components.registry import Entry
 from mtlkit.config.schema import RunConfig
+from mtlkit.data.columns import ColumnMap, rename_columns, split_columns
 from mtlkit.data.samples import SampleSet
 from mtlkit.errors import ConfigError, DataError, PluginError
 
@@ -62,6 +63,7 @@ class Components:
     metrics: dict[str, Callable[..., float]]
     source_entry: Entry
     source_options: BaseModel | None
+    source_columns: ColumnMap
     reports: list[tuple[Entry, BaseModel | None]]
     baselines: list[Baseline] = field(default_factory=list)
 
@@ -127,10 +129,10 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
     problems = _Problems()
     attempt = problems.attempt
     backbone = attempt(lambda: host.backbones.resolve(config.backbone, "backbone"))
-    source = attempt(lambda: host.data_sources.resolve(config.data.source, "data.source"))
+    source = attempt(lambda: resolve_source(host, config.data.source, "data.source"))
     for index, external in enumerate(config.evaluation.external):
         path = f"evaluation.external[{index}].source"
-        attempt(lambda e=external, p=path: host.data_sources.resolve(e.source, p))
+        attempt(lambda e=external, p=path: resolve_source(host, e.source, p))
     heads, losses = _resolve_heads(config, host, problems)
     by_name = {head.name: head for head in heads}
     constraint_specs = _resolve_constraints(config, host, by_name, problems)
@@ -166,6 +168,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         metrics=metrics,
         source_entry=source[0],
         source_options=source[1],
+        source_columns=source[2],
         reports=reports,
         baselines=baselines,
     )
@@ -428,11 +431,27 @@ def call_component(entry: Entry, options: BaseModel | None, path: str, *args: An
         raise ConfigError([(path, str(exc))]) from None
 
 
-def read_sample_set(entry: Entry, options: BaseModel | None, path: str) -> SampleSet:
-    """Call a data source; what it returns must be a :class:`SampleSet`."""
+def resolve_source(
+    host: PluginHost, spec: Any, path: str
+) -> tuple[Entry, BaseModel | None, ColumnMap]:
+    """A data source's entry, its own options, and the ``columns`` mapping every source
+    takes (handled here, not by the source: :mod:`mtlkit.data.columns`)."""
+    rest, columns = split_columns(spec, path)
+    entry, options = host.data_sources.resolve(rest, path)
+    return entry, options, columns
+
+
+def read_sample_set(
+    entry: Entry,
+    options: BaseModel | None,
+    path: str,
+    columns: Mapping[str, str] | None = None,
+) -> SampleSet:
+    """Call a data source, with its ``columns`` mapping applied to what it returns, which
+    must be a :class:`SampleSet`."""
     sample_set = call_component(entry, options, path)
     if not isinstance(sample_set, SampleSet):
         raise DataError(
             f"data source {entry.name!r} returned {type(sample_set).__name__}, not a SampleSet"
         )
-    return sample_set
+    return rename_columns(sample_set, columns or {}, path)

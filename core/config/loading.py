@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from mtlkit.config.problems import format_loc, validation_problems
 from mtlkit.config.schema import RunConfig, component_spec
 from mtlkit.errors import ConfigError
+from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
+from mtlkit.text import MAX_VALUE, clip, echo
 
 
 def load_config(
@@ -65,21 +67,33 @@ def validate_config(raw: dict[str, Any], label: str | None = None) -> RunConfig:
 def read_yaml(path: Path) -> Any:
     """Parse one YAML file; a missing file or a syntax error is a :class:`ConfigError`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, "config", MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError([("", "file not found")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except InputFileError as exc:
+        raise ConfigError([("", str(exc))], str(path)) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError([("", f"cannot read: {exc}")], str(path)) from None
     try:
         data = parse_yaml(text)
+    except RecursionError:
+        raise ConfigError(
+            [("", f"YAML nesting too deep (more than {MAX_DEPTH} levels)")], str(path)
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = clip(getattr(exc, "problem", None) or str(exc), MAX_VALUE)
         raise ConfigError([("", f"YAML syntax error at {where}{problem}")], str(path)) from None
     except Exception as exc:  # noqa: BLE001 - a tag PyYAML cannot build (!!int x, !!int)
         raise ConfigError(
-            [("", f"YAML value error: {type(exc).__name__}: {exc} (a tagged value?)")],
+            [
+                (
+                    "",
+                    f"YAML value error: {type(exc).__name__}: {clip(str(exc), MAX_VALUE)} "
+                    "(a tagged value?)",
+                )
+            ],
             str(path),
         ) from None
     if data is None:
@@ -87,10 +101,37 @@ def read_yaml(path: Path) -> Any:
     return data
 
 
+MAX_DEPTH = 64
+"""Nesting levels of a YAML document (a config is about 5 deep)."""
+
+MAX_NODES = 100_000
+"""Values of a YAML document once its aliases are expanded (a config has a few hundred):
+a 1 KB file of nested aliases (the "billion laughs") would expand to billions."""
+
+
 class _ConfigLoader(yaml.SafeLoader):
     """Safe YAML without implicit dates (no config value is a date, and ``2024-13-45``
-    should reach validation as text instead of failing inside the parser), and with
-    repeated keys refused: PyYAML would silently keep the last one."""
+    should reach validation as text instead of failing inside the parser), with repeated
+    keys refused (PyYAML would silently keep the last one), and bounded: at most MAX_DEPTH
+    levels of nesting and MAX_NODES values with every alias expanded."""
+
+    def compose_node(self, parent, index):
+        depth = getattr(self, "_depth", 0)
+        if depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nesting deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -124,6 +165,34 @@ class _ConfigLoader(yaml.SafeLoader):
                 f"cannot build {node.tag} value {node.value!r} ({exc})",
                 node.start_mark,
             ) from None
+
+
+def _check_expanded_size(root) -> None:
+    """Refuse a document whose aliases expand to more than MAX_NODES values; counted with
+    each distinct node's expanded size computed once, so the check itself is cheap."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a recursive alias counts once (validation reports it)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = total = min(total, MAX_NODES + 1)
+        return total
+
+    if size(root) > MAX_NODES:
+        raise yaml.composer.ComposerError(
+            None,
+            None,
+            f"its aliases expand to more than {MAX_NODES} values (an alias bomb?)",
+            root.start_mark,
+        )
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
@@ -164,7 +233,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     try:
         value = parse_yaml(text)
     except Exception:  # noqa: BLE001 - any YAML that PyYAML cannot build
-        raise ConfigError([(path, f"cannot parse override value {text!r}")]) from None
+        raise ConfigError([(path, f"cannot parse override value {echo(text)}")]) from None
     parts = parse_path(path)
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):

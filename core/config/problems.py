@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mtlkit.text import MAX_VALUE, clip, echo
+
 
 def format_loc(loc: tuple[Any, ...], prefix: str = "") -> str:
     """Render a pydantic error location as a YAML path: ``heads[2].threshold``."""
@@ -27,8 +29,8 @@ def validation_problems(exc: ValidationError, prefix: str = "") -> list[tuple[st
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif "input" in error and error["type"] not in ("missing",):
-            message += f" (got {error['input']!r})"
-        problems.append((format_loc(loc, prefix), message))
+            message += f" (got {echo(error['input'])})"
+        problems.append((clip(format_loc(loc, prefix), MAX_VALUE), clip(message, 2 * MAX_VALUE)))
     return problems
 
 

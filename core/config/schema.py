@@ -9,11 +9,22 @@ resolves them (see :mod:`mtlkit.components.resolve`).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+import types
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mtlkit.data.duplicates import DuplicateSettings
+from mtlkit.files import output_name_problem
 
 Component = dict[str, Any]
 
@@ -21,10 +32,47 @@ Component = dict[str, Any]
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
+def _output_name(value: str) -> str:
+    problem = output_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+OutputName = Annotated[str, AfterValidator(_output_name)]
+"""The type of every option that names a file written into the run directory: a plain
+relative name inside it (no ``..``, no absolute path, not a file mtlkit writes itself),
+checked when the config is validated (``mtl validate`` too)."""
+
+
 class OptionsModel(BaseModel):
-    """Base of every options model: unknown keys are errors, not silently ignored."""
+    """Base of every options model: unknown keys are errors, not silently ignored, and a
+    YAML boolean is never taken for a number (``epochs: true`` is not 1)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # no inf/NaN numbers
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            if _number_not_bool(cls.model_fields[info.field_name].annotation):
+                raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+        return value
+
+
+def _number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers but no booleans (``int``, ``float | None``)."""
+    if annotation in (int, float):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _number_not_bool(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = typing.get_args(annotation)
+        if bool in members or Any in members:
+            return False
+        return any(_number_not_bool(m) for m in members)
+    return False
 
 
 def component_spec(value: Any) -> Any:
@@ -183,7 +231,9 @@ def named_spec(value: Any, default: str) -> Any:
 
 class TrainingConfig(OptionsModel):
     epochs: int = Field(200, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(
+        32, ge=2, description="images per step; at least 2, as batch normalisation needs"
+    )
     optimizer: Component = Field(
         default_factory=lambda: {"name": DEFAULT_OPTIMIZER},
         description="name picks a registered optimizer (adam, adamw, sgd, ...); the other "
@@ -226,9 +276,17 @@ class TrainingConfig(OptionsModel):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+
+def device_problem(value: Any) -> str | None:
+    """Why ``value`` is not a device setting (auto, cpu, cuda, cuda:N, mps), or None."""
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", value):
+        return f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"[:200]
+    return None
 
 
 class EvaluationConfig(OptionsModel):

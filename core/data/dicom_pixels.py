@@ -11,11 +11,27 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mtlkit.errors import DataError
+from mtlkit.files_in import MAX_IMAGE_BYTES, InputFileError, check_regular
+
+MAX_PIXELS = 64 * 2**20
+"""Pixels of one image (one frame), checked from the header before any pixel is decoded, for
+every format: an 8192 x 8192 image is accepted, a 1.5 MB file declaring 40000 x 40000 not."""
+
+MAX_INFLATED_BYTES = 512 * 2**20
+"""Bytes a deflated DICOM file may inflate to (the whole data set is deflated, so pydicom
+would inflate it in memory before any tag can be read)."""
+
+MAX_FRAMES = 10_000
+"""Frames of one DICOM cine loop (each can become a sample with ``frames: all``)."""
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 MAGIC_OFFSET = 128
 MAGIC = b"DICM"
@@ -74,6 +90,7 @@ def decode_pixels(path: Path, frame: int | None):
     index = frame or 0
     if not 0 <= index < frames:
         raise DataError(f"DICOM {path}: frame {index} does not exist (frames 0..{frames - 1})")
+    _check_pixel_count(path, dataset)
     syntax = dataset.file_meta.TransferSyntaxUID
     problem = decoder_problem(syntax)
     if problem:
@@ -113,7 +130,77 @@ def _cached_dataset(path: str, mtime_ns: int, size: int):
         raise DataError(f"DICOM {path}: not a readable DICOM file ({error_reason(exc)})") from None
 
 
+def _check_pixel_count(path: Path, dataset) -> None:
+    """Refuse a header declaring more than MAX_PIXELS pixels per frame (or frames whose
+    decoded size exceeds what an image file may hold), before decoding."""
+    try:
+        rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+        samples = int(dataset.get("SamplesPerPixel") or 1)
+        bits = int(dataset.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        raise DataError(f"DICOM {path}: Rows, Columns or SamplesPerPixel is not a number") from None
+    if rows * columns > MAX_PIXELS:
+        raise DataError(
+            f"DICOM {path} is too large to read safely: {columns}x{rows} pixels, at most "
+            f"{MAX_PIXELS} are read"
+        )
+    decoded = rows * columns * samples * max(1, bits // 8) * frame_count(dataset)
+    if decoded > 4 * MAX_IMAGE_BYTES:
+        raise DataError(
+            f"DICOM {path} is too large to read safely: {frame_count(dataset)} frames of "
+            f"{columns}x{rows} pixels"
+        )
+
+
+def _check_inflated_size(path: Path) -> None:
+    """For the deflated transfer syntax, inflate the data set in pieces (without keeping
+    them) and refuse it when it grows beyond MAX_INFLATED_BYTES."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(MAGIC_OFFSET + 4 + 12)
+            if len(head) < MAGIC_OFFSET + 16 or head[MAGIC_OFFSET + 4 : MAGIC_OFFSET + 8] != (
+                b"\x02\x00\x00\x00"  # (0002,0000) group length, explicit VR little endian
+            ):
+                return
+            group_length = struct.unpack("<I", head[-4:])[0]
+            meta = handle.read(min(group_length, 1 << 16))
+            if DEFLATED.encode() not in meta:
+                return
+            handle.seek(MAGIC_OFFSET + 16 + group_length)
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            total = 0
+            while chunk := handle.read(1 << 16):
+                data = inflater.decompress(chunk, 1 << 22)
+                while True:
+                    total += len(data)
+                    if total > MAX_INFLATED_BYTES:
+                        raise DataError(
+                            f"DICOM {path} is too large to read safely: its deflated data set "
+                            f"inflates to more than {MAX_INFLATED_BYTES} bytes"
+                        )
+                    if not inflater.unconsumed_tail:
+                        break
+                    data = inflater.decompress(inflater.unconsumed_tail, 1 << 22)
+                if inflater.eof:
+                    return
+    except (OSError, zlib.error):
+        return  # not readable as deflate: pydicom reports the broken file
+
+
+def check_dicom_size(path: Path) -> None:
+    """Refuse, before pydicom reads it, a DICOM file that is not a regular file, is larger
+    than an image file may be, or whose deflated data set inflates beyond the bound."""
+    try:
+        check_regular(path, "DICOM", MAX_IMAGE_BYTES)
+    except FileNotFoundError as exc:
+        raise DataError(f"cannot read DICOM {path}: {exc.strerror}") from None
+    except InputFileError as exc:
+        raise DataError(str(exc)) from None
+    _check_inflated_size(path)
+
+
 def _read_dataset(path: Path):
+    check_dicom_size(path)
     try:
         stat = path.stat()
     except OSError as exc:
@@ -148,10 +235,12 @@ def decoder_problem(syntax) -> str | None:
 def has_magic(path: Path) -> bool:
     """Whether the file has the DICOM preamble's ``DICM`` marker at byte 128."""
     try:
+        if not path.is_file():  # a FIFO would block the open
+            return False
         with path.open("rb") as handle:
             handle.seek(MAGIC_OFFSET)
             return handle.read(len(MAGIC)) == MAGIC
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 

@@ -19,6 +19,9 @@ from mtlkit.errors import DataError
 
 Entry = dict[str, np.ndarray]
 
+MAX_ENTRY_BYTES = 64 << 20
+"""Largest entry read back (a 2048 px RoI is 4 MiB); a larger file is rebuilt."""
+
 
 class DiskCache:
     """``get``/``put`` entries of named arrays under a content key."""
@@ -40,9 +43,12 @@ class DiskCache:
         if not path.is_file():
             return None
         try:
+            with zipfile.ZipFile(path) as archive:  # bounded before any array is read
+                if sum(i.file_size for i in archive.infolist()) > MAX_ENTRY_BYTES:
+                    return None
             with np.load(path, allow_pickle=False) as stored:
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        except Exception:  # noqa: BLE001 - any damage means "rebuild it", never a failure
             return None
 
     def put(self, key: str, entry: Entry) -> None:

@@ -93,7 +93,9 @@ def inspect_data(
     ``external`` names an extra test set: all its images go to one split of that name, and
     tasks it has no labels for are warnings (they are not evaluated), not problems.
     """
-    samples, excluded, problems = _apply_exclude(sample_set.samples, data.exclude)
+    # data.exclude names images of the training data; an external set is never filtered
+    exclude = data.exclude if external is None else ()
+    samples, excluded, problems = _apply_exclude(sample_set.samples, exclude)
     description = sample_set.description or "the data"
     report = DataReport(description, samples, problems, excluded=excluded)
     if not samples:
@@ -104,13 +106,15 @@ def inspect_data(
     missing = missing_label_columns(sample_set, heads)
     targets, label_problems = build_targets(samples, heads)
     report.problems += label_problems
-    unlabelled = tasks_without_labels(targets, heads) if not label_problems else []
+    unlabelled = tasks_without_labels(targets, heads, sample_set) if not label_problems else []
     if external is None:
         report.problems += missing + unlabelled
     else:
         report.warnings += missing + [f"{p}: it is not evaluated" for p in unlabelled]
         if len(unlabelled) == len(heads):
-            report.problems.append("no image has a known label for any task")
+            report.problems.append(
+                list_problems("no image has a known label for any task:", unlabelled)
+            )
     references, reference_problems = _references(samples, reference_columns)
     report.problems += reference_problems
     if report.problems and not full:
@@ -139,6 +143,7 @@ def inspect_data(
         references=references,
         digests=[f.digest for f in scan.facts],
         warnings=report.warnings,
+        cache_writes=scan.cache_writes,
     )
     return report
 

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
 
 MISSING = frozenset({"", "nan", "na", "n/a", "none", "null", "unknown", "?"})
 """Texts that mean "no label" in a CSV cell."""
+
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as text: ASCII digits only (Python's float() also takes ``١``, ``1_0``, ``inf``)."""
+
+COUNT = re.compile(r"\+?[0-9]+(?:\.0*)?")
+"""A count as text: ASCII digits, no exponent (``1e1`` is not a node count)."""
+
+
+def as_count(value: Any) -> int | None:
+    """``value`` as a non-negative integer count, or None when it is not one (``1e1``,
+    ``2.5``, ``-1``, non-ASCII digits, booleans)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = as_number(value)
+        return int(number) if number is not None and number >= 0 and number.is_integer() else None
+    text = str(value).strip()
+    return int(float(text)) if COUNT.fullmatch(text) else None
 
 
 def canonical(value: Any) -> str | None:
@@ -44,7 +65,10 @@ def as_number(value: Any) -> float | None:
     try:
         if isinstance(value, (int, float)):
             return float(value) if math.isfinite(value) else None
-        number = float(str(value).strip())
+        text = str(value).strip()
+        if not NUMBER.fullmatch(text):
+            return None
+        number = float(text)
     except (ValueError, OverflowError):  # text, or an integer beyond float range
         return None
     return number if math.isfinite(number) else None

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from mtlkit.data.samples import Sample
+from mtlkit.data.scan import CacheWrites
 from mtlkit.data.split_file import split_document
 
 
@@ -35,6 +36,12 @@ class PreparedData:
     digests: list[str] = dataclasses.field(default_factory=list)  # of each decoded image
     warnings: list[str] = dataclasses.field(default_factory=list)  # found by the data check
     fold: int = 0
+    cache_writes: CacheWrites = dataclasses.field(default_factory=CacheWrites)
+
+    def save_cache(self) -> str | None:
+        """Write the new disk-cache entries of the scan, once the run is accepted; returns
+        why the cache failed (caching only saves time), or None."""
+        return self.cache_writes.save()
 
     @property
     def splits(self) -> list[str]:

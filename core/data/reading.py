@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mtlkit.data.dicom_pixels import is_dicom, read_dicom
+from mtlkit.data.dicom_pixels import MAX_PIXELS, decode_pixels, is_dicom, read_dicom
 from mtlkit.data.labels import as_number
 from mtlkit.errors import DataError
+from mtlkit.files_in import (
+    MAX_IMAGE_BYTES,
+    MAX_TABLE_BYTES,
+    InputFileError,
+    check_regular,
+    read_bytes,
+)
 
 Box = tuple[int, int, int, int]
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 def load_grayscale(path: Path) -> np.ndarray:
@@ -28,36 +38,69 @@ def load_grayscale(path: Path) -> np.ndarray:
     16-bit images are scaled, not clipped."""
     if is_dicom(path):
         return read_dicom(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.asarray(image, dtype=np.float64)
-                top = 65535.0 if image.mode.startswith("I;16") else max(pixels.max(), 1.0)
-                return np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.asarray(image.convert("L"), dtype=np.uint8)
-    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
-        raise DataError(f"image {path} is too large to read safely: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    return _read_image(path, _gray)
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """A mask file as a boolean array (non-zero = lesion); the scan checks its size."""
-    return load_grayscale(path) > 0
+    """A mask file as a boolean array: non-zero = lesion, at any bit depth (a 16-bit mask
+    whose lesion is 1 is not empty); the scan checks its size."""
+    if is_dicom(path):
+        pixels = decode_pixels(Path(path), None)[0]
+        return pixels.any(axis=-1) if pixels.ndim == 3 else pixels != 0
+    return _read_image(path, _nonzero)
+
+
+def _gray(image: Image.Image) -> np.ndarray:
+    if image.mode in WIDE_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(pixels.max(), 1.0)
+        return np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def _nonzero(image: Image.Image) -> np.ndarray:
+    if image.mode in WIDE_MODES or image.mode in ("L", "1"):
+        return np.asarray(image) != 0
+    return np.asarray(image.convert("RGB")).any(axis=-1)  # colour and palette masks
+
+
+def _read_image(path: Path, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """Decode an image file with Pillow, refusing a header that claims more than
+    MAX_PIXELS pixels before any pixel is decoded."""
+    try:
+        check_regular(Path(path), "image", MAX_IMAGE_BYTES)
+        with warnings.catch_warnings():
+            # the pixel limit below is mtlkit's own; Pillow's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise DataError(
+                        f"image {path} is too large to read safely: {width}x{height} pixels, "
+                        f"at most {MAX_PIXELS} are read"
+                    )
+                image.load()
+                return convert(image)
+    except (FileNotFoundError, InputFileError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise DataError(f"image {path} is too large to read safely: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
 
 
 def read_csv_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[str]]:
     """The rows of a CSV file with their line numbers (header = 1), and its columns."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # line breaks untranslated, for csv
+        data = read_bytes(path, "manifest", MAX_TABLE_BYTES)
+        text = data.decode("utf-8-sig")  # line breaks untranslated, for csv
     except FileNotFoundError:
         raise DataError(f"manifest not found: {path}") from None
+    except InputFileError as exc:
+        raise DataError(str(exc)) from None
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"cannot read manifest {path}: {exc.strerror}") from None
     # newline="" keeps line breaks inside quoted cells; line_num gives true line numbers
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:

@@ -4,14 +4,16 @@ perceptual hash, with every unreadable file or bad annotation collected, not jus
 This single pass feeds the in-memory RoI cache (later epochs never decode an image again),
 the data check and the duplicate detection. With a cache folder, each image's result is also
 kept on disk, keyed by the content of its files and the preprocessing settings, so a later
-run over the same data skips decoding altogether.
+run over the same data skips decoding altogether. New entries are only collected here
+(``Scan.cache_writes``) and written once every check has passed (:class:`CacheWrites`), so
+that a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +43,33 @@ class ImageFacts:
 
 
 @dataclass
+class CacheWrites:
+    """Cache entries decoded by a scan, written to the disk cache only by :meth:`save`."""
+
+    cache: DiskCache | None = None
+    entries: list[tuple[str, Entry]] = field(default_factory=list)
+
+    def save(self) -> str | None:
+        """Write the pending entries (once); returns why the cache failed, or None."""
+        if self.cache is None:
+            return None
+        for key, entry in self.entries:
+            self.cache.put(key, entry)
+        self.entries.clear()
+        return self.cache.failure
+
+
+@dataclass
 class Scan:
-    """RoIs (N, 1, S, S) uint8, facts per image (None where unreadable) and every problem."""
+    """RoIs (N, 1, S, S) uint8, facts per image (None where unreadable), every problem, and
+    the new cache entries, not yet written."""
 
     rois: torch.Tensor
     facts: list[ImageFacts | None]
     problems: list[str]
     from_cache: int = 0
     cache_failure: str | None = None
+    cache_writes: CacheWrites = field(default_factory=CacheWrites)
 
 
 def scan_samples(
@@ -66,10 +87,11 @@ def scan_samples(
     facts: list[ImageFacts | None] = []
     problems: list[str] = []
     from_cache = 0
+    writes = CacheWrites(cache)
     settings = f"v{SCAN_VERSION}|{roi.mode}|{roi.margin}|{size}|{hasher_name}"
     for index, sample in enumerate(samples):
         key = _cache_key(sample, settings) if cache is not None and sample.files else None
-        record = _from_entry(cache.get(key)) if key else None
+        record = _from_entry(cache.get(key), size) if key else None
         if record is not None:
             crop, fact = record
             from_cache += 1
@@ -82,11 +104,11 @@ def scan_samples(
                 advance()
                 continue
             if key:
-                cache.put(key, _to_entry(crop, fact))
+                writes.entries.append((key, _to_entry(crop, fact)))
         rois[index, 0] = torch.from_numpy(np.array(crop, dtype=np.uint8))
         facts.append(fact)
         advance()
-    return Scan(rois, facts, problems, from_cache, cache.failure if cache else None)
+    return Scan(rois, facts, problems, from_cache, cache.failure if cache else None, writes)
 
 
 def scan_one(
@@ -116,16 +138,27 @@ def _to_entry(crop: np.ndarray, fact: ImageFacts) -> Entry:
     }
 
 
-def _from_entry(entry: Entry | None) -> tuple[np.ndarray, ImageFacts] | None:
-    """The crop and facts of a cache entry; None when absent or not of this shape."""
-    if entry is None:
+def _from_entry(entry: Entry | None, size: int) -> tuple[np.ndarray, ImageFacts] | None:
+    """The crop and facts of a cache entry; None when absent or not of this schema (the
+    image is then decoded again and the entry rebuilt): a ``size`` x ``size`` uint8 crop,
+    two positive integer sides, a 32-digit hex digest and a uint8 hash."""
+    if entry is None or set(entry) != {"roi", "size", "digest", "phash", "has_phash"}:
         return None
-    try:
-        width, height = (int(v) for v in entry["size"])
-        phash = entry["phash"].tobytes() if bool(entry["has_phash"]) else None
-        return entry["roi"], ImageFacts(width, height, str(entry["digest"]), phash)
-    except (KeyError, ValueError, TypeError):
+    roi, sides, digest = entry["roi"], entry["size"], entry["digest"]
+    phash, has_phash = entry["phash"], entry["has_phash"]
+    if roi.shape != (size, size) or roi.dtype != np.uint8:
         return None
+    if sides.shape != (2,) or sides.dtype.kind not in "iu" or (sides <= 0).any():
+        return None
+    if digest.shape != () or digest.dtype.kind != "U" or len(str(digest)) != 32:
+        return None
+    if phash.ndim != 1 or phash.dtype != np.uint8 or has_phash.shape != ():
+        return None
+    if has_phash.dtype != np.bool_:
+        return None
+    width, height = (int(v) for v in sides)
+    hashed = phash.tobytes() if bool(has_phash) else None
+    return roi, ImageFacts(width, height, str(digest), hashed)
 
 
 def _cache_key(sample: Sample, settings: str) -> str:
@@ -141,6 +174,8 @@ def file_digest(path: Path) -> str:
     """SHA-256 of a file's bytes ("missing" when it cannot be read: the scan reports it)."""
     digest = hashlib.sha256()
     try:
+        if not path.is_file():  # a FIFO or device is never read (the scan reports it)
+            return "missing"
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)

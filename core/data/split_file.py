@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from mtlkit.data.samples import Sample
 from mtlkit.data.splits import SPLITS
 from mtlkit.errors import DataError, list_problems
+from mtlkit.readback import read_json, validated
 
 VERSION = 1
+WHAT = "splits.json written by mtlkit"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    images: list[str]
+    patients: list[str]
+
+
+class _Fold(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)  # version, linked_patients
+    train: _Part
+    val: _Part
+    test: _Part
+
+
+class _Folds(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    folds: list[_Fold] = Field(min_length=1)
 
 
 def split_document(
@@ -55,17 +76,28 @@ def read_split_file(
     group (``groups``, each image's split unit) may straddle two splits.
     """
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-        parts = content["folds"] if "folds" in content else [content]
-        folds = [
-            {image: split for split in SPLITS for image in part[split]["images"]} for part in parts
-        ]
+        content = read_json(path, WHAT, error=DataError)
     except FileNotFoundError:
         raise DataError(f"split file not found: {path}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a splits.json written by mtlkit ({exc})") from None
-    ids = [s.image_id for s in samples]
+    schema = _Folds if isinstance(content, dict) and "folds" in content else _Fold
+    document = validated(content, schema, path, WHAT, DataError)
+    parts = document.folds if isinstance(document, _Folds) else [document]
+    folds: list[dict[str, str]] = []
     problems: list[str] = []
+    for number, part in enumerate(parts, start=1):
+        where = f"fold {number}: " if len(parts) > 1 else ""
+        assigned: dict[str, str] = {}
+        for split in SPLITS:
+            for image in getattr(part, split).images:
+                if image in assigned:
+                    problems.append(
+                        f"{where}image {image} is listed twice ({assigned[image]} and {split})"
+                    )
+                assigned.setdefault(image, split)
+        folds.append(assigned)
+    if problems:
+        raise DataError(list_problems(f"{path} is not a valid {WHAT}:", problems))
+    ids = [s.image_id for s in samples]
     for number, assigned in enumerate(folds, start=1):
         where = f"fold {number}: " if len(folds) > 1 else ""
         problems += [f"{where}image {i} is not in the split file" for i in ids if i not in assigned]

@@ -44,11 +44,15 @@ def build_targets(
     return targets, problems
 
 
+def data_columns(sample_set: SampleSet) -> set[str]:
+    """The columns a sample set has: those it declares, else its samples' label keys."""
+    columns = set(sample_set.columns)
+    return columns or {key for sample in sample_set.samples for key in sample.labels}
+
+
 def missing_label_columns(sample_set: SampleSet, heads: Sequence[TaskHead]) -> list[str]:
     """Columns heads read that the data lacks: a misspelt one would silently mean "unknown"."""
-    columns = set(sample_set.columns)
-    if not columns:
-        columns = {key for sample in sample_set.samples for key in sample.labels}
+    columns = data_columns(sample_set)
     return [
         f"task {head.name} reads column {column!r}, which the data does not have "
         f"(columns: {', '.join(sorted(columns)) or 'none'})"
@@ -58,11 +62,18 @@ def missing_label_columns(sample_set: SampleSet, heads: Sequence[TaskHead]) -> l
     ]
 
 
-def tasks_without_labels(targets: torch.Tensor, heads: Sequence[TaskHead]) -> list[str]:
-    """A task without a single known target can be neither trained nor evaluated."""
+def tasks_without_labels(
+    targets: torch.Tensor, heads: Sequence[TaskHead], sample_set: SampleSet | None = None
+) -> list[str]:
+    """A task without a single known target can be neither trained nor evaluated; the
+    message names the columns the head read and those the data has."""
     known = (~torch.isnan(targets)).sum(dim=0).tolist()
+    columns = ", ".join(sorted(data_columns(sample_set))) if sample_set is not None else ""
     return [
-        f"no image has a known label for task {head.name}"
+        f"no image has a known label for task {head.name} (it reads column(s) "
+        f"{', '.join(map(repr, head.label_columns))}; the data has columns: {columns or 'none'}; "
+        f"a label stored under another name is mapped by the data source's columns option, "
+        f"e.g. columns: {{{head.label_columns[0] if head.label_columns else head.name}: label}})"
         for head, count in zip(heads, known, strict=True)
         if count == 0
     ]

@@ -16,6 +16,7 @@ from mtlkit.components.interfaces import TaskHead
 from mtlkit.config.schema import RunConfig
 from mtlkit.evaluation.statistics import summarize
 from mtlkit.results import EvalResult, FitResult, Predictions
+from mtlkit.text import csv_cell
 
 METRICS_SCHEMA = "mtlkit.metrics/1"
 
@@ -137,13 +138,16 @@ def predictions_csv(predictions: Iterable[Predictions], heads: list[TaskHead]) -
     """predictions.csv content: one row per image and split, every task's label and probability."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image_id", "patient_id", "split", *prediction_columns(heads)])
+    writer.writerow(
+        [csv_cell(c) for c in ("image_id", "patient_id", "split", *prediction_columns(heads))]
+    )
     for part in predictions:
         for i, image_id in enumerate(part.image_ids):
-            row: list[Any] = [image_id, part.patient_ids[i], part.split]
+            # ids and names are text: never a formula in a spreadsheet (numbers are ours)
+            row: list[Any] = [csv_cell(image_id), csv_cell(part.patient_ids[i]), part.split]
             for head in heads:
                 target = part.targets[head.name][i]
-                row.append("" if math.isnan(target) else _label_text(head, target))
+                row.append("" if math.isnan(target) else csv_cell(_label_text(head, target)))
                 prob = part.probabilities[head.name][i]
                 row += [f"{p:.6f}" for p in np.atleast_1d(prob)]
             writer.writerow(row)

@@ -16,9 +16,9 @@ from mtlkit.components.host import PluginHost
 from mtlkit.components.usage import missing_plugins
 from mtlkit.config.loading import expand_shorthand, read_yaml, validate_config
 from mtlkit.config.problems import validation_problems
-from mtlkit.config.schema import ExternalSetConfig
+from mtlkit.config.schema import ExternalSetConfig, device_problem
 from mtlkit.engine import Engine
-from mtlkit.errors import ConfigError, PluginError, list_problems
+from mtlkit.errors import ConfigError, PluginError, UsageError, list_problems
 from mtlkit.evaluation.documents import evaluation_document, predictions_csv
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
@@ -57,6 +57,9 @@ def evaluate_checkpoint(
     progress: Progress | None = None,
 ) -> EvaluationOutcome:
     """Score ``checkpoint`` on the test set described by ``data_file``."""
+    problem = device_problem(device)
+    if problem:
+        raise UsageError(f"--device: {problem}")
     meta = read_metadata(checkpoint)
     raw = meta["config"]
     raw["training"]["device"] = device
@@ -81,11 +84,11 @@ def evaluate_checkpoint(
     result = engine.evaluate_external(data)
     metrics = evaluation_document(config, str(checkpoint), meta["info"], {external.name: result})
     if out_dir is not None:
-        prepare_run_dir(out_dir)
-        atomic_write_text(out_dir / "metrics.json", to_json(metrics))
-        atomic_write_text(
-            out_dir / "predictions.csv", predictions_csv([result.predictions], engine.heads)
-        )
+        with prepare_run_dir(out_dir):
+            atomic_write_text(out_dir / "metrics.json", to_json(metrics))
+            atomic_write_text(
+                out_dir / "predictions.csv", predictions_csv([result.predictions], engine.heads)
+            )
     summary = [(e, o) for e, o in engine.components.reports if e.name == "summary"]
     if not summary:  # the run did not show a summary; an evaluation always does
         entry = engine.host.reports.get("summary")

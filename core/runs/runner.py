@@ -7,13 +7,12 @@ directory is created, so a rejected run leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
-from rich.markup import escape
 
 from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import call_component
@@ -31,11 +30,14 @@ from mtlkit.evaluation.documents import (
     predictions_csv,
     timing_document,
 )
-from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.files_in import MAX_CONFIG_BYTES, MAX_TABLE_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
+from mtlkit.readback import read_json, validated
 from mtlkit.results import RunResult
 from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
 from mtlkit.runs.provenance import environment
+from mtlkit.text import shown
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -68,8 +70,19 @@ def run(
     if not cnn and not first.components.baselines:
         raise UsageError("nothing to run: the CNN is off and the config has no baselines")
     out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    data, externals, baselines = _start(first, out, resume, progress, cnn)
+    data, externals, baselines, lock = _start(first, out, resume, progress, cnn)
+    with lock:
+        return _run_all(
+            first, host, progress, console, resume, out, data, externals, baselines, cnn
+        )
 
+
+def _run_all(
+    first, host, progress, console, resume, out, data, externals, baselines, cnn
+) -> RunResult:
+    """Every fold and seed, the summary over them, the baselines and the reports, in the
+    locked ``out``."""
+    config = first.config
     seeds = config.seeds
     slots = [
         RunSlot(
@@ -122,9 +135,12 @@ def run(
     return result
 
 
-def _start(first: Engine, out: Path, resume: bool, progress: Progress, cnn: bool = True):
+def _start(
+    first: Engine, out: Path, resume: bool, progress: Progress, cnn: bool = True
+) -> tuple[PreparedData, dict[str, PreparedData], list, RunLock]:
     """Everything that can reject the run, then the run directory's shared files; returns
-    the training data, the external sets and the prepared baselines."""
+    the training data, the external sets, the prepared baselines and the run directory's
+    lock."""
     config = first.config
     if resume:
         check_resumable(out, config)
@@ -136,19 +152,28 @@ def _start(first: Engine, out: Path, resume: bool, progress: Progress, cnn: bool
         first.build_model()  # and backbone/weights errors too
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
-            progress.console.print(f"[yellow]data warning:[/] {escape(warning)}")
+            progress.console.print(f"[yellow]data warning:[/] {shown(warning)}")
     baselines = prepare_baselines(first.components, config, data, progress, EVALUATED_SPLITS)
     records = environment(data, components_used(config, first.components, first.host))
     if resume:
-        check_same_data(out, data, records)
+        lock = RunLock(out)
+        try:
+            check_same_data(out, data, records)
+        except BaseException:
+            lock.release()
+            raise
         for stale in out.rglob(".*.tmp"):  # a write the interruption cut short
             stale.unlink()
     else:
-        prepare_run_dir(out)
+        lock = prepare_run_dir(out)
         atomic_write_text(out / "config.yaml", dump_config(config))
         atomic_write_text(out / "splits.json", to_json(data.split_file()))
         atomic_write_text(out / "environment.json", to_json(records))
-    return data, externals, baselines
+    for prepared in (data, *externals.values()):
+        failure = prepared.save_cache()  # the run is accepted: only now may it leave entries
+        if failure:
+            progress.console.print(f"[yellow]data warning:[/] {shown(failure)}")
+    return data, externals, baselines, lock
 
 
 def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
@@ -156,8 +181,26 @@ def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
     (its metrics.json is written last), or None."""
     if not (run_dir / "metrics.json").is_file():
         return None
-    document = json.loads((run_dir / "metrics.json").read_text())
-    return document, (run_dir / "predictions.csv").read_text()
+    path, what = run_dir / "metrics.json", "valid metrics.json of a finished run"
+    document = read_json(path, what)
+    validated(document, FinishedRun, path, what)  # checked; kept as written (key order)
+    try:
+        predictions = read_bytes(
+            run_dir / "predictions.csv", "predictions.csv of a finished run", MAX_TABLE_BYTES
+        ).decode("utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        raise UsageError(
+            f"{run_dir / 'predictions.csv'} is missing or damaged although metrics.json says "
+            "the run finished; move that folder away to train it again"
+        ) from None
+    return document, predictions
+
+
+class FinishedRun(BaseModel):
+    """What resuming reads of a finished run's metrics.json (the rest is kept as written)."""
+
+    model_config = ConfigDict(extra="allow")
+    sets: dict[str, dict[str, Any]]
 
 
 def _train_and_evaluate(
@@ -183,12 +226,33 @@ def _train_and_evaluate(
     return document, predictions
 
 
+class RecordedData(BaseModel):
+    """What resuming reads of environment.json: the data's fingerprint."""
+
+    model_config = ConfigDict(extra="allow")
+    data: dict[str, Any]
+
+    @field_validator("data")
+    @classmethod
+    def _fingerprint(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("fingerprint"), str):
+            raise ValueError("no data fingerprint")
+        return value
+
+
 def check_resumable(out: Path, config: RunConfig) -> None:
     """A run directory can be resumed with ``config`` only if it was started with it."""
     recorded = out / "config.yaml"
-    if not recorded.is_file():
-        raise UsageError(f"{out} is not an mtlkit run directory (no config.yaml) to resume")
-    if recorded.read_text(encoding="utf-8") != dump_config(config):
+    try:
+        text = read_bytes(recorded, "config", MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise UsageError(
+            f"{out} is not an mtlkit run directory (no config.yaml) to resume"
+        ) from None
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    RunLock(out).release()  # refused now, not after loading the data, while it still trains
+    if text != dump_config(config):
         raise UsageError(
             f"{out} was started with another config; resume it with `mtl resume {out}` "
             "(which reads its config.yaml) or start a new run"
@@ -198,9 +262,10 @@ def check_resumable(out: Path, config: RunConfig) -> None:
 def check_same_data(out: Path, data: PreparedData, records: dict[str, Any]) -> None:
     """Resuming on changed data would mix two experiments: refuse it."""
     try:
-        before = json.loads((out / "environment.json").read_text())["data"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{out}/environment.json is missing or damaged; cannot resume") from None
+        before = read_json(out / "environment.json", "valid environment.json", RecordedData).data
+    except FileNotFoundError:
+        raise UsageError(f"{out}/environment.json is missing; cannot resume") from None
+    before = before["fingerprint"]
     if before != records["data"]["fingerprint"]:
         raise DataError(
             f"the data changed since {out} was started (fingerprint {before[:12]}... vs "

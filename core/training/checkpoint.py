@@ -6,13 +6,44 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from mtlkit.errors import UsageError
 from mtlkit.files import atomic_write_bytes
+from mtlkit.files_in import MAX_IMAGE_BYTES, InputFileError, check_regular
+from mtlkit.readback import parse_json, validated
 
 FORMAT = "mtlkit-weights/1"
+WHAT = "mtlkit weights file"
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TrainedConfig(_Open):
+    """What evaluation needs of the recorded config before validating it as a RunConfig."""
+
+    training: dict[str, Any]
+    heads: list[Any]
+
+
+class RecordedPlugin(_Open):
+    kind: str
+    name: str
+    plugin: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+
+
+class WeightsMetadata(BaseModel):
+    """The schema of a weights file's metadata (each field JSON text in the file)."""
+
+    config: TrainedConfig
+    info: dict[str, Any]
+    plugins: list[RecordedPlugin]
 
 
 def save_weights(
@@ -31,30 +62,47 @@ def save_weights(
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of a weights file: ``{"config": dict, "info": dict, "plugins": list}``."""
+    """The metadata of a weights file: ``{"config": dict, "info": dict, "plugins": list}``,
+    checked against :class:`WeightsMetadata`; anything else is a UsageError naming the file."""
     from safetensors import safe_open
 
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise UsageError(f"{path} is not a readable mtlkit weights file: {exc}") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not a readable {WHAT}: {exc}") from None
     if meta.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an mtlkit weights file (no '{FORMAT}' metadata)")
-    return {
-        "config": json.loads(meta["config"]),
-        "info": json.loads(meta.get("info", "{}")),
-        "plugins": json.loads(meta.get("plugins", "[]")),
+        raise UsageError(f"{path} is not an {WHAT} (no '{FORMAT}' metadata)")
+    if "config" not in meta:
+        raise UsageError(f"{path} is not a valid {WHAT}: its metadata has no config")
+    raw = {
+        key: parse_json(meta.get(key, default), path, f"valid {WHAT} ({key} metadata)")
+        for key, default in (("config", "{}"), ("info", "{}"), ("plugins", "[]"))
     }
+    checked = validated(raw, WeightsMetadata, path, f"valid {WHAT}")
+    return {
+        "config": checked.config.model_dump(),
+        "info": checked.info,
+        "plugins": [p.model_dump() for p in checked.plugins],
+    }
+
+
+def _check_file(path: Path) -> None:
+    try:
+        check_regular(path, "weights file", MAX_IMAGE_BYTES * 8)
+    except FileNotFoundError:
+        raise UsageError(f"weights file not found: {path}") from None
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_weights(model: Any, path: Path) -> None:
     """Load weights into ``model``; a mismatch names the missing, extra or reshaped tensors."""
-    if not path.is_file():
-        raise UsageError(f"weights file not found: {path}")
+    _check_file(path)
     try:
         state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable safetensors file: {exc}") from None
     mismatch = state_dict_mismatch(model.state_dict(), state)
     if mismatch:

@@ -18,13 +18,52 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from mtlkit.errors import UsageError
 from mtlkit.files import atomic_write_bytes
+from mtlkit.files_in import MAX_IMAGE_BYTES, InputFileError, read_bytes
+from mtlkit.readback import parse_json, validated
 
 FORMAT = "mtlkit-training-state/1"
+WHAT = "mtlkit training state"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Best(_Strict):
+    epoch: int | None
+    score: float | None
+
+
+class _Optimizer(_Strict):
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, dict[str, Any]]
+
+
+class _Rng(_Strict):
+    python: tuple[int, list[int], float | None]
+    numpy: tuple[str, int, int, float]
+    cuda: int
+
+
+class StateMetadata(_Strict):
+    """The schema of a training state's JSON metadata."""
+
+    format: str
+    epoch: int
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    history: list[dict[str, Any]]
+    totals: dict[str, float]
+    config_fingerprint: str
+    best: _Best
+    optimizer: _Optimizer
+    rng: _Rng
 
 
 @dataclass
@@ -96,19 +135,41 @@ def save_state(path: Path, state: TrainingState) -> None:
 
 
 def load_state(path: Path) -> TrainingState:
-    """Read a state written by :func:`save_state`; anything else is a clear error."""
+    """Read a state written by :func:`save_state`, checked against :class:`StateMetadata`
+    and for every tensor it needs; anything else is a UsageError naming the file."""
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path, "training state", MAX_IMAGE_BYTES * 8)
         tensors = load(raw)
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (OSError, SafetensorError) as exc:
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    except (OSError, SafetensorError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable training state ({exc})") from None
     if metadata.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an mtlkit training state (no '{FORMAT}' metadata)")
-    meta = json.loads(metadata["state"])
+        raise UsageError(f"{path} is not an {WHAT} (no '{FORMAT}' metadata)")
+    if "state" not in metadata:
+        raise UsageError(f"{path} is not a valid {WHAT}: its metadata has no state")
+    meta = validated(
+        parse_json(metadata["state"], path, f"valid {WHAT} (state metadata)"),
+        StateMetadata,
+        path,
+        f"valid {WHAT}",
+    ).model_dump()
+    needed = ["rng.loader", "rng.torch", "rng.numpy"]
+    needed += [f"rng.cuda.{i}" for i in range(meta["rng"]["cuda"])]
+    missing = [name for name in needed if name not in tensors]
+    if missing:
+        raise UsageError(f"{path} is not a valid {WHAT}: tensor(s) {', '.join(missing)} missing")
+    try:
+        return _state(meta, tensors)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise UsageError(f"{path} is not a valid {WHAT}: {type(exc).__name__}: {exc}") from None
+
+
+def _state(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TrainingState:
     return TrainingState(
         epoch=meta["epoch"],
         model=_take(tensors, "model."),

@@ -694,9 +694,12 @@ def write_phantom_set(phantoms: list[Phantom], out_dir: Path) -> Path:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(MANIFEST_COLUMNS)
             writer.writerows(_manifest_row(p) for p in phantoms)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above; rmdir refuses if someone filled it since
-        os.replace(staging, out_dir)
+        if out_dir.exists():  # empty, checked above: fill it in place (it may be the cwd)
+            for name in ("images", "masks", "manifest.csv"):  # the manifest last
+                os.rename(staging / name, out_dir / name)
+            staging.rmdir()
+        else:
+            os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

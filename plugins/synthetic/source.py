@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
@@ -16,6 +17,7 @@ from mtlkit import (
     SampleSet,
     UsageError,
     hookimpl,
+    shown,
     validation_problems,
 )
 from mtlkit.plugins.synthetic.phantoms import (
@@ -39,7 +41,9 @@ class SyntheticOptions(OptionsModel):
     alnm_missing_fraction: float = Field(
         0.1, ge=0, le=1, description="share of malignant patients with an unknown node count"
     )
-    seed: int = Field(0, description="generator seed (independent of the training seed)")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="generator seed (independent of the training seed)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SyntheticOptions:
@@ -104,11 +108,16 @@ def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise UsageError(f"invalid phantom settings: {problems}") from None
     settings = options.settings()
     phantoms = generate_phantoms(settings, seed=options.seed)
+    out = Path(os.path.abspath(args.out))  # "." or "dir/.." name a real folder
     try:
-        manifest = write_phantom_set(phantoms, Path(args.out))
+        manifest = write_phantom_set(phantoms, out)
     except FileExistsError as exc:
         raise UsageError(str(exc)) from None
-    table = Table(title=f"{len(phantoms)} images of {settings.patients} patients -> {manifest}")
+    except OSError as exc:
+        raise UsageError(f"cannot write phantoms into {out}: {exc.strerror or exc}") from None
+    table = Table(
+        title=f"{len(phantoms)} images of {settings.patients} patients -> {shown(manifest)}"
+    )
     table.add_column("task")
     table.add_column("positive images", justify="right")
     table.add_column("labelled", justify="right")
