@@ -40,7 +40,9 @@ from mtlkit.data.reading import (
     read_dicom,
     resolve_data_file,
 )
+from mtlkit.data.roi import crop_and_resize, roi_box
 from mtlkit.data.samples import Sample, SampleSet
+from mtlkit.data.transforms import normalize_batch
 from mtlkit.engine import Engine
 from mtlkit.errors import (
     ConfigError,
@@ -53,6 +55,7 @@ from mtlkit.errors import (
     UsageError,
     list_problems,
 )
+from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.metrics import binary_auc
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
@@ -96,18 +99,22 @@ __all__ = [
     "atomic_write_text",
     "binary_auc",
     "canonical",
+    "crop_and_resize",
     "hookimpl",
     "is_dicom",
     "list_problems",
     "load_config",
     "load_grayscale",
     "load_mask",
+    "normalize_batch",
     "parse_box",
     "read_csv_rows",
     "read_dicom",
     "resolve_data_file",
+    "roi_box",
     "run",
     "state_dict_mismatch",
     "to_json",
+    "trained_engine",
     "validation_problems",
 ]

@@ -284,7 +284,9 @@ class RunConfig(OptionsModel):
     weighting: Component = Field(default_factory=lambda: {"type": "equal"})
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    reports: list[Component] = Field(default_factory=lambda: [{"type": "summary"}])
+    reports: list[Component] = Field(
+        default_factory=lambda: [{"type": "summary"}, {"type": "gradcam"}, {"type": "html"}]
+    )
 
     _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)
 

@@ -93,7 +93,9 @@ def run(
         atomic_write_text(out / "metrics.json", to_json(metrics))
         atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
-    result = RunResult(out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads])
+    result = RunResult(
+        out_dir=out, metrics=metrics, task_names=[h.name for h in first.heads], engine=first
+    )
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
     return result
