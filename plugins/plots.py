@@ -24,8 +24,8 @@ matplotlib.use("Agg")  # headless; before anything imports pyplot
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pydantic import Field  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
 from rich.console import Console  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from mtlkit import OptionsModel, RunResult, atomic_write_bytes, binary_auc, hookimpl  # noqa: E402
