@@ -195,7 +195,10 @@ def roc_figure(run: RunFiles, split: str, others: list[RunFiles]) -> Figure | No
             ylim=(0, 1.01),
             aspect="equal",
         )
-        ax.legend(loc="lower right", fontsize=6.5, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=6.5, frameon=False)
+        else:
+            ax.text(0.5, 0.55, "one class only: no ROC", ha="center", color="#888888")
     return figure
 
 
