@@ -11,6 +11,7 @@ gives identical bytes.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,7 +29,14 @@ from rich.console import Console  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from mtlkit import OptionsModel, RunResult, atomic_write_bytes, binary_auc, hookimpl  # noqa: E402
+from mtlkit import (  # noqa: E402
+    OptionsModel,
+    RunResult,
+    atomic_write_bytes,
+    binary_auc,
+    hookimpl,
+    to_json,
+)
 from mtlkit.plugins.run_files import RunFiles, read_run  # noqa: E402
 
 PLOTS_DIR = "plots"
@@ -213,7 +221,7 @@ def confusion_figure(run: RunFiles, split: str) -> Figure | None:
     for ax, task in zip(axes, run.tasks, strict=False):
         classes = task_classes(run.columns, task)
         if classes is None:
-            names = ["0", "1"]
+            names = ["negative", "positive"]
             y = column_values(rows, f"{task}_label")
             p = column_values(rows, f"{task}_prob")
             known = ~np.isnan(y)
@@ -436,7 +444,10 @@ def plots_report(options: PlotsOptions):
 
     def report(result: RunResult, console: Console) -> None:
         others = [read_run(Path(p)) for p in options.compare]
-        write_plots(read_run(result.out_dir), others)
+        run = read_run(result.out_dir)
+        if result.metrics:
+            run.metrics = json.loads(to_json(result.metrics))
+        write_plots(run, others)
 
     return report
 

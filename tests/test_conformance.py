@@ -95,7 +95,12 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("data_source", "dicom"): (dicom_fixture, {}),
     ("report", "summary"): ({}, {}),
     ("report", "markdown"): ({}, {}),
+    ("report", "gradcam"): ({}, {}),  # without an engine (files only) it writes nothing
+    ("report", "plots"): ({}, {}),
+    ("report", "html"): ({}, {}),
     ("command", "data synth"): ({}, {}),
+    ("command", "explain"): ({}, {}),
+    ("command", "report"): ({}, {}),
     ("optimizer", "adam"): ({"lr": 0.01}, {}),
     ("optimizer", "adamw"): ({"lr": 0.01, "weight_decay": 0.01}, {}),
     ("optimizer", "sgd"): ({"lr": 0.01}, {}),

@@ -227,3 +227,30 @@ def test_explain_compare_shows_two_runs_side_by_side(reported_run, run_copy, tmp
     assert (out / "compare_alnm.png").stat().st_size > 1000
     rows = list(csv.DictReader(io.StringIO((out / "compare.csv").read_text())))
     assert len(rows) == 6  # 2 models x 3 images
+
+
+def test_explain_a_manifest_uses_the_training_roi(reported_run, tmp_path):
+    data = tmp_path / "synth"
+    assert (
+        run_mtl(
+            "data", "synth", "--out", str(data), "--patients", "2", "--image-size", "48"
+        ).returncode
+        == 0
+    )
+    out = tmp_path / "explained"
+    checkpoint = str(reported_run / "checkpoints" / "best.safetensors")
+    code = run_mtl(
+        "explain",
+        "--checkpoint",
+        checkpoint,
+        "--task",
+        "bm",
+        "--out",
+        str(out),
+        str(data / "manifest.csv"),
+    )
+    assert code.returncode == 0, code.stderr
+    rows = list(csv.DictReader(io.StringIO((out / "index.csv").read_text())))
+    manifest = list(csv.DictReader(io.StringIO((data / "manifest.csv").read_text())))
+    assert len(rows) == len(manifest) and all(r["task"] == "bm" for r in rows)
+    assert all(np.load(out / r["cam"]).shape == (32, 32) for r in rows)

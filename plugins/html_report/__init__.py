@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from rich.console import Console
@@ -18,6 +20,7 @@ from mtlkit import (
     UsageError,
     atomic_write_text,
     hookimpl,
+    to_json,
 )
 from mtlkit.plugins.html_report.render import REPORT_FILE, render
 from mtlkit.plugins.plots import write_plots
@@ -31,10 +34,17 @@ class HtmlOptions(OptionsModel):
     )
 
 
-def write_report(root: Path, compare: list[Path] = (), filename: str = REPORT_FILE) -> Path:
-    """Draw the figures and write the report of the run in ``root`` from its files; returns
-    the report's path."""
+def write_report(
+    root: Path,
+    compare: list[Path] = (),
+    filename: str = REPORT_FILE,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Draw the figures and write the report of the run in ``root`` from its files (with
+    ``metrics``, the content of metrics.json, given in memory); returns the report's path."""
     run = read_run(root)
+    if metrics:  # exactly what metrics.json holds (NaN as null), so mtl report matches
+        run.metrics = json.loads(to_json(metrics))
     if not run.metrics:
         raise UsageError(f"{root} has no readable metrics.json: not a finished mtlkit run")
     compared = []
@@ -55,7 +65,8 @@ def html_report(options: HtmlOptions):
     data summary, the figures, the Grad-CAM gallery and the config."""
 
     def report(result: RunResult, console: Console) -> None:
-        path = write_report(result.out_dir, [Path(p) for p in options.compare], options.filename)
+        compare = [Path(p) for p in options.compare]
+        path = write_report(result.out_dir, compare, options.filename, result.metrics)
         console.print(f"report: {escape(str(path))}")
 
     return report

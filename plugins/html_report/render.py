@@ -289,7 +289,9 @@ def data_html(run: RunFiles) -> str:
 def results_html(run: RunFiles, plots: list[Plot], internal: bool) -> str:
     """Metrics per set (the held-out splits of the training data or the external sets)."""
     parts = []
-    for split, content in run.sets.items():
+    order = [s for s in ("test", "val", "train") if s in run.sets]  # the held-out test first
+    for split in order + [s for s in run.sets if s not in order]:
+        content = run.sets[split]
         if not isinstance(content, dict) or (split in ("val", "test", "train")) != internal:
             continue
         parts.append(set_heading(split, content))
