@@ -233,7 +233,7 @@ def test_explain_a_manifest_uses_the_training_roi(reported_run, tmp_path):
     data = tmp_path / "synth"
     assert (
         run_mtl(
-            "data", "synth", "--out", str(data), "--patients", "2", "--image-size", "48"
+            "data", "synth", "--out", str(data), "--patients", "3", "--image-size", "48"
         ).returncode
         == 0
     )
