@@ -22,7 +22,7 @@ setup: $(VENV)/.installed  ## create .venv with mtlkit, its test tools and the r
 demo: setup  ## train and evaluate the quick config on built-in synthetic data
 	$(BIN)/mtl run configs/quick.yaml
 
-test: setup  ## the default test suite (a few minutes on 2 CPU cores)
+test: setup  ## the default test suite (a few minutes on 2 CPU cores; the browser test needs chromium)
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: setup  ## long and real-data tests

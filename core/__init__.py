@@ -54,6 +54,7 @@ from mtlkit.data.reading import (
 )
 from mtlkit.data.roi import crop_and_resize, roi_box
 from mtlkit.data.samples import Sample, SampleSet
+from mtlkit.data.transforms import normalize_batch
 from mtlkit.engine import Engine
 from mtlkit.errors import (
     ConfigError,
@@ -66,6 +67,7 @@ from mtlkit.errors import (
     UsageError,
     list_problems,
 )
+from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.metrics import binary_auc
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
@@ -127,6 +129,7 @@ __all__ = [
     "load_config",
     "load_grayscale",
     "load_mask",
+    "normalize_batch",
     "parse_box",
     "read_csv_rows",
     "read_dicom",
@@ -137,6 +140,7 @@ __all__ = [
     "shown",
     "state_dict_mismatch",
     "to_json",
+    "trained_engine",
     "validation_problems",
 ]
 

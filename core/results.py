@@ -75,9 +75,15 @@ class EvalResult:
 @dataclass
 class RunResult:
     """A finished run as reports see it: its directory, the content of its metrics.json
-    (empty when only baselines ran) and of each baseline's ``<name>/metrics.json``."""
+    (empty when only baselines ran) and of each baseline's ``<name>/metrics.json``.
+
+    ``engine`` is the engine of the run's first fold and seed (its data and model), for
+    reports that need the images or the network, such as a Grad-CAM gallery; it is None
+    when a report is made again from the files of a finished run (``mtl report``) or for
+    ``mtl evaluate``."""
 
     out_dir: Path
     metrics: dict[str, Any]
     task_names: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine: Any = field(default=None, repr=False, compare=False)

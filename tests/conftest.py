@@ -55,8 +55,26 @@ def tiny_raw(**overrides: Any) -> dict[str, Any]:
     raw["training"]["batch_size"] = 16
     raw["training"]["device"] = "cpu"
     raw["training"]["threads"] = 1
+    # The Grad-CAM gallery and report.html add seconds to every run; their own tests
+    # (test_gradcam.py, test_report.py, test_report_browser.py) switch them on.
+    raw["reports"] = ["summary", "markdown"]
     raw.update(copy.deepcopy(overrides))
     return raw
+
+
+CRAFTED_RUN_NAME = "</title><script>alert(1)</script>"
+
+
+@pytest.fixture(scope="session")
+def reported_run(tmp_path_factory) -> Path:
+    """One tiny run with every report (summary, markdown, gradcam, html), named to break
+    out of the HTML title; shared by the report tests, which must not change it."""
+    from mtlkit import load_config, run
+
+    out = tmp_path_factory.mktemp("reported") / "run"
+    raw = tiny_raw(name=CRAFTED_RUN_NAME, reports=["summary", "markdown", "gradcam", "html"])
+    run(load_config(raw), out_dir=out)
+    return out
 
 
 @pytest.fixture

@@ -112,7 +112,10 @@ def mtl_register_data_sources(registry: Registry) -> None:
 def mtl_register_reports(registry: Registry) -> None:
     """Register reports: factories returning ``fn(run: RunResult, console) -> None``.
 
-    Reports read one finished run result; they never train or evaluate.
+    Reports read one finished run result; they never train. They run in the order of the
+    config's ``reports``; ``run.engine`` (the first fold and seed's engine) is there for a
+    report that needs the images or the model (the Grad-CAM gallery), and is None when a
+    report is made again from the files (``mtl report``) or after ``mtl evaluate``.
     """
 
 

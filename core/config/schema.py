@@ -342,7 +342,9 @@ class RunConfig(OptionsModel):
     weighting: Component = Field(default_factory=lambda: {"type": "equal"})
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    reports: list[Component] = Field(default_factory=lambda: [{"type": "summary"}])
+    reports: list[Component] = Field(
+        default_factory=lambda: [{"type": "summary"}, {"type": "gradcam"}, {"type": "html"}]
+    )
     baselines: list[Component] = Field(
         default_factory=list,
         description="models trained and evaluated beside the CNN on the same splits, e.g. "

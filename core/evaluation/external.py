@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from mtlkit.components.host import PluginHost
 from mtlkit.components.usage import missing_plugins
-from mtlkit.config.loading import expand_shorthand, read_yaml, validate_config
+from mtlkit.config.loading import dump_config, expand_shorthand, read_yaml, validate_config
 from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import ExternalSetConfig, device_problem
 from mtlkit.engine import Engine
@@ -47,6 +47,38 @@ def load_external_set(path: Path) -> ExternalSetConfig:
         raise ConfigError(validation_problems(exc), str(path)) from None
 
 
+def trained_engine(
+    checkpoint: Path,
+    *,
+    device: str = "auto",
+    host: PluginHost | None = None,
+    progress: Progress | None = None,
+    load: bool = True,
+) -> Engine:
+    """An engine built from the config a checkpoint was trained with, holding its weights
+    (with ``load``), for scoring or explaining a trained model without its run."""
+    checkpoint = Path(checkpoint)
+    meta = read_metadata(checkpoint)
+    raw = meta["config"]
+    raw["training"]["device"] = device
+    # Inference never trains, so the optimizer and scheduler the model was trained with do
+    # not matter here: their plugins need not be installed, and checkpoints written before
+    # they were plugins hold options for every optimizer (momentum beside adam).
+    for unused in ("optimizer", "scheduler"):
+        raw["training"].pop(unused, None)
+    config = validate_config(raw, f"{checkpoint} (the config it was trained with)")
+    host = host if host is not None else PluginHost()
+    missing = missing_plugins(meta["plugins"], host)
+    if missing:
+        raise PluginError(
+            list_problems(f"{checkpoint} needs plugins that are not available here:", missing)
+        )
+    engine = Engine(config, host=host, progress=progress)
+    if load:
+        engine.load_checkpoint(checkpoint)
+    return engine
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     data_file: Path,
@@ -61,24 +93,11 @@ def evaluate_checkpoint(
     if problem:
         raise UsageError(f"--device: {problem}")
     meta = read_metadata(checkpoint)
-    raw = meta["config"]
-    raw["training"]["device"] = device
-    # Evaluation never trains, so the optimizer and scheduler the model was trained with do
-    # not matter here: their plugins need not be installed, and checkpoints written before
-    # they were plugins hold options for every optimizer (momentum beside adam).
-    for unused in ("optimizer", "scheduler"):
-        raw["training"].pop(unused, None)
-    config = validate_config(raw, f"{checkpoint} (the config it was trained with)")
     external = load_external_set(data_file)
     if out_dir is not None:
         check_run_dir(out_dir)
-    host = host if host is not None else PluginHost()
-    missing = missing_plugins(meta["plugins"], host)
-    if missing:
-        raise PluginError(
-            list_problems(f"{checkpoint} needs plugins that are not available here:", missing)
-        )
-    engine = Engine(config, host=host, progress=progress)
+    engine = trained_engine(checkpoint, device=device, host=host, progress=progress, load=False)
+    config = engine.config
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)
     result = engine.evaluate_external(data)
@@ -86,6 +105,7 @@ def evaluate_checkpoint(
     if out_dir is not None:
         with prepare_run_dir(out_dir):
             atomic_write_text(out_dir / "metrics.json", to_json(metrics))
+            atomic_write_text(out_dir / "config.yaml", dump_config(config))
             atomic_write_text(
                 out_dir / "predictions.csv", predictions_csv([result.predictions], engine.heads)
             )
@@ -93,4 +113,7 @@ def evaluate_checkpoint(
     if not summary:  # the run did not show a summary; an evaluation always does
         entry = engine.host.reports.get("summary")
         summary = [(entry, entry.options() if entry.options else None)]
+    if out_dir is not None and "html" in engine.host.reports:  # report.html beside the files
+        entry = engine.host.reports.get("html")
+        summary.append((entry, entry.options() if entry.options else None))
     return EvaluationOutcome(metrics, out_dir, summary)

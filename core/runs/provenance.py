@@ -4,6 +4,7 @@ data's fingerprint."""
 
 from __future__ import annotations
 
+import datetime as dt
 import platform
 import subprocess
 import sys
@@ -38,14 +39,38 @@ def environment(
         "git": git_commit(Path(__file__).resolve().parent),
         "command": sys.argv,
         "plugins": list(plugins),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if data is not None:
         record["data"] = {
             "fingerprint": data.fingerprint(),
             "images": len(data.samples),
             "patients": len({s.patient_id for s in data.samples}),
+            "splits": split_summary(data),
+            "warnings": list(data.warnings),
         }
     return record
+
+
+def split_summary(data: PreparedData) -> dict[str, Any]:
+    """Per split: images, patients, and per task the labelled images (and the positive ones
+    of a binary task, target 1), for reports that show what the model was trained on."""
+    summary: dict[str, Any] = {}
+    splits = np.array(data.splits)
+    targets = data.targets.numpy()
+    for split in dict.fromkeys(data.splits):
+        rows = np.flatnonzero(splits == split)
+        tasks = {}
+        for column, task in enumerate(data.task_names):
+            values = targets[rows, column]
+            known = values[~np.isnan(values)]
+            tasks[task] = {"labelled": int(len(known)), "positive": int((known == 1).sum())}
+        summary[split] = {
+            "images": int(len(rows)),
+            "patients": len({data.samples[i].patient_id for i in rows}),
+            "tasks": tasks,
+        }
+    return summary
 
 
 PACKAGES = (

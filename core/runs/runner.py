@@ -129,6 +129,7 @@ def _run_all(
         metrics=metrics,
         task_names=[h.name for h in first.heads],
         baselines=baseline_metrics,
+        engine=first,
     )
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
