@@ -59,6 +59,7 @@ def evaluate_checkpoint(
     meta = read_metadata(checkpoint)
     raw = meta["config"]
     raw["training"]["device"] = device
+    raw["baselines"] = []  # the checkpoint is the CNN's: its run's baselines are not needed
     config = validate_config(raw, f"{checkpoint} (the config it was trained with)")
     external = load_external_set(data_file)
     if out_dir is not None:
