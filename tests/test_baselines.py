@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from conftest import tiny_raw, write_yaml
 
 from mtlkit import (
@@ -187,3 +188,11 @@ def test_a_checkpoint_of_a_run_with_baselines_is_evaluated_without_them(tmp_path
     )
     assert code == 0
     assert "other" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["sets"]
+
+
+def test_config_yaml_records_baselines_only_when_there_are_some():
+    from mtlkit.config.loading import dump_config
+
+    assert "baselines" not in dump_config(load_config(tiny_raw()))  # as before the key existed
+    recorded = dump_config(load_config(raw_with("prevalence")))
+    assert load_config(yaml.safe_load(recorded)).baselines == [{"type": "prevalence"}]
