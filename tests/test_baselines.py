@@ -8,7 +8,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_raw
+import yaml
+from conftest import tiny_raw, write_yaml
 
 from mtlkit import (
     Baseline,
@@ -22,6 +23,7 @@ from mtlkit import (
     load_config,
     run,
 )
+from mtlkit.cli import main
 
 
 class PrevalenceOptions(OptionsModel):
@@ -163,3 +165,34 @@ def test_the_baseline_shorthand_and_overrides_reach_its_options(tmp_path):
             plugins=[Plugin()],
         )
     assert info.value.problems == [("baselines[0].colour", "unknown key")]
+
+
+def test_a_checkpoint_of_a_run_with_baselines_is_evaluated_without_them(tmp_path):
+    out = tmp_path / "run"
+    run(load_config(raw_with("prevalence")), out_dir=out, plugins=[Plugin()])
+    source = {"type": "synthetic", "patients": 6, "image_size": 32, "seed": 5}
+    data = write_yaml(tmp_path / "other.yaml", {"name": "other", "source": source})
+    checkpoint = out / "checkpoints" / "best.safetensors"
+    # the `mtl` command's plugins do not include this test's baseline: it is not needed
+    code = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "eval"),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "other" in json.loads((tmp_path / "eval" / "metrics.json").read_text())["sets"]
+
+
+def test_config_yaml_records_baselines_only_when_there_are_some():
+    from mtlkit.config.loading import dump_config
+
+    assert "baselines" not in dump_config(load_config(tiny_raw()))  # as before the key existed
+    recorded = dump_config(load_config(raw_with("prevalence")))
+    assert load_config(yaml.safe_load(recorded)).baselines == [{"type": "prevalence"}]

@@ -559,3 +559,25 @@ def test_region_mask_without_masks_is_refused_before_anything_is_written(tmp_pat
     with pytest.raises(DataError, match="region: mask needs a lesion mask"):
         run(load_config(raw), out_dir=tmp_path / "run", plugins=[NoMasks()])
     assert not (tmp_path / "run").exists()
+
+
+def test_a_multiclass_head_gets_one_probability_per_class(tmp_path):
+    raw = radiomics_raw(tmp_path)
+    raw["heads"] = [
+        "bm",
+        {"type": "multiclass", "name": "kind", "label": "bm", "classes": ["benign", "malignant"]},
+    ]
+    raw["constraints"] = []
+    raw["data"]["split"]["stratify"] = ["bm"]
+    raw["evaluation"]["reference_columns"] = {}
+    run(load_config(raw), out_dir=tmp_path / "run", cnn=False)
+    rows = read_csv(tmp_path / "run" / "radiomics" / "predictions.csv")
+    assert {"kind_label", "kind_prob_benign", "kind_prob_malignant"} <= set(rows[0])
+    for row in rows:  # two classes of one softmax, the same split of the same column as bm
+        total = float(row["kind_prob_benign"]) + float(row["kind_prob_malignant"])
+        assert abs(total - 1) < 1e-5
+        assert row["kind_label"] == {"0": "benign", "1": "malignant"}[row["bm_label"]]
+    metrics = json.loads((tmp_path / "run" / "radiomics" / "metrics.json").read_text())
+    assert (
+        metrics["sets"]["test"]["tasks"]["kind"]["n"] == metrics["sets"]["test"]["tasks"]["bm"]["n"]
+    )

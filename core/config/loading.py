@@ -259,4 +259,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def dump_config(config: RunConfig) -> str:
     """The resolved configuration as YAML, as recorded in every run directory."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    data = config.model_dump(mode="json")
+    if not data.get("baselines"):
+        # recorded only when used: a run without baselines records what it did before the
+        # key existed, so it can still be resumed (which compares this text)
+        data.pop("baselines", None)
+    return yaml.safe_dump(data, sort_keys=False)

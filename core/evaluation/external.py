@@ -66,6 +66,7 @@ def trained_engine(
     # they were plugins hold options for every optimizer (momentum beside adam).
     for unused in ("optimizer", "scheduler"):
         raw["training"].pop(unused, None)
+    raw["baselines"] = []  # the checkpoint is the CNN's: its run's baselines are not needed
     config = validate_config(raw, f"{checkpoint} (the config it was trained with)")
     host = host if host is not None else PluginHost()
     missing = missing_plugins(meta["plugins"], host)

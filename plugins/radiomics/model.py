@@ -24,6 +24,7 @@ class TaskModel:
 
     task: str
     n_classes: int
+    binary: bool  # probabilities (n,) of the positive class; else (n, classes)
     selected: np.ndarray  # indices of the features the forest uses
     ranks: np.ndarray | None  # Boruta's rank per feature (1 = confirmed), None without Boruta
     decisions: list[str]  # per feature: confirmed, tentative, rejected (or "all")
@@ -45,16 +46,24 @@ def fit_task(
     n_classes: int,
     options: RadiomicsOptions,
     seed: int,
+    binary: bool = True,
 ) -> TaskModel:
     """Select features with Boruta and fit the forest on these rows (finite features,
-    integer labels 0 .. n_classes - 1)."""
+    integer labels 0 .. n_classes - 1; ``binary``: a binary head, else a multiclass one)."""
     n_features = features.shape[1]
     present = np.unique(labels)
     if len(present) < 2:  # nothing to learn: predict the one class seen
         constant = np.zeros(n_classes)
         constant[int(present[0])] = 1.0
         return TaskModel(
-            task, n_classes, np.arange(n_features), None, ["all"] * n_features, None, constant
+            task,
+            n_classes,
+            binary,
+            np.arange(n_features),
+            None,
+            ["all"] * n_features,
+            None,
+            constant,
         )
     boruta_seed, forest_seed = task_seeds(seed, task)
     ranks, decisions, fallback = None, ["all"] * n_features, False
@@ -77,7 +86,7 @@ def fit_task(
         random_state=forest_seed,
     )
     forest.fit(features[:, selected], labels)
-    return TaskModel(task, n_classes, selected, ranks, decisions, forest, None, fallback)
+    return TaskModel(task, n_classes, binary, selected, ranks, decisions, forest, None, fallback)
 
 
 def _boruta(
@@ -121,7 +130,7 @@ def predict_task(model: TaskModel, features: np.ndarray) -> np.ndarray:
         if len(features):
             given = model.forest.predict_proba(features[:, model.selected])
             probabilities[:, model.forest.classes_.astype(np.int64)] = given
-    return probabilities[:, 1] if model.n_classes == 2 else probabilities
+    return probabilities[:, 1] if model.binary else probabilities
 
 
 def training_medians(features: np.ndarray) -> np.ndarray:

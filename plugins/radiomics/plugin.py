@@ -173,6 +173,7 @@ class RadiomicsBaseline(Baseline):
                 n_classes,
                 self.options,
                 seed,
+                binary=head.kind == "binary",
             )
             if model.forest is None:
                 warnings.append(
