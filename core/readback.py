@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from mtlkit.config.problems import validation_problems
 from mtlkit.errors import UsageError, list_problems
@@ -54,3 +54,30 @@ def read_json(
     except InputFileError as exc:
         raise error(str(exc)) from None
     return validated(parse_json(data, path, what, error), schema, path, what, error)
+
+
+class FinishedRun(BaseModel):
+    """What resuming reads of a finished run's metrics.json (the rest is kept as written)."""
+
+    model_config = ConfigDict(extra="allow")
+    sets: dict[str, dict[str, Any]]
+
+
+def finished_run(run_dir: Path) -> tuple[dict[str, Any], str] | None:
+    """The metrics document and predictions of a run that finished before an interruption
+    (its metrics.json is written last), or None."""
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    path, what = run_dir / "metrics.json", "valid metrics.json of a finished run"
+    document = read_json(path, what)
+    validated(document, FinishedRun, path, what)  # checked; kept as written (key order)
+    try:
+        predictions = read_bytes(
+            run_dir / "predictions.csv", "predictions.csv of a finished run", MAX_TABLE_BYTES
+        ).decode("utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        raise UsageError(
+            f"{run_dir / 'predictions.csv'} is missing or damaged although metrics.json says "
+            "the run finished; move that folder away to train it again"
+        ) from None
+    return document, predictions

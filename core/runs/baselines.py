@@ -4,7 +4,6 @@ under the baseline's name (``<run>/<name>/metrics.json``, ``predictions.csv``, .
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from rich.markup import escape
 
 from mtlkit.components.interfaces import Baseline, BaselineContext, BaselineOutput, TaskHead
 from mtlkit.components.resolve import Components
@@ -28,6 +26,8 @@ from mtlkit.evaluation.documents import (
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
+from mtlkit.readback import finished_run
+from mtlkit.text import shown
 
 CORE_FILES = ("metrics.json", "predictions.csv", "timing.json")
 """Written by the core in every baseline folder; a baseline's own files may not use them."""
@@ -106,58 +106,16 @@ def run_baselines(
         for slot in slots:
             run_dir = folder / slot.label if slot.label else folder
             key = slot.label or str(slot.seed)
-            if resume and (run_dir / "metrics.json").is_file():  # finished before
-                per_run[key] = json.loads((run_dir / "metrics.json").read_text())
-                parts.append((slot.columns, (run_dir / "predictions.csv").read_text()))
-                continue
-            fold_data = data.for_fold(slot.fold)
-            context = _context(config, fold_data, components.heads, progress, evaluate)
-            with progress.status(f"{baseline.name}: fitting {slot.label or 'the model'}"):
-                started = time.perf_counter()
-                output = baseline.fit(context, slot.seed)
-                seconds = time.perf_counter() - started
-            _check_files(baseline, output, "fit")
-            for warning in output.warnings:
-                _warn(progress, baseline.name, warning)
-            probabilities = _checked_probabilities(baseline, output, context)
-            evals = {
-                split: score_split(
-                    fold_data,
-                    fold_data.indices(split),
-                    split,
-                    components.heads,
-                    probabilities[split],
-                    components.metrics,
-                    constraints,
-                    config.evaluation.threshold,
+            done = finished_run(run_dir) if resume else None
+            if done is None:
+                fold_data = data.for_fold(slot.fold)
+                context = _context(config, fold_data, components.heads, progress, evaluate)
+                *done, fit_seconds[key] = _fit_one(
+                    baseline, slot, context, components, constraints, config, run_dir
                 )
-                for split in probabilities
-            }
-            document = baseline_metrics_document(config, baseline.name, slot.seed, evals)
-            if data.n_folds > 1:
-                document["fold"] = slot.fold + 1
-            predictions = predictions_csv([e.predictions for e in evals.values()], components.heads)
-            for name, content in output.files.items():
-                _write(run_dir / name, content)
-            atomic_write_text(run_dir / "predictions.csv", predictions)
-            if slot.label:
-                atomic_write_text(
-                    run_dir / "timing.json", to_json({"fit_seconds": round(seconds, 3)})
-                )
-            atomic_write_text(run_dir / "metrics.json", to_json(document))  # last: done
-            per_run[key] = document
+            per_run[key], predictions = done
             parts.append((slot.columns, predictions))
-            fit_seconds[key] = round(seconds, 3)
-        if len(slots) == 1:
-            metrics = next(iter(per_run.values()))
-        else:
-            summary = aggregate(config, per_run)
-            metrics = {"schema": summary["schema"], "name": summary["name"], "model": baseline.name}
-            # without the CNN's epoch selection (`select`), which a baseline does not have
-            metrics.update({k: v for k, v in summary.items() if k not in (*metrics, "select")})
-            metrics["folds"] = data.n_folds
-            atomic_write_text(folder / "metrics.json", to_json(metrics))
-            atomic_write_text(folder / "predictions.csv", combine_predictions(parts))
+        metrics = _summary(baseline, config, data, folder, per_run, parts)
         timing: dict[str, Any] = {"prepare_seconds": round(item.seconds, 3)}
         if fit_seconds:
             timing["fit_seconds"] = (
@@ -166,6 +124,74 @@ def run_baselines(
         atomic_write_text(folder / "timing.json", to_json(timing))
         results[baseline.name] = metrics
     return results
+
+
+def _fit_one(
+    baseline: Baseline,
+    slot: RunSlot,
+    context: BaselineContext,
+    components: Components,
+    constraints: list,
+    config: RunConfig,
+    run_dir: Path,
+) -> tuple[dict[str, Any], str, float]:
+    """Fit ``baseline`` on one fold and seed, score it like the CNN and write its files;
+    returns its metrics document, its predictions.csv content and the fit's seconds."""
+    data = context.data
+    with context.progress.status(f"{baseline.name}: fitting {slot.label or 'the model'}"):
+        started = time.perf_counter()
+        output = baseline.fit(context, slot.seed)
+        seconds = round(time.perf_counter() - started, 3)
+    _check_files(baseline, output, "fit")
+    for warning in output.warnings:
+        _warn(context.progress, baseline.name, warning)
+    probabilities = _checked_probabilities(baseline, output, context)
+    evals = {
+        split: score_split(
+            data,
+            data.indices(split),
+            split,
+            components.heads,
+            probabilities[split],
+            components.metrics,
+            constraints,
+            config.evaluation.threshold,
+        )
+        for split in probabilities
+    }
+    document = baseline_metrics_document(config, baseline.name, slot.seed, evals)
+    if data.n_folds > 1:
+        document["fold"] = slot.fold + 1
+    predictions = predictions_csv([e.predictions for e in evals.values()], components.heads)
+    for name, content in output.files.items():
+        _write(run_dir / name, content)
+    atomic_write_text(run_dir / "predictions.csv", predictions)
+    if slot.label:
+        atomic_write_text(run_dir / "timing.json", to_json({"fit_seconds": seconds}))
+    atomic_write_text(run_dir / "metrics.json", to_json(document))  # last: done
+    return document, predictions, seconds
+
+
+def _summary(
+    baseline: Baseline,
+    config: RunConfig,
+    data: PreparedData,
+    folder: Path,
+    per_run: dict[str, dict[str, Any]],
+    parts: list[tuple[dict[str, str], str]],
+) -> dict[str, Any]:
+    """A baseline's metrics.json content over its runs (the one run's when there is one);
+    with several, the summary and the combined predictions are written into ``folder``."""
+    if len(per_run) == 1:
+        return next(iter(per_run.values()))
+    summary = aggregate(config, per_run)
+    metrics = {"schema": summary["schema"], "name": summary["name"], "model": baseline.name}
+    # without the CNN's epoch selection (`select`), which a baseline does not have
+    metrics.update({k: v for k, v in summary.items() if k not in (*metrics, "select")})
+    metrics["folds"] = data.n_folds
+    atomic_write_text(folder / "metrics.json", to_json(metrics))
+    atomic_write_text(folder / "predictions.csv", combine_predictions(parts))
+    return metrics
 
 
 def _context(
@@ -239,4 +265,4 @@ def _write(path: Path, content: str | bytes) -> None:
 
 
 def _warn(progress: Progress, name: str, message: str) -> None:
-    progress.console.print(f"[yellow]{escape(name)} warning:[/] {escape(message)}")
+    progress.console.print(f"[yellow]{shown(name)} warning:[/] {shown(message)}")

@@ -31,9 +31,9 @@ from mtlkit.evaluation.documents import (
     timing_document,
 )
 from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
-from mtlkit.files_in import MAX_CONFIG_BYTES, MAX_TABLE_BYTES, InputFileError, read_bytes
+from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
-from mtlkit.readback import read_json, validated
+from mtlkit.readback import finished_run, read_json
 from mtlkit.results import RunResult
 from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
 from mtlkit.runs.provenance import environment
@@ -98,7 +98,7 @@ def _run_all(
     prediction_parts: list[tuple[dict[str, str], str]] = []
     for slot in slots if cnn else []:
         run_dir = out / slot.label if slot.label else out
-        done = _finished(run_dir) if resume else None
+        done = finished_run(run_dir) if resume else None
         if done is None:
             if slot is slots[0]:
                 engine = first
@@ -175,33 +175,6 @@ def _start(
         if failure:
             progress.console.print(f"[yellow]data warning:[/] {shown(failure)}")
     return data, externals, baselines, lock
-
-
-def _finished(run_dir: Path) -> tuple[dict[str, Any], str] | None:
-    """The metrics document and predictions of a run that finished before an interruption
-    (its metrics.json is written last), or None."""
-    if not (run_dir / "metrics.json").is_file():
-        return None
-    path, what = run_dir / "metrics.json", "valid metrics.json of a finished run"
-    document = read_json(path, what)
-    validated(document, FinishedRun, path, what)  # checked; kept as written (key order)
-    try:
-        predictions = read_bytes(
-            run_dir / "predictions.csv", "predictions.csv of a finished run", MAX_TABLE_BYTES
-        ).decode("utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        raise UsageError(
-            f"{run_dir / 'predictions.csv'} is missing or damaged although metrics.json says "
-            "the run finished; move that folder away to train it again"
-        ) from None
-    return document, predictions
-
-
-class FinishedRun(BaseModel):
-    """What resuming reads of a finished run's metrics.json (the rest is kept as written)."""
-
-    model_config = ConfigDict(extra="allow")
-    sets: dict[str, dict[str, Any]]
 
 
 def _train_and_evaluate(
