@@ -196,3 +196,12 @@ def test_config_yaml_records_baselines_only_when_there_are_some():
     assert "baselines" not in dump_config(load_config(tiny_raw()))  # as before the key existed
     recorded = dump_config(load_config(raw_with("prevalence")))
     assert load_config(yaml.safe_load(recorded)).baselines == [{"type": "prevalence"}]
+
+
+def test_a_run_of_baselines_alone_passes_every_default_report(tmp_path):
+    # gradcam and html need the CNN's model and metrics: without them they say so and the
+    # command still succeeds (mtl radiomics with a config that lists them)
+    raw = tiny_raw(baselines=["prevalence"], reports=["summary", "markdown", "gradcam", "html"])
+    result = run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()], cnn=False)
+    assert result.metrics == {} and "prevalence" in result.baselines
+    assert (tmp_path / "run" / "prevalence" / "metrics.json").is_file()

@@ -65,6 +65,9 @@ def html_report(options: HtmlOptions):
     data summary, the figures, the Grad-CAM gallery and the config."""
 
     def report(result: RunResult, console: Console) -> None:
+        if not result.metrics:  # `mtl radiomics`: baselines only, no CNN to report on
+            console.print("report: this run trained no CNN; report.html is written for CNN runs")
+            return
         compare = [Path(p) for p in options.compare]
         path = write_report(result.out_dir, compare, options.filename, result.metrics)
         console.print(f"report: {escape(str(path))}")
