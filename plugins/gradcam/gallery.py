@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from pydantic import Field
 from rich.console import Console
-from rich.markup import escape
 
 from mtlkit import (
     MtlError,
@@ -24,6 +23,7 @@ from mtlkit import (
     crop_and_resize,
     normalize_batch,
     roi_box,
+    shown,
     to_json,
 )
 from mtlkit.plugins.gradcam.cam import MethodName, TargetName, cam_targets, compute_cams
@@ -126,7 +126,7 @@ def gradcam_report(options: GradCamOptions):
             return
         checkpoint = first_checkpoint(result)
         if not checkpoint.is_file():
-            console.print(f"[yellow]gradcam:[/] no {escape(str(checkpoint))}; no gallery")
+            console.print(f"[yellow]gradcam:[/] no {shown(checkpoint)}; no gallery")
             return
         engine.load_checkpoint(checkpoint)
         write_gallery(engine, result.out_dir / CAM_DIR, options, result.out_dir)

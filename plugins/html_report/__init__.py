@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import Field
 from rich.console import Console
-from rich.markup import escape
 
 from mtlkit import (
     Command,
@@ -20,6 +19,7 @@ from mtlkit import (
     UsageError,
     atomic_write_text,
     hookimpl,
+    shown,
     to_json,
 )
 from mtlkit.plugins.html_report.render import REPORT_FILE, render
@@ -70,7 +70,7 @@ def html_report(options: HtmlOptions):
             return
         compare = [Path(p) for p in options.compare]
         path = write_report(result.out_dir, compare, options.filename, result.metrics)
-        console.print(f"report: {escape(str(path))}")
+        console.print(f"report: {shown(path)}")
 
     return report
 
@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace, ctx: CommandContext) -> int:
     if not root.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")
     path = write_report(root, [Path(p) for p in args.compare])
-    ctx.console.print(f"written: {escape(str(path))}")
+    ctx.console.print(f"written: {shown(path)}")
     return 0
 
 

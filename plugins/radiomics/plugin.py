@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from rich.markup import escape
 
 from mtlkit import (
     Baseline,
@@ -26,6 +25,7 @@ from mtlkit import (
     list_problems,
     load_config,
     run,
+    shown,
     to_json,
 )
 from mtlkit.plugins.radiomics.cache import FeatureCache, default_cache_dir
@@ -240,7 +240,7 @@ def _command(args: argparse.Namespace, ctx: CommandContext) -> int:
             console=ctx.console,
             cnn=False,
         )
-    ctx.console.print(f"run directory: {escape(str(result.out_dir))}")
+    ctx.console.print(f"run directory: {shown(result.out_dir)}")
     return 0
 
 
