@@ -348,6 +348,8 @@ class Engine:
             self.constraints,
             self.config.evaluation.threshold,
             self.device,
+            relations=self.components.consistency,
+            margin=self.config.evaluation.consistency_margin,
         )
 
     @torch.no_grad()

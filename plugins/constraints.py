@@ -53,17 +53,10 @@ class HierarchicalHinge(Constraint):
             total = total + torch.clamp(gap, min=0).mean()
         return self.weight * total
 
-    def violations(
-        self, probabilities: Mapping[str, torch.Tensor], threshold: float
-    ) -> dict[str, float]:
-        """The paper's inconsistency error: child predicted positive, parent negative."""
-        out = {}
-        for parent, child in self.pairs:
-            if len(probabilities[parent]) == 0:
-                continue
-            broken = (probabilities[child] > threshold) & (probabilities[parent] <= threshold)
-            out[f"{child}_without_{parent}"] = float(broken.float().mean())
-        return out
+    @property
+    def relations(self) -> tuple[tuple[str, str], ...]:
+        # The core measures their consistency (the paper's inconsistency error and more).
+        return tuple(self.pairs)
 
 
 def _check_acyclic(pairs: list[tuple[str, str]]) -> None:

@@ -72,6 +72,30 @@ class BinaryHead(TaskHead):
                 return 0.0
         return own
 
+    def implies(self, other: TaskHead) -> bool:
+        """From the options alone: a count at or above a higher threshold of the same column
+        (ALNM >= 3 implies ALNM >= 2), a subset of the same column's positive values, or
+        this task being negative wherever ``other``'s column says negative (ALNM is
+        negative for benign tumours, so it implies BM). ``other``'s own ``negative_if``
+        rules must hold for this task too."""
+        if not isinstance(other, BinaryHead) or not self._covers_negative_if(other):
+            return False
+        mine, theirs = self.options, other.options
+        if mine.label == theirs.label:
+            if mine.threshold is not None and theirs.threshold is not None:
+                return mine.threshold >= theirs.threshold
+            return bool(self._positive) and self._positive <= other._positive
+        # Every value of other's column that is not positive for it (other refuses values
+        # outside its positive and negative sets) makes this task negative.
+        negative_for_me = self._negative_if.get(theirs.label, set())
+        return bool(other._positive) and other._negative <= negative_for_me
+
+    def _covers_negative_if(self, other: BinaryHead) -> bool:
+        return all(
+            values <= self._negative_if.get(column, set())
+            for column, values in other._negative_if.items()
+        )
+
     def _own_target(self, labels: Mapping[str, Any]) -> float:
         """The target the label column alone gives (NaN = unknown)."""
         raw = labels.get(self.options.label)

@@ -109,6 +109,11 @@ def test_evaluate_returns_metrics_for_every_task(fitted):
         "alnm_ge2_without_alnm",
         "alnm_ge3_without_alnm_ge2",
         "alnm_ge4_without_alnm_ge3",
+        "alnm_above_bm",
+        "alnm_ge2_above_alnm",
+        "alnm_ge3_above_alnm_ge2",
+        "alnm_ge4_above_alnm_ge3",
+        "nonmonotonic:bm>alnm>alnm_ge2>alnm_ge3>alnm_ge4",
     }
     assert result.predictions.image_ids == [data.samples[i].image_id for i in test_idx]
 

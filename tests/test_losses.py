@@ -146,20 +146,11 @@ def test_hinge_weight_and_margin_scale_the_loss():
     assert hinge([("bm", "alnm")], margin=0.0, weight=2.0)(P).item() == pytest.approx(2 * base)
 
 
-def test_violations_are_the_share_of_inconsistent_predictions():
-    shares = hinge([("bm", "alnm"), ("alnm", "alnm_ge2")]).violations(P, 0.5)
-    # alnm > 0.5 while bm <= 0.5: samples 2 (0.6 vs 0.2) and 3 (0.65 vs 0.5)
-    assert shares["alnm_without_bm"] == pytest.approx(2 / 3)
-    # alnm_ge2 > 0.5 while alnm <= 0.5: sample 1 (0.6 vs 0.3)
-    assert shares["alnm_ge2_without_alnm"] == pytest.approx(1 / 3)
-    empty = {k: torch.zeros(0) for k in P}
-    assert hinge([("bm", "alnm")]).violations(empty, 0.5) == {}
-
-
-def test_violations_use_the_given_threshold():
-    shares = hinge([("bm", "alnm")]).violations(P, 0.62)
-    # alnm > 0.62 while bm <= 0.62: sample 3 only (0.65 vs 0.5)
-    assert shares["alnm_without_bm"] == pytest.approx(1 / 3)
+def test_hinge_relations_are_its_pairs():
+    assert hinge([("bm", "alnm"), ("alnm", "alnm_ge2")]).relations == (
+        ("bm", "alnm"),
+        ("alnm", "alnm_ge2"),
+    )
 
 
 def test_hinge_refuses_multiclass_tasks():

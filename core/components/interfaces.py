@@ -105,6 +105,13 @@ class TaskHead:
             return torch.sigmoid(logits.reshape(-1))
         return torch.softmax(logits, dim=-1)
 
+    def implies(self, other: TaskHead) -> bool:
+        """Whether every positive of this binary task is, by the labels' definitions, a
+        positive of ``other`` (ALNM implies malignancy). The evaluation checks the
+        predictions against this hierarchy (``evaluation.consistency``); False when
+        unknown."""
+        return False
+
 
 class Constraint(nn.Module):
     """A loss over several tasks' probabilities that encodes how the tasks relate.
@@ -124,8 +131,16 @@ class Constraint(nn.Module):
     ) -> dict[str, float]:
         """Share of samples whose predictions at ``threshold`` break the constraint, per
         relation (``{"alnm_without_bm": 0.04}``), each in [0, 1]; reported beside the
-        metrics."""
+        metrics. The core measures the consistency of every relation in :attr:`relations`
+        itself; this is for what only the constraint knows."""
         return {}
+
+    @property
+    def relations(self) -> tuple[tuple[str, str], ...]:
+        """The ``(parent, child)`` task pairs this constraint ties (a child's probability
+        should not exceed its parent's); their consistency is measured in every
+        evaluation."""
+        return ()
 
 
 class TaskWeighting(nn.Module):

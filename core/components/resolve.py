@@ -37,6 +37,7 @@ from mtlkit.config.schema import RunConfig
 from mtlkit.data.columns import ColumnMap, rename_columns, split_columns
 from mtlkit.data.samples import SampleSet
 from mtlkit.errors import ConfigError, DataError, PluginError
+from mtlkit.evaluation.consistency import default_relations
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
@@ -66,6 +67,8 @@ class Components:
     source_columns: ColumnMap
     reports: list[tuple[Entry, BaseModel | None]]
     baselines: list[Baseline] = field(default_factory=list)
+    consistency: list[tuple[str, str]] = field(default_factory=list)
+    """The (parent, child) relations whose consistency every evaluation measures."""
 
     def build_backbone(self) -> nn.Module:
         """Instantiate the backbone (may read pretrained weights)."""
@@ -135,7 +138,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         attempt(lambda e=external, p=path: resolve_source(host, e.source, p))
     heads, losses = _resolve_heads(config, host, problems)
     by_name = {head.name: head for head in heads}
-    constraint_specs = _resolve_constraints(config, host, by_name, problems)
+    constraint_specs, constraint_relations = _resolve_constraints(config, host, by_name, problems)
     weighting_spec = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
     if weighting_spec is not None:
         attempt(lambda: build_checked(*weighting_spec, "weighting", list(by_name)))
@@ -148,6 +151,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
     )
     metrics = _resolve_metrics(config, host, problems)
     problems.items.extend(_reference_problems(config, by_name))
+    problems.items.extend(_consistency_problems(config, by_name))
     reports = []
     for index, spec in enumerate(config.reports):
         resolved = attempt(lambda spec=spec, i=index: host.reports.resolve(spec, f"reports[{i}]"))
@@ -171,6 +175,9 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         source_columns=source[2],
         reports=reports,
         baselines=baselines,
+        consistency=list(config.evaluation.consistency)
+        if config.evaluation.consistency is not None
+        else default_relations(heads, constraint_relations),
     )
     _check_optimization(components, training.epochs)
     return components
@@ -207,9 +214,11 @@ def _resolve_heads(
 
 def _resolve_constraints(
     config: RunConfig, host: PluginHost, heads: dict[str, TaskHead], problems: _Problems
-) -> list[tuple[Entry, BaseModel | None, str]]:
-    """``(entry, options, yaml path)`` of every constraint whose options build."""
+) -> tuple[list[tuple[Entry, BaseModel | None, str]], list[tuple[str, str]]]:
+    """``(entry, options, yaml path)`` of every constraint whose options build, and the
+    task pairs the constraints tie (``Constraint.relations``)."""
     specs = []
+    relations: list[tuple[str, str]] = []
     for index, spec in enumerate(config.constraints):
         path = f"constraints[{index}]"
         resolved = problems.attempt(lambda s=spec, p=path: host.constraints.resolve(s, p))
@@ -219,7 +228,8 @@ def _resolve_constraints(
         built = problems.attempt(lambda e=entry, o=options, p=path: build_checked(e, o, p, heads))
         if built is not None:
             specs.append((entry, options, path))
-    return specs
+            relations += [(str(p), str(c)) for p, c in built.relations]
+    return specs, relations
 
 
 def _resolve_baselines(config: RunConfig, host: PluginHost, problems: _Problems) -> list[Baseline]:
@@ -300,6 +310,22 @@ def _reference_problems(config: RunConfig, by_name: dict[str, TaskHead]) -> list
             problems.append(
                 (f"data.split.stratify[{index}]", f"no task called {task!r}; tasks: {tasks}")
             )
+    return problems
+
+
+def _consistency_problems(config: RunConfig, by_name: dict[str, TaskHead]) -> list:
+    """``evaluation.consistency`` must pair two different binary tasks of the run."""
+    problems = []
+    for index, pair in enumerate(config.evaluation.consistency or []):
+        where = f"evaluation.consistency[{index}]"
+        for task in pair:
+            if task not in by_name:
+                tasks = ", ".join(by_name) or "(none)"
+                problems.append((where, f"no task called {task!r}; tasks: {tasks}"))
+            elif by_name[task].kind != "binary":
+                problems.append((where, f"task {task!r} is not binary"))
+        if pair[0] == pair[1]:
+            problems.append((where, f"({pair[0]}, {pair[1]}) relates a task to itself"))
     return problems
 
 

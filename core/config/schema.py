@@ -311,6 +311,19 @@ class EvaluationConfig(OptionsModel):
     external: list[ExternalSetConfig] = Field(
         default_factory=list, description="extra test sets evaluated with the trained model"
     )
+    consistency: list[tuple[str, str]] | None = Field(
+        None,
+        description="(parent, child) task pairs whose predictions are checked for "
+        "consistency (a child above its parent), e.g. [[bm, alnm], [alnm, alnm_ge2]]; "
+        "null: the constraints' pairs and the heads' own hierarchy; []: none",
+    )
+    consistency_margin: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="a child's probability counts as above its parent's when it exceeds it "
+        "by more than this (the same for every variant of an ablation)",
+    )
 
     @field_validator("external")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
 from mtlkit.data.prepared import PreparedData
+from mtlkit.evaluation.consistency import measure_consistency
 from mtlkit.results import EvalResult, Predictions
 
 
@@ -53,10 +54,14 @@ def score_split(
     constraints: list[Constraint],
     threshold: float,
     device: torch.device | None = None,
+    relations: Sequence[tuple[str, str]] = (),
+    margin: float = 0.1,
 ) -> EvalResult:
-    """The metrics, constraint violations and predictions of one split from every task's
+    """The metrics, consistency and predictions of one split from every task's
     probabilities for the images ``indices`` (in that order), as for the CNN: a baseline's
-    probabilities are scored by this same function. ``device``: where the constraints
+    probabilities are scored by this same function. ``relations`` and ``margin``: see
+    :func:`~mtlkit.evaluation.consistency.measure_consistency`; each constraint's own
+    :meth:`~mtlkit.Constraint.violations` are added. ``device``: where the constraints
     live (see :func:`constraint_violations`)."""
     targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(heads)}
     tasks = {
@@ -82,7 +87,10 @@ def score_split(
         n_images=len(indices),
         n_patients=len(set(predictions.patient_ids)),
         tasks=tasks,
-        consistency=constraint_violations(constraints, probabilities, threshold, device),
+        consistency={
+            **constraint_violations(constraints, probabilities, threshold, device),
+            **measure_consistency(relations, probabilities, threshold, margin),
+        },
         predictions=predictions,
     )
 

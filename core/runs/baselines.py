@@ -156,6 +156,8 @@ def _fit_one(
             components.metrics,
             constraints,
             config.evaluation.threshold,
+            relations=components.consistency,
+            margin=config.evaluation.consistency_margin,
         )
         for split in probabilities
     }

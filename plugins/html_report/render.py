@@ -169,7 +169,7 @@ def metrics_table(content: dict[str, Any]) -> str:
     consistency = content.get("consistency") or {}
     if consistency:
         out += table(
-            ["constraint link", "inconsistent predictions"],
+            ["consistency relation", "share of images"],
             [
                 [r, format_value(v) if isinstance(v, dict) else _percent(v)]
                 for r, v in consistency.items()
