@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from mtlkit.cli.ablate_command import ablate_commands
 from mtlkit.cli.base import Command, CommandContext
 from mtlkit.cli.data_commands import data_commands
 from mtlkit.cli.run_commands import run_commands
@@ -104,7 +105,8 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     commands = [
-        ("mtlkit", name, cmd) for name, cmd in {**data_commands(), **run_commands()}.items()
+        ("mtlkit", name, cmd)
+        for name, cmd in {**data_commands(), **run_commands(), **ablate_commands()}.items()
     ]
     commands += [(e.owner, e.name, e.obj) for e in host.commands]
     taken = {}

@@ -342,6 +342,50 @@ class EvaluationConfig(OptionsModel):
         return value
 
 
+VARIANT_NAME = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class AblationVariant(OptionsModel):
+    """One variant of an ablation: the run's config with some tasks and overrides."""
+
+    name: str = Field(pattern=VARIANT_NAME, description="names its folder and its table row")
+    tasks: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="keep only these heads (by task name), e.g. [bm] for Single-BM; the "
+        "stratification, reference columns, consistency pairs and selection that name a "
+        "dropped task follow; null: every head",
+    )
+    set: list[str] = Field(
+        default_factory=list,
+        description="KEY.PATH=VALUE overrides as for mtl run --set, e.g. ['constraints=[]']",
+    )
+
+
+class AblationConfig(OptionsModel):
+    """The grid of ``mtl ablate``: every variant trains on the same split and seeds."""
+
+    variants: list[AblationVariant] = Field(
+        default_factory=list,
+        description="the variants; empty: the paper's four, single_bm, single_alnm, "
+        "multitask (no constraint) and full",
+    )
+    reference: str | None = Field(
+        None,
+        description="the variant every other is tested against; default: full, or the last variant",
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> AblationConfig:
+        names = [v.name for v in self.variants]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"variant names repeat: {', '.join(repeated)}")
+        if self.reference is not None and self.variants and self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not a variant: {', '.join(names)}")
+        return self
+
+
 class RunConfig(OptionsModel):
     """Everything one ``mtl run`` needs."""
 
@@ -362,6 +406,9 @@ class RunConfig(OptionsModel):
         default_factory=list,
         description="models trained and evaluated beside the CNN on the same splits, e.g. "
         "[radiomics]; each entry's other keys are that baseline's options",
+    )
+    ablation: AblationConfig = Field(
+        default_factory=AblationConfig, description="the variants mtl ablate trains"
     )
 
     _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)

@@ -1,0 +1,109 @@
+"""Two models compared on the same test images: each metric's summary over the runs and
+the p-value of the difference (the paper's Tables 2-4: the CNN against the radiomics
+model, every ablation variant against the full model).
+
+Runs are paired by their label (``seed_1``, ``fold_2/seed_1``): the same split and seed.
+With two or more pairs, the p-value is the paired t-test over runs (the paper's setting:
+repeated runs on one fixed test split). With one run, the two models' probabilities on the
+same images are compared: the paired DeLong test for AUC and a paired patient-level
+bootstrap for every other metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from mtlkit.evaluation.statistics import summarize
+
+COUNT_KEYS = ("n", "n_positive")
+
+
+def run_values(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every run's metrics document by run label: ``runs`` of repeated runs, or the
+    document itself for a single run (label ``""``)."""
+    runs = document.get("runs")
+    return dict(runs) if isinstance(runs, Mapping) and runs else {"": document}
+
+
+def metric_of(document: Mapping[str, Any], split: str, task: str, metric: str) -> float:
+    """One run's metric (NaN when absent or null)."""
+    value = document.get("sets", {}).get(split, {}).get("tasks", {}).get(task, {}).get(metric)
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def share_of(document: Mapping[str, Any], split: str, relation: str) -> float:
+    """One run's consistency share (NaN when absent)."""
+    value = document.get("sets", {}).get(split, {}).get("consistency", {}).get(relation)
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def paired_t(values_a: list[float], values_b: list[float]) -> float:
+    """Two-sided p-value of the paired t-test; NaN with fewer than two finite pairs, 1 when
+    every difference is 0 and 0 when every difference is the same non-zero number."""
+    pairs = [(a, b) for a, b in zip(values_a, values_b, strict=True) if np.isfinite([a, b]).all()]
+    if len(pairs) < 2:
+        return math.nan
+    differences = np.array([a - b for a, b in pairs])
+    if np.allclose(differences, differences[0], rtol=0, atol=1e-12):
+        return 1.0 if abs(differences[0]) <= 1e-12 else 0.0
+    return float(scipy_stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
+
+
+SinglePairTest = Callable[[str, str], tuple[float, str]]
+"""``(task, metric) -> (p-value, test name)`` from the two models' predictions, for one run."""
+
+
+def compare_documents(
+    reference: Mapping[str, Any],
+    other: Mapping[str, Any],
+    split: str,
+    single_run_test: SinglePairTest | None = None,
+) -> dict[str, Any]:
+    """Per task and metric of ``other`` on ``split``: its summary over runs
+    (:func:`~mtlkit.evaluation.statistics.summarize`) with ``p_value`` and ``test`` against
+    ``reference``; per consistency relation likewise (paired t-test only). Tasks or
+    relations the reference lacks get no p-value (``test: null``)."""
+    theirs, ours = run_values(other), run_values(reference)
+    paired = [label for label in theirs if label in ours]
+    first = next(iter(theirs.values()))
+    tasks: dict[str, Any] = {}
+    for task, metrics in first.get("sets", {}).get(split, {}).get("tasks", {}).items():
+        tasks[task] = {}
+        for metric in metrics:
+            if metric in COUNT_KEYS or not isinstance(metrics[metric], int | float | None):
+                continue
+            values = [metric_of(d, split, task, metric) for d in theirs.values()]
+            row = summarize(values)
+            row.update(_p_value(ours, theirs, paired, split, task, metric, single_run_test))
+            tasks[task][metric] = row
+    consistency: dict[str, Any] = {}
+    for relation in first.get("sets", {}).get(split, {}).get("consistency", {}):
+        row = summarize([share_of(d, split, relation) for d in theirs.values()])
+        a = [share_of(theirs[k], split, relation) for k in paired]
+        b = [share_of(ours[k], split, relation) for k in paired]
+        known = [x for x in b if not math.isnan(x)]
+        row.update(
+            {"p_value": paired_t(a, b), "test": "paired t-test over runs"}
+            if len(known) >= 2
+            else {"p_value": math.nan, "test": None}
+        )
+        consistency[relation] = row
+    return {"tasks": tasks, "consistency": consistency, "paired_runs": paired}
+
+
+def _p_value(ours, theirs, paired, split, task, metric, single_run_test) -> dict[str, Any]:
+    a = [metric_of(theirs[k], split, task, metric) for k in paired]
+    b = [metric_of(ours[k], split, task, metric) for k in paired]
+    if all(math.isnan(x) for x in b):
+        return {"p_value": math.nan, "test": None}
+    if len(paired) >= 2:
+        return {"p_value": paired_t(a, b), "test": "paired t-test over runs"}
+    if len(paired) == 1 and single_run_test is not None:
+        p, test = single_run_test(task, metric)
+        return {"p_value": p, "test": test}
+    return {"p_value": math.nan, "test": None}

@@ -1,0 +1,320 @@
+"""``mtl ablate``: the variants of one config (the paper's Table 3: Single-BM, Single-ALNM,
+multi-task without the constraint, the full model) trained on the same split and seeds,
+each a run of its own in ``<out>/<variant>/``, and the table comparing every variant with
+the reference one (``ablation.json``, ``ablation.csv``).
+
+The reference variant runs first; the others reuse its ``splits.json``, so every variant
+sees the same patients in every split. A killed ablation resumes: finished variants are
+kept, an unfinished one continues like ``mtl run --resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mtlkit.components.host import PluginHost
+from mtlkit.components.resolve import resolve_components
+from mtlkit.config.loading import apply_override, dump_config, validate_config
+from mtlkit.config.schema import AblationVariant, RunConfig
+from mtlkit.errors import ConfigError, UsageError
+from mtlkit.evaluation.comparison import compare_documents
+from mtlkit.files import RunLock, atomic_write_text, prepare_run_dir, to_json
+from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
+from mtlkit.progress import Progress
+from mtlkit.readback import finished_run
+from mtlkit.runs.runner import run
+from mtlkit.text import csv_cell
+
+ABLATION_SCHEMA = "mtlkit.ablation/1"
+GRID_FILE = "ablation.yaml"
+COMPARED_SPLIT = "test"
+
+PAPER_GRID = (
+    AblationVariant(name="single_bm", tasks=["bm"], set=["constraints=[]"]),
+    AblationVariant(name="single_alnm", tasks=["alnm"], set=["constraints=[]"]),
+    AblationVariant(name="multitask", set=["constraints=[]"]),
+    AblationVariant(name="full"),
+)
+"""The default grid: Li et al. 2022's Table 3."""
+
+
+@dataclass
+class AblationResult:
+    """A finished ablation: its directory, the content of ablation.json, and each variant's
+    run directory by name."""
+
+    out_dir: Path
+    document: dict[str, Any]
+    run_dirs: dict[str, Path]
+
+
+def variants_of(config: RunConfig) -> list[AblationVariant]:
+    """The config's grid, or the paper's four variants."""
+    return list(config.ablation.variants) or list(PAPER_GRID)
+
+
+def reference_of(config: RunConfig, variants: list[AblationVariant]) -> str:
+    """The variant every other is compared with: ``ablation.reference``, else ``full``,
+    else the last one."""
+    names = [v.name for v in variants]
+    return config.ablation.reference or ("full" if "full" in names else names[-1])
+
+
+def variant_config(
+    config: RunConfig,
+    variant: AblationVariant,
+    task_names: list[str],
+    split_file: Path | None,
+    where: str,
+) -> RunConfig:
+    """``config`` as ``variant`` changes it: only its tasks (and what names them), its
+    overrides, and the reference's split file (``split_file``) unless the config fixes one."""
+    raw = config.model_dump(mode="json")
+    raw.pop("ablation", None)
+    raw["name"] = f"{config.name}.{variant.name}"
+    if variant.tasks is not None:
+        _keep_tasks(raw, variant.tasks, task_names, f"{where}.tasks")
+    for index, item in enumerate(variant.set):
+        try:
+            apply_override(raw, item)
+        except ConfigError as exc:
+            raise ConfigError([(f"{where}.set[{index}]", _problems_text(exc))]) from None
+    split = raw.setdefault("data", {}).setdefault("split", {})
+    if split.get("folds"):
+        split.pop("test_fraction", None)  # dumped with its default, refused beside folds
+    if split_file is not None and not split.get("file"):
+        split["file"] = str(split_file)
+    try:
+        return validate_config(raw, f"{where} ({variant.name})")
+    except ConfigError as exc:
+        raise ConfigError([(f"{where} ({variant.name})", _problems_text(exc))]) from None
+
+
+def _problems_text(exc: ConfigError) -> str:
+    return "; ".join(f"{path}: {problem}" if path else problem for path, problem in exc.problems)
+
+
+def _keep_tasks(raw: dict[str, Any], keep: list[str], task_names: list[str], where: str) -> None:
+    unknown = ", ".join(repr(t) for t in keep if t not in task_names)
+    if unknown:
+        raise ConfigError([(where, f"no task called {unknown}; tasks: {', '.join(task_names)}")])
+    raw["heads"] = [
+        spec for spec, name in zip(raw["heads"], task_names, strict=True) if name in keep
+    ]
+    split = raw["data"]["split"]
+    split["stratify"] = [t for t in split.get("stratify", []) if t in keep] or list(keep)
+    evaluation = raw["evaluation"]
+    evaluation["reference_columns"] = {
+        t: c for t, c in evaluation.get("reference_columns", {}).items() if t in keep
+    }
+    if evaluation.get("consistency") is not None:
+        evaluation["consistency"] = [
+            pair for pair in evaluation["consistency"] if all(t in keep for t in pair)
+        ]
+    task, metric = evaluation["select"].split(".")
+    if task not in ("mean", *keep):
+        evaluation["select"] = f"mean.{metric}"
+
+
+def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str, RunConfig]]:
+    """The reference's name and every variant's config (reference first), each resolved
+    against the plugins: a grid with a broken variant is refused before anything runs."""
+    variants = variants_of(config)
+    reference = reference_of(config, variants)
+    task_names = resolve_components(config, host).task_names
+    if not config.ablation.variants:
+        missing = [t for t in ("bm", "alnm") if t not in task_names]
+        if missing:
+            raise UsageError(
+                f"the paper's grid (single_bm, single_alnm, multitask, full) needs the tasks "
+                f"bm and alnm; this config has no {', '.join(missing)}: declare "
+                "ablation.variants"
+            )
+    ordered = sorted(variants, key=lambda v: v.name != reference)
+    split_file = out / reference / "splits.json"
+    configs: dict[str, RunConfig] = {}
+    problems: list[tuple[str, str]] = []
+    for variant in ordered:
+        where = f"ablation.variants[{variants.index(variant)}]"
+        try:
+            derived = variant_config(
+                config,
+                variant,
+                task_names,
+                None if variant.name == reference else split_file,
+                where,
+            )
+            resolve_components(derived, host)
+        except ConfigError as exc:
+            problems += [(f"{where} ({variant.name})", _problems_text(exc))]
+            continue
+        configs[variant.name] = derived
+    if problems:
+        raise ConfigError(problems)
+    return reference, configs
+
+
+def ablate(
+    config: RunConfig,
+    *,
+    out_dir: str | Path | None = None,
+    plugins: Iterable[Any] = (),
+    host: PluginHost | None = None,
+    progress: Progress | None = None,
+    console: Console | None = None,
+    resume: bool = False,
+) -> AblationResult:
+    """Train every variant of ``config``'s grid into ``out_dir``/<variant> and write the
+    comparison; ``resume=True`` continues an interrupted ablation in ``out_dir``."""
+    console = console or Console()
+    progress = progress or Progress(enabled=False)
+    host = host if host is not None else PluginHost(plugins)
+    out = Path(out_dir) if out_dir is not None else default_ablation_dir(config)
+    reference, configs = plan(config, out, host)
+    grid_text = dump_config(config)
+    lock = _resume_lock(out, grid_text) if resume else prepare_run_dir(out)
+    with lock:
+        if not resume:
+            atomic_write_text(out / GRID_FILE, grid_text)
+        documents: dict[str, dict[str, Any]] = {}
+        for name, derived in configs.items():
+            run_dir = out / name
+            done = finished_run(run_dir)
+            if done is None:
+                console.print(
+                    f"[bold]ablation variant {name}[/] ({len(documents) + 1}/{len(configs)})"
+                )
+                started = (run_dir / "config.yaml").is_file()
+                result = run(
+                    derived,
+                    out_dir=run_dir,
+                    host=host,
+                    progress=progress,
+                    console=console,
+                    resume=started,
+                )
+                documents[name] = result.metrics
+            else:
+                documents[name] = done[0]
+        document = ablation_document(config, reference, configs, documents)
+        atomic_write_text(out / "ablation.json", to_json(document))
+        atomic_write_text(out / "ablation.csv", ablation_csv(document))
+    return AblationResult(out, document, {name: out / name for name in configs})
+
+
+def _resume_lock(out: Path, grid_text: str) -> RunLock:
+    try:
+        recorded = read_bytes(out / GRID_FILE, "ablation grid", MAX_CONFIG_BYTES).decode(
+            "utf-8", "replace"
+        )
+    except FileNotFoundError:
+        raise UsageError(f"{out} is not an mtlkit ablation directory (no {GRID_FILE})") from None
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    if recorded != grid_text:
+        raise UsageError(
+            f"{out} was started with another config or grid; resume it with the same config "
+            "and --set overrides, or start a new ablation"
+        )
+    return RunLock(out)
+
+
+def ablation_document(
+    config: RunConfig,
+    reference: str,
+    configs: dict[str, RunConfig],
+    documents: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The content of ablation.json: every variant's metrics on the test split, summarised
+    over runs, with the p-value of its difference from the reference."""
+    ref = documents[reference]
+    variants = {}
+    for name in configs:
+        compared = compare_documents(ref, documents[name], COMPARED_SPLIT)
+        if name == reference:
+            for rows in [*compared["tasks"].values(), compared["consistency"]]:
+                for row in rows.values():
+                    row.update(p_value=math.nan, test=None)
+        variants[name] = {
+            "tasks": [h.get("name") or h.get("type") for h in configs[name].model_dump()["heads"]],
+            "set": next(v.set for v in variants_of(config) if v.name == name),
+            "run_dir": name,
+            "metrics": compared["tasks"],
+            "consistency": compared["consistency"],
+        }
+    return {
+        "schema": ABLATION_SCHEMA,
+        "name": config.name,
+        "reference": reference,
+        "split": COMPARED_SPLIT,
+        "seeds": config.seeds,
+        "variants": variants,
+    }
+
+
+CSV_COLUMNS = (
+    "variant",
+    "kind",
+    "task",
+    "metric",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "runs",
+    "p_value",
+    "test",
+)
+
+
+def ablation_csv(document: dict[str, Any]) -> str:
+    """ablation.csv: one row per variant, task and metric, then per consistency relation."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for name, variant in document["variants"].items():
+        rows = [
+            ("metric", task, metric, row)
+            for task, metrics in variant["metrics"].items()
+            for metric, row in metrics.items()
+        ]
+        rows += [
+            ("consistency", "", relation, row) for relation, row in variant["consistency"].items()
+        ]
+        for kind, task, metric, row in rows:
+            writer.writerow(
+                [
+                    csv_cell(name),
+                    kind,
+                    csv_cell(task),
+                    csv_cell(metric),
+                    *(_number(v) for v in (row["mean"], row["sd"], *row["ci95"])),
+                    sum(
+                        1 for v in row["values"] if isinstance(v, int | float) and not math.isnan(v)
+                    ),
+                    _number(row["p_value"]),
+                    row["test"] or "",
+                ]
+            )
+    return buffer.getvalue()
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"
+
+
+def default_ablation_dir(config: RunConfig) -> Path:
+    """``output_dir`` with ``{name}`` as ``<name>-ablation`` and ``{timestamp}`` filled in."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.output_dir.format(name=f"{config.name}-ablation", timestamp=stamp))
