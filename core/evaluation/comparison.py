@@ -11,6 +11,8 @@ bootstrap for every other metric.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from mtlkit.evaluation.statistics import summarize
+from mtlkit.text import csv_cell
 
 COUNT_KEYS = ("n", "n_positive")
 
@@ -107,3 +110,66 @@ def _p_value(ours, theirs, paired, split, task, metric, single_run_test) -> dict
         p, test = single_run_test(task, metric)
         return {"p_value": p, "test": test}
     return {"p_value": math.nan, "test": None}
+
+
+def compare_models(
+    reference: str,
+    documents: Mapping[str, Mapping[str, Any]],
+    split: str,
+    single_run_tests: Mapping[str, SinglePairTest] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every model of ``documents`` (name -> metrics document) against the ``reference``
+    one: ``{name: {"metrics": {task: {metric: row}}, "consistency": {relation: row}}}``
+    with each row a summary over runs plus ``p_value`` and ``test`` (none for the
+    reference itself). ``single_run_tests[name]`` compares one run's predictions."""
+    out = {}
+    for name, document in documents.items():
+        test = (single_run_tests or {}).get(name)
+        compared = compare_documents(documents[reference], document, split, test)
+        if name == reference:
+            for rows in [*compared["tasks"].values(), compared["consistency"]]:
+                for row in rows.values():
+                    row.update(p_value=math.nan, test=None)
+        out[name] = {"metrics": compared["tasks"], "consistency": compared["consistency"]}
+    return out
+
+
+def comparison_csv(models: Mapping[str, Mapping[str, Any]], first_column: str) -> str:
+    """The rows of :func:`compare_models` as CSV: one per model, task and metric, then per
+    consistency relation (``kind`` says which)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        (first_column, "kind", "task", "metric", "mean", "sd", "ci_low", "ci_high", "runs")
+        + ("p_value", "test")
+    )
+    for name, model in models.items():
+        rows = [
+            ("metric", task, metric, row)
+            for task, metrics in model["metrics"].items()
+            for metric, row in metrics.items()
+        ]
+        rows += [
+            ("consistency", "", relation, row) for relation, row in model["consistency"].items()
+        ]
+        for kind, task, metric, row in rows:
+            finite = [v for v in row["values"] if isinstance(v, int | float) and not math.isnan(v)]
+            writer.writerow(
+                [
+                    csv_cell(name),
+                    kind,
+                    csv_cell(task),
+                    csv_cell(metric),
+                    *(_number(v) for v in (row["mean"], row["sd"], *row["ci95"])),
+                    len(finite),
+                    _number(row["p_value"]),
+                    row["test"] or "",
+                ]
+            )
+    return buffer.getvalue()
+
+
+def _number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"

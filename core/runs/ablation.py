@@ -10,10 +10,7 @@ kept, an unfinished one continues like ``mtl run --resume``.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +23,12 @@ from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import apply_override, dump_config, validate_config
 from mtlkit.config.schema import AblationVariant, RunConfig
 from mtlkit.errors import ConfigError, UsageError
-from mtlkit.evaluation.comparison import compare_documents
+from mtlkit.evaluation.comparison import compare_models, comparison_csv
 from mtlkit.files import RunLock, atomic_write_text, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
 from mtlkit.readback import finished_run
 from mtlkit.runs.runner import run
-from mtlkit.text import csv_cell
 
 ABLATION_SCHEMA = "mtlkit.ablation/1"
 GRID_FILE = "ablation.yaml"
@@ -207,7 +203,7 @@ def ablate(
                 documents[name] = done[0]
         document = ablation_document(config, reference, configs, documents)
         atomic_write_text(out / "ablation.json", to_json(document))
-        atomic_write_text(out / "ablation.csv", ablation_csv(document))
+        atomic_write_text(out / "ablation.csv", comparison_csv(document["variants"], "variant"))
     return AblationResult(out, document, {name: out / name for name in configs})
 
 
@@ -236,21 +232,17 @@ def ablation_document(
 ) -> dict[str, Any]:
     """The content of ablation.json: every variant's metrics on the test split, summarised
     over runs, with the p-value of its difference from the reference."""
-    ref = documents[reference]
-    variants = {}
-    for name in configs:
-        compared = compare_documents(ref, documents[name], COMPARED_SPLIT)
-        if name == reference:
-            for rows in [*compared["tasks"].values(), compared["consistency"]]:
-                for row in rows.values():
-                    row.update(p_value=math.nan, test=None)
-        variants[name] = {
-            "tasks": [h.get("name") or h.get("type") for h in configs[name].model_dump()["heads"]],
-            "set": next(v.set for v in variants_of(config) if v.name == name),
+    compared = compare_models(reference, documents, COMPARED_SPLIT)
+    grid = {v.name: v for v in variants_of(config)}
+    variants = {
+        name: {
+            "tasks": list(compared[name]["metrics"]),
+            "set": grid[name].set,
             "run_dir": name,
-            "metrics": compared["tasks"],
-            "consistency": compared["consistency"],
+            **compared[name],
         }
+        for name in configs
+    }
     return {
         "schema": ABLATION_SCHEMA,
         "name": config.name,
@@ -259,59 +251,6 @@ def ablation_document(
         "seeds": config.seeds,
         "variants": variants,
     }
-
-
-CSV_COLUMNS = (
-    "variant",
-    "kind",
-    "task",
-    "metric",
-    "mean",
-    "sd",
-    "ci_low",
-    "ci_high",
-    "runs",
-    "p_value",
-    "test",
-)
-
-
-def ablation_csv(document: dict[str, Any]) -> str:
-    """ablation.csv: one row per variant, task and metric, then per consistency relation."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for name, variant in document["variants"].items():
-        rows = [
-            ("metric", task, metric, row)
-            for task, metrics in variant["metrics"].items()
-            for metric, row in metrics.items()
-        ]
-        rows += [
-            ("consistency", "", relation, row) for relation, row in variant["consistency"].items()
-        ]
-        for kind, task, metric, row in rows:
-            writer.writerow(
-                [
-                    csv_cell(name),
-                    kind,
-                    csv_cell(task),
-                    csv_cell(metric),
-                    *(_number(v) for v in (row["mean"], row["sd"], *row["ci95"])),
-                    sum(
-                        1 for v in row["values"] if isinstance(v, int | float) and not math.isnan(v)
-                    ),
-                    _number(row["p_value"]),
-                    row["test"] or "",
-                ]
-            )
-    return buffer.getvalue()
-
-
-def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.6g}"
 
 
 def default_ablation_dir(config: RunConfig) -> Path:
