@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from conftest import tiny_raw, write_yaml
 from scipy import stats
 
@@ -59,8 +60,9 @@ def dataset(phantom_folder, tmp_path):
         row["side"] = SIDES[row["patient_id"]]
         row["device"] = "=HYPERLINK" if number % 2 else "logiq"
         row["note"] = f"seen on day {number}"
+        row["diagnosis"] = row["bm"]
     with (folder / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, [*header, "age", "side", "device", "note"])
+        writer = csv.DictWriter(handle, [*header, "age", "side", "device", "note", "diagnosis"])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -238,6 +240,22 @@ def test_column_options(dataset, tmp_path, capsys):
     code = main(["data", "describe", str(config), "--quiet", "--columns", "weight"])
     assert code == 2
     assert "no column 'weight' in the data" in capsys.readouterr().err
+
+
+def test_a_column_the_heads_read_through_the_columns_option_is_no_metadata(
+    dataset, tmp_path, capsys
+):
+    config, _ = dataset
+    document, _, _ = describe(config, tmp_path, capsys)
+    assert "diagnosis" in document["categorical"]  # a copy of bm, but no head reads it
+    mapped = tmp_path / "mapped.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["source"]["columns"] = {"bm": "diagnosis"}
+    write_yaml(mapped, raw)
+    shutil.rmtree(tmp_path / "described")
+    document, _, _ = describe(mapped, tmp_path, capsys)
+    assert "diagnosis" not in document["categorical"] and "bm" not in document["categorical"]
+    assert set(document["categorical"]) == {"side", "device"}
 
 
 def test_an_existing_out_folder_is_refused_before_reading(dataset, tmp_path, capsys):

@@ -219,6 +219,11 @@ def _describe(args: argparse.Namespace, ctx: CommandContext) -> int:
     config = load_config(args.config, args.overrides)
     if args.max_categories < 2:
         raise UsageError("--max-categories must be at least 2")
+    if args.fold < 1:
+        raise UsageError(f"--fold {args.fold}: folds are numbered from 1")
+    split = config.data.split
+    if not split.file and args.fold > (split.folds or 1):  # a split file's: once it is read
+        raise UsageError(f"--fold {args.fold}: the split has {split.folds or 1} fold(s)")
     out = Path(args.out) if args.out else None
     if out is not None:
         check_run_dir(out)  # before reading every image
