@@ -173,6 +173,7 @@ def _describe_arguments(parser: argparse.ArgumentParser) -> None:
         "--fold",
         type=int,
         default=1,
+        metavar="N",
         help="with data.split.folds: the fold whose test part is compared with the rest "
         "(default 1)",
     )
