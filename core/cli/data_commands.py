@@ -167,6 +167,7 @@ def _describe_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument(
         "--out",
+        metavar="DIR",
         help="write characteristics.csv and characteristics.json into this new or empty folder",
     )
     parser.add_argument(
