@@ -1,5 +1,6 @@
-"""``mtl data check`` (is this data usable, and what is in it?) and ``mtl evaluate`` (score a
-trained model on another data set)."""
+"""``mtl data check`` (is this data usable, and what is in it?), ``mtl data describe`` (its
+Table 1: training and validation against test) and ``mtl evaluate`` (score a trained model
+on another data set)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,18 @@ from mtlkit.components.resolve import (
     resolve_source,
 )
 from mtlkit.config.loading import load_config
-from mtlkit.data.inspection import DataReport, inspect_data, roi_for
-from mtlkit.errors import DataError
+from mtlkit.data.characteristics import (
+    COLUMNS,
+    MAX_CATEGORIES,
+    TITLES,
+    Characteristics,
+    ColumnChoice,
+    describe_data,
+)
+from mtlkit.data.inspection import DataReport, inspect_data, prepare_data, roi_for
+from mtlkit.errors import DataError, UsageError
 from mtlkit.evaluation.external import evaluate_checkpoint
+from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
 from mtlkit.text import shown
@@ -153,6 +163,145 @@ def duplicate_line(report: DataReport) -> str:
     )
 
 
+def _describe_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write characteristics.csv and characteristics.json into this new or empty folder",
+    )
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with data.split.folds: the fold whose test part is compared with the rest "
+        "(default 1)",
+    )
+    parser.add_argument(
+        "--columns",
+        action="append",
+        default=[],
+        metavar="COL[,COL...]",
+        help="describe only these metadata columns (default: every column that is not an "
+        "image, id, mask, box, task label or reference column)",
+    )
+    parser.add_argument(
+        "--numeric",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="describe COL as numeric: mean ± SD, t-test (default: when every value is a number)",
+    )
+    parser.add_argument(
+        "--categorical",
+        action="append",
+        default=[],
+        metavar="COL",
+        help="describe COL as categorical: counts (%%), chi-square test, whatever its values",
+    )
+    parser.add_argument(
+        "--max-categories",
+        type=int,
+        default=MAX_CATEGORIES,
+        metavar="N",
+        help=f"skip a categorical column with more distinct values (default {MAX_CATEGORIES})",
+    )
+    parser.add_argument(
+        "--welch", action="store_true", help="Welch's t-test instead of Student's (the paper's)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _names(values: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n.strip() for v in values for n in v.split(",") if n.strip()))
+
+
+def _describe(args: argparse.Namespace, ctx: CommandContext) -> int:
+    config = load_config(args.config, args.overrides)
+    if args.max_categories < 2:
+        raise UsageError("--max-categories must be at least 2")
+    if args.fold < 1:
+        raise UsageError(f"--fold {args.fold}: folds are numbered from 1")
+    split = config.data.split
+    if not split.file and args.fold > (split.folds or 1):  # a split file's: once it is read
+        raise UsageError(f"--fold {args.fold}: the split has {split.folds or 1} fold(s)")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        check_run_dir(out)  # before reading every image
+    components = resolve_components(config, ctx.host)
+    show = not args.quiet and ctx.err.is_terminal
+    with Progress(enabled=show, console=ctx.err) as progress:
+
+        def images(total: int):
+            task = progress.task("reading images", total=total)
+            return lambda: progress.advance(task)
+
+        sample_set = read_sample_set(
+            components.source_entry,
+            components.source_options,
+            "data.source",
+            components.source_columns,
+        )
+        data = prepare_data(
+            sample_set,
+            components.heads,
+            config.data,
+            config.evaluation.reference_columns,
+            progress=images,
+        )
+    data.save_cache()
+    if not 1 <= args.fold <= data.n_folds:
+        raise UsageError(f"--fold {args.fold}: the split has {data.n_folds} fold(s)")
+    heads = components.heads
+    excluded = {c for head in heads for c in head.label_columns}
+    excluded |= {file for head, file in components.source_columns.items() if head in excluded}
+    excluded |= set(config.evaluation.reference_columns.values())
+    choice = ColumnChoice(
+        columns=_names(args.columns),
+        numeric=_names(args.numeric),
+        categorical=_names(args.categorical),
+        max_categories=args.max_categories,
+        welch=args.welch,
+    )
+    table = describe_data(
+        data.for_fold(args.fold - 1), {h.name: h.classes for h in heads}, excluded, choice
+    )
+    title = f"{sample_set.description or 'the data'}: training and validation vs test"
+    ctx.console.print(characteristics_table(table, title))
+    for column, reason in table.skipped.items():
+        ctx.console.print(f"  [yellow]skipped[/] {shown(column)}: {shown(reason)}")
+    for note in table.notes:
+        ctx.console.print(f"  note: {shown(note)}")
+    for line in table.legend():
+        ctx.console.print(f"  {shown(line)}")
+    if out is not None:
+        document = {"config": str(args.config), "data": sample_set.description}
+        with prepare_run_dir(out):
+            atomic_write_text(out / "characteristics.csv", table.csv())
+            atomic_write_text(
+                out / "characteristics.json", to_json({**document, **table.document()})
+            )
+        ctx.console.print(f"written: {shown(out)}")
+    return 0
+
+
+def characteristics_table(table: Characteristics, title: str) -> Table:
+    """The characteristics as the paper's Table 1: one row per characteristic, its levels
+    indented below it."""
+    out = Table(title=shown(title), title_justify="left")
+    out.add_column("Characteristic", min_width=12, overflow="fold")
+    for column in COLUMNS:
+        out.add_column(TITLES[column], justify="right", no_wrap=True)
+    out.add_column("p", justify="right", no_wrap=True)
+    out.add_column("test", min_width=7)
+    for row in table.rows:
+        name = f"  {shown(row.level)}" if row.level else f"[bold]{shown(row.characteristic)}[/]"
+        cells = [shown(getattr(row, column)) for column in COLUMNS]
+        out.add_row(name, *cells, shown(row.p), shown(row.method))
+    return out
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="weights saved by a run (.safetensors)")
     parser.add_argument(
@@ -188,6 +337,12 @@ def data_commands() -> dict[str, Command]:
             "check a configuration's data: summary tables and every problem (exit 2 if any)",
             _check_arguments,
             _check,
+        ),
+        "data describe": Command(
+            "Table 1 of a configuration's data: patients, images, classes and metadata of "
+            "training + validation vs test, with t-tests and chi-square tests",
+            _describe_arguments,
+            _describe,
         ),
         "evaluate": Command(
             "evaluate a trained checkpoint on another data set (external validation)",
