@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import tiny_raw, write_yaml
+from scipy.stats import ttest_rel
 
 from mtlkit import (
     Baseline,
@@ -106,6 +107,22 @@ def test_a_baseline_is_fitted_per_seed_on_the_cnns_split_and_scored_like_the_cnn
     assert result.baselines["prevalence"]["sets"]["test"]["tasks"]["bm"]["auc"]["mean"] == 0.5
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| bm | CNN |" in report and "| bm | prevalence |" in report
+
+
+def test_a_run_with_a_baseline_writes_the_comparison_with_p_values(tmp_path):
+    raw = raw_with("prevalence", seed=[3, 4])
+    run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()])
+    document = json.loads((tmp_path / "run" / "comparison.json").read_text())
+    assert document["reference"] == "cnn" and list(document["models"]) == ["cnn", "prevalence"]
+    cnn = document["models"]["cnn"]["metrics"]["bm"]["auc"]
+    theirs = document["models"]["prevalence"]["metrics"]["bm"]["auc"]
+    assert cnn["test"] is None and theirs["values"] == [0.5, 0.5]
+    assert theirs["test"] == "paired t-test over runs"
+    assert cnn["values"][0] != cnn["values"][1]  # else the t-test is undefined
+    assert theirs["p_value"] == pytest.approx(ttest_rel(theirs["values"], cnn["values"]).pvalue)
+    rows = (tmp_path / "run" / "comparison.csv").read_text().splitlines()
+    assert rows[0].startswith("model,kind,task,metric,mean,sd,ci_low,ci_high,runs,p_value")
+    assert any(r.startswith("prevalence,metric,bm,auc,0.5,0,") for r in rows)
 
 
 def test_probabilities_that_break_the_contract_are_an_error_naming_the_baseline(tmp_path):

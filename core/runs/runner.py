@@ -23,6 +23,7 @@ from mtlkit.data.inspection import shared_images
 from mtlkit.data.prepared import PreparedData
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError, list_problems
+from mtlkit.evaluation.comparison import compare_models, comparison_csv
 from mtlkit.evaluation.documents import (
     aggregate,
     combine_predictions,
@@ -124,6 +125,8 @@ def _run_all(
     baseline_metrics = run_baselines(
         baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
     )
+    if metrics and baseline_metrics:
+        write_comparison(config, out, metrics, baseline_metrics)
     result = RunResult(
         out_dir=out,
         metrics=metrics,
@@ -134,6 +137,33 @@ def _run_all(
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
     return result
+
+
+COMPARISON_SCHEMA = "mtlkit.comparison/1"
+CNN = "cnn"
+
+
+def write_comparison(
+    config: RunConfig,
+    out: Path,
+    metrics: dict[str, Any],
+    baselines: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """comparison.json and comparison.csv (the paper's Tables 2 and 4): every task and metric
+    of the CNN and of each baseline on the test split, summarised over runs, each baseline
+    with the p-value of its difference from the CNN."""
+    documents = {CNN: metrics, **baselines}
+    document = {
+        "schema": COMPARISON_SCHEMA,
+        "name": config.name,
+        "reference": CNN,
+        "split": "test",
+        "seeds": config.seeds,
+        "models": compare_models(CNN, documents, "test"),
+    }
+    atomic_write_text(out / "comparison.json", to_json(document))
+    atomic_write_text(out / "comparison.csv", comparison_csv(document["models"], "model"))
+    return document
 
 
 def _start(
