@@ -125,6 +125,8 @@ def summary_report(options: SummaryOptions):
     baseline's side by side."""
 
     def report(result: RunResult, console: Console) -> None:
+        if result.ablation is not None:  # mtl ablate prints the ablation's own tables
+            return
         models = models_of(result)
         side_by_side = bool(result.baselines)
         sets = set_names(models)

@@ -28,6 +28,8 @@ class RunFiles:
     splits: dict[str, Any] = field(default_factory=dict)
     gallery: dict[str, Any] = field(default_factory=dict)
     cam_response: dict[str, Any] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json
+    ablation: dict[str, Any] = field(default_factory=dict)  # ../ablation.json, as a variant
     problems: list[str] = field(default_factory=list)
     name: str = ""  # a model kept inside another run's directory: its folder's name
 
@@ -119,7 +121,28 @@ def read_run(root: Path) -> RunFiles:
     run.splits = _json(root / "splits.json", problems, dict)
     run.gallery = _json(root / "cam" / "gallery.json", problems, dict)
     run.cam_response = _json(root / "cam" / "response.json", problems, dict)
+    run.comparison = _json(root / "comparison.json", problems, dict)
+    if (root.parent / "ablation.json").is_file():
+        ablation = _json(root.parent / "ablation.json", problems, dict)
+        variants = ablation.get("variants")
+        if isinstance(variants, dict) and root.name in variants:
+            run.ablation = ablation
     return run
+
+
+def ablation_siblings(run: RunFiles) -> list[RunFiles]:
+    """The other variants of the ablation ``run`` is the reference of, for the figures
+    that draw them beside it; none for any other run."""
+    if run.ablation.get("reference") != run.root.name:
+        return []
+    found = []
+    for name in run.ablation.get("variants") or {}:
+        folder = run.root.parent / str(name)
+        if str(name) != run.root.name and (folder / "metrics.json").is_file():
+            other = read_run(folder)
+            other.name = str(name)
+            found.append(other)
+    return found
 
 
 def other_results(root: Path) -> list[RunFiles]:

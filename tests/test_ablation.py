@@ -156,11 +156,16 @@ def test_a_declared_grid_replaces_the_paper_grid(tmp_path):
         ],
         "reference": "hinge",
     }
+    raw["reports"] = ["html"]
     result = ablate(load_config(raw), out_dir=tmp_path / "grid")
     variants = result.document["variants"]
     assert list(variants) == ["hinge", "no_constraint", "bm_alnm"]
     assert list(variants["bm_alnm"]["metrics"]) == ["bm", "alnm"]
     assert variants["no_constraint"]["metrics"]["bm"]["auc"]["values"]
+    # The reference's report gains the ablation table and draws the others beside it.
+    page = (tmp_path / "grid" / "hinge" / "report.html").read_text()
+    assert 'id="ablation"' in page and "no_constraint" in page and "bm_alnm" in page
+    assert 'id="ablation"' not in (tmp_path / "grid" / "bm_alnm" / "report.html").read_text()
 
 
 def test_grids_that_cannot_run_are_refused_before_anything_is_written(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.resolve import resolve_components
+from mtlkit.components.resolve import call_component, resolve_components
 from mtlkit.config.loading import apply_override, dump_config, validate_config
 from mtlkit.config.schema import AblationVariant, RunConfig
 from mtlkit.errors import ConfigError, UsageError
@@ -28,6 +28,7 @@ from mtlkit.files import RunLock, atomic_write_text, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
 from mtlkit.readback import finished_run
+from mtlkit.results import RunResult
 from mtlkit.runs.runner import run
 
 ABLATION_SCHEMA = "mtlkit.ablation/1"
@@ -204,7 +205,28 @@ def ablate(
         document = ablation_document(config, reference, configs, documents)
         atomic_write_text(out / "ablation.json", to_json(document))
         atomic_write_text(out / "ablation.csv", comparison_csv(document["variants"], "variant"))
+        _report_reference(
+            configs[reference], out / reference, documents[reference], document, host, console
+        )
     return AblationResult(out, document, {name: out / name for name in configs})
+
+
+def _report_reference(
+    config: RunConfig,
+    run_dir: Path,
+    metrics: dict[str, Any],
+    ablation: dict[str, Any],
+    host: PluginHost,
+    console: Console,
+) -> None:
+    """The reference variant's reports made again, now that the ablation is known (its
+    report.html gains the ablation's table and draws the other variants beside it)."""
+    components = resolve_components(config, host)
+    result = RunResult(
+        out_dir=run_dir, metrics=metrics, task_names=components.task_names, ablation=ablation
+    )
+    for index, (entry, options) in enumerate(components.reports):
+        call_component(entry, options, f"reports[{index}]")(result, console)
 
 
 def _resume_lock(out: Path, grid_text: str) -> RunLock:

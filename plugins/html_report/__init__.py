@@ -22,9 +22,10 @@ from mtlkit import (
     shown,
     to_json,
 )
+from mtlkit.plugins.html_report.comparison import comparison_html
 from mtlkit.plugins.html_report.render import REPORT_FILE, render
 from mtlkit.plugins.plots import write_plots
-from mtlkit.plugins.run_files import RunFiles, other_results, read_run
+from mtlkit.plugins.run_files import RunFiles, ablation_siblings, other_results, read_run
 
 
 class HtmlOptions(OptionsModel):
@@ -53,10 +54,18 @@ def write_report(
         if not theirs.metrics:
             raise UsageError(f"{other} has no readable metrics.json: not a finished mtlkit run")
         compared.append(theirs)
-    others: list[RunFiles] = other_results(root) + compared
+    others: list[RunFiles] = other_results(root) + ablation_siblings(run) + compared
     plots = write_plots(run, others)
     path = root / filename
-    atomic_write_text(path, render(run, plots, others))
+    statistics = [
+        (
+            "comparison",
+            "CNN against the baselines",
+            comparison_html(run.comparison, "models", "model"),
+        ),
+        ("ablation", "Ablation", comparison_html(run.ablation, "variants", "variant")),
+    ]
+    atomic_write_text(path, render(run, plots, others, statistics))
     return path
 
 

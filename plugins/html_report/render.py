@@ -380,9 +380,15 @@ def plugins_table(run: RunFiles) -> str:
     )
 
 
-def render(run: RunFiles, plots: list[Plot], others: list[RunFiles]) -> str:
-    """The page for ``run`` with its figures ``plots`` and the other models ``others``
-    (baselines or ablations inside the run directory, compared runs)."""
+def render(
+    run: RunFiles,
+    plots: list[Plot],
+    others: list[RunFiles],
+    statistics: list[tuple[str, str, str]] = (),
+) -> str:
+    """The page for ``run`` with its figures ``plots``, the other models ``others``
+    (baselines or ablations inside the run directory, compared runs) and the
+    ``statistics`` sections ``(anchor, title, html)`` after them."""
     sections: list[tuple[str, str, str]] = []
 
     def figures(section: str) -> str:
@@ -408,6 +414,7 @@ def render(run: RunFiles, plots: list[Plot], others: list[RunFiles]) -> str:
         sections.append(("external", "External test sets", external + external_figures))
     if others:
         sections.append(("others", "Baselines and compared models", others_html(others)))
+    sections += [s for s in statistics if s[2]]
     training = figures("training")
     if training:
         sections.append(("training", "Training", training))
