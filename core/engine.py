@@ -453,6 +453,7 @@ def adjusted_probabilities(
 
 
 def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each task's batches as one array (an empty one without any)."""
     return {
         name: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.float32)
         for name, chunks in parts.items()
