@@ -6,7 +6,8 @@ This module is the public API, the one place users and plugin authors import fro
   result types;
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
   (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
-  :class:`BaselineContext` and :class:`BaselineOutput`), :class:`Sample` and
+  :class:`BaselineContext` and :class:`BaselineOutput`), :func:`masked_mean` (a loss over
+  the labelled samples, for a constraint's task losses), :class:`Sample` and
   :class:`SampleSet`, :class:`Command` (with :func:`add_config_arguments`), the label,
   file-reading and RoI helpers (:func:`roi_box`, :func:`crop_and_resize`), progress bars
   (:class:`Progress`), safe output writing, safe terminal and CSV text (:func:`shown`,
@@ -75,6 +76,7 @@ from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResu
 from mtlkit.runs.runner import run
 from mtlkit.text import csv_cell, shown
 from mtlkit.training.checkpoint import state_dict_mismatch
+from mtlkit.training.losses import masked_mean
 from mtlkit.version import __version__
 
 __all__ = [
@@ -129,6 +131,7 @@ __all__ = [
     "load_config",
     "load_grayscale",
     "load_mask",
+    "masked_mean",
     "normalize_batch",
     "parse_box",
     "read_csv_rows",

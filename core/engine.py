@@ -337,7 +337,7 @@ class Engine:
     def _evaluate(
         self, data: PreparedData, indices: np.ndarray, split: str, tta: bool = True
     ) -> EvalResult:
-        probabilities = self._infer(data.cache[torch.from_numpy(indices)], tta)
+        probabilities, raw = self._infer(data.cache[torch.from_numpy(indices)], tta)
         return score_split(
             data,
             indices,
@@ -350,15 +350,23 @@ class Engine:
             self.device,
             relations=self.components.consistency,
             margin=self.config.evaluation.consistency_margin,
+            raw_probabilities=raw,
         )
 
     @torch.no_grad()
-    def _infer(self, rois: torch.Tensor, tta: bool = True) -> dict[str, np.ndarray]:
-        """Probabilities per task for uint8 RoIs of shape (N, 1, S, S); with
-        ``evaluation.tta: hflip`` (and ``tta``) the mean over each image and its mirror."""
+    def _infer(
+        self, rois: torch.Tensor, tta: bool = True
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Probabilities per task for uint8 RoIs of shape (N, 1, S, S), as the model predicts
+        them (every constraint's ``adjust`` applied, in config order), and the raw ones when
+        a constraint adjusts outputs (None otherwise). With ``evaluation.tta: hflip`` (and
+        ``tta``) the raw probabilities are the mean over each image and its mirror, and
+        the adjustment is applied to that mean."""
         model = self.model
         model.eval()
+        adjusting = [c for c in self.constraints if c.adjusts_outputs]
         parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
+        raw_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         batch = max(self.config.training.batch_size, 64)
         views = [lambda x: x]
         if tta and self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
@@ -371,15 +379,18 @@ class Engine:
                 for head in self.heads:
                     p = head.probabilities(outputs[head.name].float())
                     probs[head.name] = probs[head.name] + p if head.name in probs else p
+            probs = {name: p / len(views) for name, p in probs.items()}
+            adjusted = adjusted_probabilities(adjusting, probs)
             for head in self.heads:
-                parts[head.name].append((probs[head.name] / len(views)).cpu().numpy())
-        return {
-            name: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.float32)
-            for name, chunks in parts.items()
-        }
+                parts[head.name].append(adjusted[head.name].cpu().numpy())
+                if adjusting:
+                    raw_parts[head.name].append(probs[head.name].cpu().numpy())
+        final = _joined(parts)
+        return final, (_joined(raw_parts) if adjusting else None)
 
     def predict(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Probabilities per task for RoI images (2-D uint8 grayscale arrays, any size).
+        """Probabilities per task for RoI images (2-D uint8 grayscale arrays, any size), as
+        the model predicts them (adjusted by the constraints that adjust outputs).
 
         Each image is resized to the model's input size exactly as cached RoIs are.
         """
@@ -396,7 +407,7 @@ class Engine:
                 )
             resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
             rois[i, 0] = torch.tensor(np.asarray(resized))
-        return self._infer(rois)
+        return self._infer(rois)[0]
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load weights saved by a run into a model built from this engine's config.
@@ -431,3 +442,21 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
+
+
+def adjusted_probabilities(
+    constraints: Sequence[Constraint], probabilities: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``probabilities`` after every constraint's ``adjust``, in order; each constraint sees
+    the previous one's result, and tasks it leaves out keep their probabilities."""
+    for constraint in constraints:
+        probabilities = {**probabilities, **constraint.adjust(probabilities)}
+    return probabilities
+
+
+def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each task's batches as one array (an empty one without any)."""
+    return {
+        name: np.concatenate(chunks) if chunks else np.zeros((0,), dtype=np.float32)
+        for name, chunks in parts.items()
+    }

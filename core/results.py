@@ -12,7 +12,9 @@ import numpy as np
 
 @dataclass
 class EpochLog:
-    """One epoch: mean training loss per part, validation metrics and the selection score."""
+    """One epoch: mean training loss per part, validation metrics and the selection score;
+    ``task_weights``: each task loss's weight in the epoch (empty when the weighting does
+    not say)."""
 
     epoch: int
     lr: float
@@ -23,6 +25,7 @@ class EpochLog:
     val_metrics: dict[str, dict[str, float]]
     seconds: float
     train_images_per_second: float
+    task_weights: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The log as plain JSON values (numpy numbers become floats)."""

@@ -283,8 +283,12 @@ def check_constraint(
     *,
     options_model: type[BaseModel] | None = None,
 ) -> Constraint:
-    """Check a constraint over ``heads``: it is a Constraint, ``forward`` gives a finite
-    scalar with a gradient path, ``violations`` shares in [0, 1]. Returns it."""
+    """Check a constraint over ``heads``: it is a Constraint; ``forward`` gives a finite
+    scalar (with a gradient path, when the constraint implements it); ``task_losses`` finite
+    scalars with a gradient path for tasks of ``heads``, each masking unknown (NaN) targets;
+    ``adjust`` probabilities of the same shapes in [0, 1] without changing its input, and
+    changes them only when ``adjusts_outputs`` says so; ``violations`` shares in [0, 1].
+    Returns it."""
     if not isinstance(heads, Mapping):
         heads = {head.name: head for head in heads}
     subject = f"constraint {describe(cls)}"
@@ -296,15 +300,92 @@ def check_constraint(
     loss = _call(subject, "forward(probabilities)", built, probabilities)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not bool(torch.isfinite(loss)):
         _fail(subject, [f"forward() gave {describe(loss)}: return a finite 0-dim tensor"])
-    if not loss.requires_grad:
+    if type(built).forward is not Constraint.forward and not loss.requires_grad:
         _fail(subject, ["forward() has no gradient path to the probabilities"])
+    _fail(subject, _task_loss_problems(subject, built, heads))
     detached = {k: v.detach() for k, v in probabilities.items()}
+    _fail(subject, _adjust_problems(subject, built, detached))
     shares = _call(subject, "violations(probabilities, 0.5)", built.violations, detached, 0.5)
     if not isinstance(shares, dict) or not all(
         isinstance(k, str) and _real(v) and 0 <= v <= 1 for k, v in shares.items()
     ):
         _fail(subject, [f"violations() gave {shares!r}: a dict relation -> share in [0, 1]"])
     return built
+
+
+def _task_loss_problems(
+    subject: str, constraint: Constraint, heads: Mapping[str, TaskHead]
+) -> list[str]:
+    generator = torch.Generator().manual_seed(1)
+    logits = {
+        name: torch.randn(BATCH, head.num_outputs, generator=generator).requires_grad_()
+        for name, head in heads.items()
+    }
+    labelled = {name: _logits_and_targets(head.kind)[1] for name, head in heads.items()}
+    labelled = {name: torch.cat([t[:-1], torch.tensor([math.nan])]) for name, t in labelled.items()}
+    unlabelled = {name: torch.full((BATCH,), math.nan) for name in heads}
+    problems = []
+    for what, targets in (("partly labelled", labelled), ("unlabelled", unlabelled)):
+        losses = _call(
+            subject, f"task_losses(logits, {what} targets)", constraint.task_losses, logits, targets
+        )
+        if not isinstance(losses, Mapping):
+            return [f"task_losses() gave {describe(losses)}: a dict task -> scalar loss"]
+        unknown = sorted(set(losses) - set(heads))
+        if unknown:
+            problems.append(f"task_losses() names tasks no head defines: {', '.join(unknown)}")
+        for task, loss in losses.items():
+            if (
+                not isinstance(loss, torch.Tensor)
+                or loss.ndim != 0
+                or not bool(torch.isfinite(loss))
+            ):
+                problems.append(
+                    f"task_losses()[{task!r}] on {what} targets is {describe(loss)}: "
+                    "return a finite 0-dim tensor"
+                )
+            elif what == "unlabelled" and float(loss.detach()) != 0.0:
+                problems.append(
+                    f"task_losses()[{task!r}] is {float(loss.detach())} without any known target: "
+                    "average over the labelled samples only (mtlkit.masked_mean), 0 without any"
+                )
+            elif what == "partly labelled" and not loss.requires_grad:
+                problems.append(f"task_losses()[{task!r}] has no gradient path to the logits")
+    return problems
+
+
+def _adjust_problems(
+    subject: str, constraint: Constraint, probabilities: dict[str, torch.Tensor]
+) -> list[str]:
+    flag = getattr(constraint, "adjusts_outputs", None)
+    if not isinstance(flag, bool):
+        return [f"adjusts_outputs is {flag!r}: set True or False"]
+    before = {k: v.clone() for k, v in probabilities.items()}
+    with torch.no_grad():
+        adjusted = _call(subject, "adjust(probabilities)", constraint.adjust, probabilities)
+    if not isinstance(adjusted, Mapping):
+        return [f"adjust() gave {describe(adjusted)}: a dict task -> probabilities"]
+    problems = []
+    if any(not torch.equal(before[k], probabilities[k]) for k in before):
+        problems.append("adjust() changed its input: return new tensors")
+    changed = False
+    for task, value in adjusted.items():
+        if task not in probabilities:
+            problems.append(f"adjust() gave task {task!r}, which no head defines")
+            continue
+        shape = tuple(probabilities[task].shape)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else describe(value)
+            problems.append(
+                f"adjust() gave {got} for task {task!r}, whose probabilities are {shape}"
+            )
+        elif not bool(((value >= 0) & (value <= 1)).all()):
+            problems.append(f"adjust() gave values outside [0, 1] for task {task!r}")
+        else:
+            changed = changed or not torch.equal(value, before[task])
+    if changed and not flag:
+        problems.append("adjust() changes probabilities but adjusts_outputs is False: set it True")
+    return problems
 
 
 def check_weighting(
@@ -315,30 +396,56 @@ def check_weighting(
     options_model: type[BaseModel] | None = None,
 ) -> TaskWeighting:
     """Check a task weighting: it is a TaskWeighting, ``forward`` combines every task's loss
-    into a finite scalar with a gradient to each, and its state dict round-trips (runs
-    resume from it). Returns it."""
+    into a finite scalar with a gradient to each, over a few epochs (``end_epoch`` between
+    them); ``task_weights`` names tasks with finite weights; and its state dict round-trips
+    into a fresh one that then combines losses exactly as it does (runs resume from it).
+    Returns it."""
     subject = f"weighting {describe(cls)}"
     model = _registered("weighting", cls, options_model)
     options = _validated(subject, options, model)
     built = _build(subject, cls, options, list(task_names))
     problem = built_problem("weighting", built)
     _fail(subject, [problem] if problem else [])
-    losses = {
-        name: torch.tensor(float(i + 1), requires_grad=True) for i, name in enumerate(task_names)
-    }
-    total = _call(subject, "forward(losses)", built, losses)
-    if not isinstance(total, torch.Tensor) or total.ndim != 0 or not bool(torch.isfinite(total)):
-        _fail(subject, [f"forward() gave {describe(total)}: return a finite 0-dim tensor"])
-    grads = torch.autograd.grad(total, list(losses.values()), allow_unused=True)
-    ignored = [name for name, grad in zip(losses, grads, strict=True) if grad is None]
-    _fail(
-        subject, [f"forward() ignores the loss of task(s) {', '.join(ignored)}"] if ignored else []
-    )
+    for epoch in range(3):  # falling losses, at another rate per task
+        losses = {
+            name: torch.tensor((i + 1.0) / (1 + epoch * (i + 1)), requires_grad=True)
+            for i, name in enumerate(task_names)
+        }
+        total = _call(subject, "forward(losses)", built, losses)
+        if (
+            not isinstance(total, torch.Tensor)
+            or total.ndim != 0
+            or not bool(torch.isfinite(total))
+        ):
+            _fail(subject, [f"forward() gave {describe(total)}: return a finite 0-dim tensor"])
+        grads = torch.autograd.grad(total, list(losses.values()), allow_unused=True)
+        ignored = [name for name, grad in zip(losses, grads, strict=True) if grad is None]
+        _fail(
+            subject,
+            [f"forward() ignores the loss of task(s) {', '.join(ignored)}"] if ignored else [],
+        )
+        _call(subject, "end_epoch()", built.end_epoch)
+    weights = _call(subject, "task_weights()", built.task_weights)
+    if not isinstance(weights, Mapping) or not all(
+        name in task_names and _real(w) and math.isfinite(w) for name, w in weights.items()
+    ):
+        _fail(subject, [f"task_weights() gave {weights!r}: a dict task -> finite weight"])
     fresh = _build(subject, cls, options, list(task_names))
     try:
         fresh.load_state_dict(built.state_dict())
     except Exception as exc:  # the core resumes a run through exactly this call
         _fail(subject, [f"its state dict does not load into a fresh one: {exc}"])
+    probe = {name: torch.tensor(0.5 + i) for i, name in enumerate(task_names)}
+    with torch.no_grad():
+        again, expected = fresh(dict(probe)), built(dict(probe))
+    if not torch.equal(again, expected):
+        _fail(
+            subject,
+            [
+                "a fresh one loaded with its state dict combines losses otherwise: keep "
+                "everything it learns or counts in parameters or registered buffers"
+            ],
+        )
     return built
 
 

@@ -21,6 +21,7 @@ METRIC_TITLES = {
     "f1": "F1",
     "auc": "AUC",
     "reference_auc": "ref. AUC",
+    "raw_auc": "raw AUC",
 }
 
 

@@ -233,8 +233,8 @@ def plugins_listing(tmp_path_factory):
 BUILTIN_OWNERS = {
     "mtlkit.heads": ["bm", "alnm", "alnm_burden", "multiclass", "binary"],
     "mtlkit.backbones": ["resnet50", "timm"],
-    "mtlkit.constraints": ["hierarchical_hinge"],
-    "mtlkit.weighting": ["equal"],
+    "mtlkit.constraints": ["hierarchical_hinge", "coherent"],
+    "mtlkit.weighting": ["equal", "uncertainty", "dwa"],
     "mtlkit.optimizers": ["adam", "adamw", "sgd", "step", "cosine", "none"],
     "mtlkit.task_losses": ["bce", "cross_entropy"],
     "mtlkit.metrics": ["acc", "se", "sp", "precision", "f1", "auc"],

@@ -14,7 +14,14 @@ from test_dicom import gray, write_dicom
 from test_labelimg import case, labels_for
 
 from mtlkit.components.host import PluginHost
-from mtlkit.plugins.heads import ALNMHead, ALNMOptions, BMHead, BMOptions
+from mtlkit.plugins.heads import (
+    ALNMHead,
+    ALNMOptions,
+    BMHead,
+    BMOptions,
+    BurdenHead,
+    BurdenOptions,
+)
 from mtlkit.plugins.synthetic.phantoms import PhantomSettings, generate_phantoms, write_phantom_set
 from mtlkit.testing import check_entry
 
@@ -58,6 +65,15 @@ def bm_and_alnm() -> dict[str, Any]:
     return {"heads": [BMHead(BMOptions()), ALNMHead(ALNMOptions())]}
 
 
+def chain() -> dict[str, Any]:
+    """bm, alnm, alnm_ge2 and alnm_ge3 (with a head the pairs leave out: alnm_ge3)."""
+    burden = [BurdenHead(BurdenOptions(min_nodes=n)) for n in (2, 3)]
+    return {"heads": [*bm_and_alnm()["heads"], *burden]}
+
+
+CHAIN = [["bm", "alnm"], ["alnm", "alnm_ge2"]]
+
+
 # (kind, name) -> (options, or a function of a temporary folder returning them; context)
 CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict[str, Any]]] = {
     ("backbone", "timm"): ({"model": "resnet10t"}, {}),
@@ -86,7 +102,10 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("task_loss", "bce"): ({"pos_weight": 3.0}, {}),
     ("task_loss", "cross_entropy"): ({"label_smoothing": 0.1}, {}),
     ("constraint", "hierarchical_hinge"): ({"pairs": [["bm", "alnm"]]}, bm_and_alnm()),
+    ("constraint", "coherent"): ({"pairs": CHAIN}, chain()),  # form: max
     ("weighting", "equal"): ({"weights": {"bm": 2.0}}, {"task_names": ["bm", "alnm"]}),
+    ("weighting", "uncertainty"): ({"init_log_variance": 0.5}, {"task_names": ["bm", "alnm"]}),
+    ("weighting", "dwa"): ({"temperature": 2.0}, {"task_names": ["bm", "alnm"]}),
     **{("metric", name): ({}, {}) for name in ("acc", "se", "sp", "precision", "f1", "auc")},
     ("data_source", "synthetic"): ({"patients": 3, "image_size": 32}, {}),
     ("data_source", "manifest"): (manifest_fixture, {}),
@@ -111,6 +130,25 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("scheduler", "none"): ({}, {}),
 }
 
+# Further options of a built-in entry that change what it does, checked the same way.
+MORE_CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    ("constraint", "coherent", {"pairs": CHAIN, "form": "conditional"}, chain()),
+    (
+        "constraint",
+        "coherent",
+        {
+            "pairs": [
+                ["bm", "alnm"],
+                ["bm", "alnm_ge2"],
+                ["alnm", "alnm_ge3"],
+                ["alnm_ge2", "alnm_ge3"],
+            ],
+            "form": "conditional",
+        },
+        chain(),
+    ),
+]
+
 
 def test_every_builtin_entry_has_a_conformance_case():
     assert "head" in {kind for kind, _ in BUILTIN}  # the listing itself works
@@ -124,3 +162,12 @@ def test_builtin_entry_conforms(kind, name, tmp_path):
         options = options(tmp_path)
     built = check_entry(HOST.registries[kind].get(name), options or None, **context)
     assert built is not None
+
+
+@pytest.mark.parametrize(
+    "kind, name, options, context",
+    MORE_CASES,
+    ids=[f"{k}:{n}:{i}" for i, (k, n, _, _) in enumerate(MORE_CASES)],
+)
+def test_builtin_entry_conforms_with_other_options(kind, name, options, context):
+    assert check_entry(HOST.registries[kind].get(name), options, **context) is not None

@@ -32,11 +32,12 @@ from mtlkit import (
     canonical,
     hookimpl,
     load_config,
+    masked_mean,
 )
 from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import resolve_components
 from mtlkit.data.targets import build_targets
-from mtlkit.plugins.heads import BinaryOptions, MulticlassOptions
+from mtlkit.plugins.heads import BinaryHead, BinaryOptions, MulticlassOptions
 from mtlkit.testing import (
     check_backbone,
     check_baseline,
@@ -568,6 +569,100 @@ def test_check_constraint_catches_each_breach(cls, words):
     with pytest.raises(AssertionError) as info:
         check_constraint(cls, {} if isinstance(cls, type) else None, constraint_heads())
     assert words in str(info.value)
+
+
+class GoverningConstraint(Constraint):
+    """A correct one without a loss of its own: the child's task loss, masked."""
+
+    Options = PairOptions
+
+    def __init__(self, options, heads):
+        super().__init__()
+        self.child = options.child
+
+    def task_losses(self, logits, targets):
+        known = ~torch.isnan(targets[self.child])
+        filled = torch.where(known, targets[self.child], 0.0)
+        per_sample = (logits[self.child].reshape(-1) - filled) ** 2
+        return {self.child: masked_mean(per_sample, targets[self.child])}
+
+
+class UnmaskedConstraint(GoverningConstraint):
+    def task_losses(self, logits, targets):
+        return {self.child: (logits[self.child].reshape(-1) - targets[self.child]).mean()}
+
+
+class AlwaysOneConstraint(GoverningConstraint):
+    def task_losses(self, logits, targets):
+        return {self.child: logits[self.child].sum() * 0 + 1.0}
+
+
+class StrangerConstraint(GoverningConstraint):
+    def task_losses(self, logits, targets):
+        return {"size": logits[self.child].sum()}
+
+
+class ClampingConstraint(MeanConstraint):
+    """Adjusts the child to at most the parent (binary tasks only)."""
+
+    adjusts_outputs = True
+
+    def adjust(self, probabilities):
+        return {self.child: torch.minimum(probabilities[self.child], probabilities["bm"])}
+
+
+class SilentClamping(ClampingConstraint):
+    adjusts_outputs = False
+
+
+class OverflowingConstraint(ClampingConstraint):
+    def adjust(self, probabilities):
+        return {self.child: probabilities[self.child] + 1.0}
+
+
+class InPlaceConstraint(ClampingConstraint):
+    def adjust(self, probabilities):
+        probabilities[self.child].clamp_(max=0.5)
+        return probabilities
+
+
+class ReshapingConstraint(ClampingConstraint):
+    def adjust(self, probabilities):
+        return {self.child: probabilities[self.child][:1]}
+
+
+def binary_pair():
+    return [
+        check_head(BinaryHead, {"name": "bm", "label": "bm"}),
+        check_head(BinaryHead, {"name": "alnm", "label": "alnm"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cls, words",
+    [
+        (UnmaskedConstraint, "finite 0-dim tensor"),  # NaN targets make it NaN
+        (AlwaysOneConstraint, "without any known target"),
+        (StrangerConstraint, "names tasks no head defines: size"),
+        (SilentClamping, "adjusts_outputs is False"),
+        (OverflowingConstraint, "outside [0, 1]"),
+        (InPlaceConstraint, "changed its input"),
+        (ReshapingConstraint, "whose probabilities are (4,)"),
+    ],
+)
+def test_check_constraint_catches_breaches_of_task_losses_and_adjust(cls, words):
+    assert isinstance(check_constraint(GoverningConstraint, {}, binary_pair()), Constraint)
+    assert isinstance(check_constraint(ClampingConstraint, {}, binary_pair()), Constraint)
+    with pytest.raises(AssertionError) as info:
+        check_constraint(cls, {}, binary_pair())
+    assert words in str(info.value)
+
+
+def test_an_old_style_constraint_inherits_the_new_methods():
+    built = check_constraint(MeanConstraint, {}, constraint_heads())
+    assert built.task_losses({}, {}) == {} and built.adjusts_outputs is False
+    probabilities = {"alnm": torch.tensor([0.2, 0.7])}
+    assert built.adjust(probabilities) is probabilities
 
 
 class SkipFirst(TaskWeighting):

@@ -41,12 +41,12 @@ def test_brier_score(example_plugin):
     assert example_plugin.brier(y, p, 0.5) == pytest.approx((0.04 + 0.01 + 0.36) / 3)
 
 
-def test_run_with_uncertainty_weighting_and_brier_metric(example_plugin):
-    raw = tiny_raw(weighting="uncertainty")
+def test_run_with_revised_uncertainty_weighting_and_brier_metric(example_plugin):
+    raw = tiny_raw(weighting="revised_uncertainty")
     raw["evaluation"]["metrics"] = [*raw["evaluation"]["metrics"], "brier"]
     engine = Engine(load_config(raw), plugins=[example_plugin])
     registry = engine.host.weightings
-    assert registry.get("uncertainty").owner == "mtlkit_example_plugin"
+    assert registry.get("revised_uncertainty").owner == "mtlkit_example_plugin"
     engine.fit()
     learned = engine.weighting.log_variance.detach().numpy()
     assert not np.allclose(learned, 0.0), "the task weights should be learned"
@@ -58,5 +58,5 @@ def test_run_with_uncertainty_weighting_and_brier_metric(example_plugin):
 def test_example_components_pass_the_conformance_kit(example_plugin):
     # What the example's own tests would do: mtlkit.testing against the contracts.
     check_metric(example_plugin.brier)
-    weighting = check_weighting(example_plugin.UncertaintyWeighting, {}, ["bm", "alnm"])
+    weighting = check_weighting(example_plugin.RevisedUncertaintyWeighting, {}, ["bm", "alnm"])
     assert weighting.log_variance.shape == (2,)

@@ -82,9 +82,12 @@ def _head_class(obj: Any) -> list[str]:
     return problems
 
 
-def _module_class(base: type[nn.Module]) -> Callable[[Any], list[str]]:
+def _module_class(
+    base: type[nn.Module], methods: tuple[str, ...] = ("forward",)
+) -> Callable[[Any], list[str]]:
     """A registration check for constraints and weightings: a subclass of ``base`` that
-    implements forward, or a factory (what it builds is checked when it is built)."""
+    implements at least one of ``methods``, or a factory (what it builds is checked when it
+    is built)."""
 
     def check(obj: Any) -> list[str]:
         if isinstance(obj, type):
@@ -93,8 +96,9 @@ def _module_class(base: type[nn.Module]) -> Callable[[Any], list[str]]:
                     f"{describe(obj)} does not subclass mtlkit.{base.__name__}: derive it "
                     f"from {base.__name__}"
                 ]
-            if obj.forward is base.forward:
-                return [f"{describe(obj)} does not implement forward()"]
+            if all(getattr(obj, m) is getattr(base, m) for m in methods):
+                others = "".join(f" nor {m}()" for m in methods[1:])
+                return [f"{describe(obj)} does not implement {methods[0]}(){others}"]
             return []
         if callable(obj):
             return []
@@ -136,7 +140,8 @@ def _command(obj: Any) -> list[str]:
 
 _REGISTRATION: dict[str, Callable[[Any], list[str]]] = {
     "head": _head_class,
-    "constraint": _module_class(Constraint),
+    # a loss, task losses of its own, or predictions that obey it by construction
+    "constraint": _module_class(Constraint, ("forward", "task_losses", "adjust")),
     "weighting": _module_class(TaskWeighting),
     "backbone": _callable("register a function building an nn.Module from its options"),
     "task_loss": _callable("register a function returning fn(logits, targets)"),

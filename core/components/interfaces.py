@@ -114,17 +114,57 @@ class TaskHead:
 
 
 class Constraint(nn.Module):
-    """A loss over several tasks' probabilities that encodes how the tasks relate.
+    """How several tasks relate, as a loss, as task losses of their own, or as a rule that
+    makes the predictions obey the relation by construction.
 
     Built as ``Constraint(options, heads)`` with ``heads`` the run's heads by task name;
     raises ``ValueError`` naming the problem when the options refer to tasks that do not
-    exist or do not fit. :meth:`forward` receives every binary task's probabilities (N,)
-    and multiclass task's (N, classes) for a batch, labelled or not.
+    exist or do not fit. A constraint implements at least one of:
+
+    - :meth:`forward`: an extra loss added to the weighted task losses (a hinge);
+    - :meth:`task_losses`: the task losses of the tasks it governs, which replace the
+      configured task loss of those tasks (the weighting still combines every task's loss);
+    - :meth:`adjust` with ``adjusts_outputs = True``: the probabilities the model predicts,
+      made from its raw outputs (e.g. a parent's probability raised to its children's).
+
+    All three receive a batch of every task, labelled or not; :meth:`forward` and
+    :meth:`adjust` every binary task's probabilities (N,) and multiclass task's
+    (N, classes), the raw ones (no constraint's :meth:`adjust` applied).
     """
 
+    adjusts_outputs: ClassVar[bool] = False
+    """True when :meth:`adjust` changes probabilities. The core adjusts the model's outputs,
+    and reports the raw outputs' AUC beside the adjusted ones', only when a constraint of the
+    run sets it."""
+
     def forward(self, probabilities: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """One weighted, finite scalar loss (0-dim tensor) with a gradient path."""
-        raise NotImplementedError
+        """One weighted, finite scalar loss (0-dim tensor) with a gradient path; the default
+        (for a constraint that works through :meth:`task_losses` or :meth:`adjust` only) is
+        0 without one."""
+        first = next(iter(probabilities.values()), None)
+        return first.new_zeros(()) if first is not None else torch.zeros(())
+
+    def task_losses(
+        self, logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``{task: loss}`` for the tasks this constraint governs (default: none).
+
+        ``logits`` are every task's raw outputs, as a task loss gets them ((N, 1) for a
+        binary head, (N, classes) for a multiclass one, float32); ``targets`` every task's
+        targets (N,), NaN where unknown. Each loss is a finite scalar (0-dim) with a gradient
+        path, the mean over the samples whose target of that task is known and exactly 0
+        when there is none (:func:`mtlkit.masked_mean`). It replaces the task's configured
+        loss; two constraints of a run may not govern the same task.
+        """
+        return {}
+
+    def adjust(self, probabilities: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """The probabilities the model predicts, from the raw (or an earlier constraint's
+        adjusted) ``probabilities``: the same shapes, values in [0, 1], the input left
+        unchanged. Tasks it leaves out keep their probabilities. The core calls it, in
+        config order, wherever outputs become predictions (evaluation, metrics,
+        ``predictions.csv``, ``Engine.predict``), without gradients; default: unchanged."""
+        return probabilities
 
     def violations(
         self, probabilities: Mapping[str, torch.Tensor], threshold: float
@@ -144,10 +184,12 @@ class Constraint(nn.Module):
 
 
 class TaskWeighting(nn.Module):
-    """Combines per-task losses into one; may own learnable parameters.
+    """Combines per-task losses into one; may own learnable parameters and buffers (both are
+    optimised or saved with the model, and restored when a fit resumes).
 
     Built as ``Weighting(options, task_names)`` (or ``Weighting(task_names)`` without
-    options); :meth:`forward` receives ``{task: scalar loss}`` for every task.
+    options); :meth:`forward` receives ``{task: scalar loss}`` for every task, once per
+    training step; :meth:`end_epoch` is called after each training epoch.
     """
 
     def __init__(self, task_names: list[str]):
@@ -157,6 +199,16 @@ class TaskWeighting(nn.Module):
     def forward(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """One scalar loss (0-dim tensor)."""
         raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called once after every training epoch, before the training state is saved, for
+        a weighting that adapts per epoch (keep what it needs in registered buffers, so
+        that a resumed fit continues exactly); default: nothing."""
+
+    def task_weights(self) -> dict[str, float]:
+        """The weight each task's loss has now (recorded per epoch in ``history.json``);
+        default: none recorded."""
+        return {}
 
 
 @dataclass(frozen=True)

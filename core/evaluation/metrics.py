@@ -56,13 +56,15 @@ def score_split(
     device: torch.device | None = None,
     relations: Sequence[tuple[str, str]] = (),
     margin: float = 0.1,
+    raw_probabilities: Mapping[str, np.ndarray] | None = None,
 ) -> EvalResult:
     """The metrics, consistency and predictions of one split from every task's
     probabilities for the images ``indices`` (in that order), as for the CNN: a baseline's
     probabilities are scored by this same function. ``relations`` and ``margin``: see
     :func:`~mtlkit.evaluation.consistency.measure_consistency`; each constraint's own
     :meth:`~mtlkit.Constraint.violations` are added. ``device``: where the constraints
-    live (see :func:`constraint_violations`)."""
+    live (see :func:`constraint_violations`). ``raw_probabilities``: the model's outputs
+    before a constraint adjusted them; each binary task then also gets ``raw_auc``."""
     targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(heads)}
     tasks = {
         head.name: task_metrics(
@@ -75,6 +77,12 @@ def score_split(
         )
         for head in heads
     }
+    if raw_probabilities is not None:
+        for head in heads:
+            if head.kind == "binary":
+                tasks[head.name]["raw_auc"] = raw_auc(
+                    targets[head.name], raw_probabilities[head.name]
+                )
     predictions = Predictions(
         split=split,
         image_ids=[data.samples[i].image_id for i in indices],
@@ -93,6 +101,12 @@ def score_split(
         },
         predictions=predictions,
     )
+
+
+def raw_auc(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """The AUC of unadjusted probabilities over the samples whose target is known."""
+    known = ~np.isnan(targets)
+    return binary_auc(targets[known].astype(np.int64), probabilities[known])
 
 
 def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:

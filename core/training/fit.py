@@ -88,13 +88,15 @@ def build_fit_objects(
 
 @dataclass
 class EpochTraining:
-    """What one training epoch measured: mean losses per step, time and images."""
+    """What one training epoch measured: mean losses per step, time and images, and the
+    task weights of the epoch (:meth:`TaskWeighting.task_weights`)."""
 
     loss: float
     task_losses: dict[str, float]
     constraint_loss: float
     seconds: float
     images: int
+    task_weights: dict[str, float] = field(default_factory=dict)
 
     def log(self, epoch: int, lr: float, val_score: float, val_metrics: dict) -> EpochLog:
         """The epoch's log, with its learning rate and validation results."""
@@ -108,6 +110,7 @@ class EpochTraining:
             val_metrics=val_metrics,
             seconds=self.seconds,
             train_images_per_second=self.images / self.seconds if self.seconds else math.nan,
+            task_weights=self.task_weights,
         )
 
 
@@ -120,7 +123,10 @@ def train_epoch(
     progress: Progress,
 ) -> EpochTraining:
     """Train on every batch of ``loader`` once; ``targets`` (on the training device) holds
-    one row per sample index the loader yields. Returns the epoch's mean losses."""
+    one row per sample index the loader yields. Returns the epoch's mean losses.
+
+    The task weighting's :meth:`~TaskWeighting.end_epoch` is called at the end, after its
+    weights of this epoch are recorded."""
     objects.model.train()
     objects.weighting.train()
     started = time.perf_counter()
@@ -140,6 +146,8 @@ def train_epoch(
         seen += images.shape[0]
         progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
     progress.remove(batches)
+    weights = {name: float(w) for name, w in objects.weighting.task_weights().items()}
+    objects.weighting.end_epoch()
     seconds = time.perf_counter() - started
     means = (part_sums / max(steps, 1)).tolist()
     return EpochTraining(
@@ -148,6 +156,7 @@ def train_epoch(
         constraint_loss=means[-1],
         seconds=seconds,
         images=seen,
+        task_weights=weights,
     )
 
 

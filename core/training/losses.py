@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from mtlkit.components.interfaces import Constraint, TaskHead, TaskLossFn, TaskWeighting
+from mtlkit.errors import ConfigError, PluginError
 
 
 def masked_task_loss(fn: TaskLossFn, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -18,9 +19,14 @@ def masked_task_loss(fn: TaskLossFn, logits: torch.Tensor, targets: torch.Tensor
     multiplied out, which avoids boolean indexing (a device sync on GPU).
     """
     known = ~torch.isnan(targets)
-    filled = torch.where(known, targets, torch.zeros_like(targets))
-    per_sample = fn(logits, filled)
-    weights = known.to(per_sample.dtype)
+    return masked_mean(fn(logits, torch.where(known, targets, torch.zeros_like(targets))), targets)
+
+
+def masked_mean(per_sample: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The mean of ``per_sample`` (N,) over the samples whose target (N,) is known (not
+    NaN); exactly 0, with a gradient path, when none is. ``per_sample`` must be finite for
+    the unknown ones too: compute it with their targets filled in (e.g. with 0)."""
+    weights = (~torch.isnan(targets)).to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp(min=1.0)
 
 
@@ -29,6 +35,8 @@ class Objective:
 
     ``targets`` columns follow ``heads``; the weighting and constraints are the instances
     being trained, so a learned weighting or constraint gets its gradient through this loss.
+    A task that a constraint governs (:meth:`Constraint.task_losses`) takes that
+    constraint's loss instead of its configured one.
     """
 
     def __init__(
@@ -42,23 +50,66 @@ class Objective:
         self.loss_fns = loss_fns
         self.weighting = weighting
         self.constraints = list(constraints)
+        self._governing = [
+            (index, c)
+            for index, c in enumerate(self.constraints)
+            if type(c).task_losses is not Constraint.task_losses
+        ]
+        self._with_loss = [c for c in self.constraints if type(c).forward is not Constraint.forward]
 
     def __call__(
         self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """``(loss per task, constraint loss, total loss)`` for one batch's model outputs."""
+        """``(loss per task, constraint loss, total loss)`` for one batch's model outputs;
+        the task losses in the order of ``heads``."""
+        governed = self.governed_losses(outputs, targets)
         losses = {
-            head.name: masked_task_loss(
-                self.loss_fns[head.name], outputs[head.name], targets[:, column]
-            )
+            head.name: governed[head.name]
+            if head.name in governed
+            else masked_task_loss(self.loss_fns[head.name], outputs[head.name], targets[:, column])
             for column, head in enumerate(self.heads)
         }
         constraint_loss = self.constraint_loss(outputs)
         return losses, constraint_loss, self.weighting(losses) + constraint_loss
 
+    def governed_losses(
+        self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The task losses the constraints give for the tasks they govern (empty without).
+
+        Raises :class:`ConfigError` when two constraints govern one task and
+        :class:`PluginError` when a constraint names a task the run does not have.
+        """
+        if not self._governing:
+            return {}
+        logits = {h.name: outputs[h.name].float() for h in self.heads}
+        by_task = {h.name: targets[:, column] for column, h in enumerate(self.heads)}
+        out: dict[str, torch.Tensor] = {}
+        owner: dict[str, int] = {}
+        for index, constraint in self._governing:
+            for task, loss in constraint.task_losses(logits, by_task).items():
+                if task not in by_task:
+                    raise PluginError(
+                        f"constraints[{index}] ({type(constraint).__name__}) gave a task loss "
+                        f"for {task!r}, which no head defines; tasks: {', '.join(by_task)}"
+                    )
+                if task in owner:
+                    raise ConfigError(
+                        [
+                            (
+                                f"constraints[{index}]",
+                                f"governs the loss of task {task!r}, which "
+                                f"constraints[{owner[task]}] governs already: a task's loss "
+                                "comes from one constraint at most",
+                            )
+                        ]
+                    )
+                out[task], owner[task] = loss, index
+        return out
+
     def constraint_loss(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The sum of the constraint losses over every task's probabilities (0 without any)."""
-        if not self.constraints:
+        if not self._with_loss:
             return torch.zeros((), device=next(iter(outputs.values())).device)
         probabilities = {h.name: h.probabilities(outputs[h.name].float()) for h in self.heads}
-        return sum(c(probabilities) for c in self.constraints)
+        return sum(c(probabilities) for c in self._with_loss)

@@ -23,6 +23,7 @@ METRIC_TITLES = {
     "f1": "F1",
     "auc": "AUC",
     "reference_auc": "reference AUC",
+    "raw_auc": "raw AUC",
 }
 SPLIT_TITLES = {"train": "training", "val": "validation", "test": "test"}
 GROUP_TITLES = {

@@ -1,11 +1,12 @@
 """An example mtlkit plugin, installed as its own distribution.
 
     pip install -e examples/mtlkit-example-plugin
-    mtl plugins        # lists `brier` (metric) and `uncertainty` (weighting), owner `example`
+    mtl plugins        # lists `brier` (metric) and `revised_uncertainty` (weighting),
+                       # owner `example`
 
 Then use them in a config:
 
-    weighting: uncertainty
+    weighting: revised_uncertainty
     evaluation: {metrics: [acc, se, sp, precision, f1, auc, brier]}
 """
 
@@ -33,16 +34,18 @@ def brier(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
 brier.higher_is_better = False  # so `select: mean.brier` picks the lowest
 
 
-class UncertaintyOptions(OptionsModel):
-    init_log_variance: float = Field(0.0, description="starting log variance of every task")
+class RevisedUncertaintyOptions(OptionsModel):
+    init_log_variance: float = Field(0.0, description="starting log(c^2) of every task")
 
 
-class UncertaintyWeighting(TaskWeighting):
-    """Kendall et al. 2018: learn one log variance s per task; loss = sum(exp(-s) L + s)."""
+class RevisedUncertaintyWeighting(TaskWeighting):
+    """Liebel and Koerner 2018, the revised form of Kendall et al.'s uncertainty weighting
+    (built in as ``uncertainty``): learn one c per task; loss = sum(L / (2 c^2) +
+    log(1 + c^2)), whose regulariser stays positive. Learned as s = log(c^2)."""
 
-    Options = UncertaintyOptions
+    Options = RevisedUncertaintyOptions
 
-    def __init__(self, options: UncertaintyOptions, task_names: list[str]):
+    def __init__(self, options: RevisedUncertaintyOptions, task_names: list[str]):
         super().__init__(task_names)
         self.log_variance = torch.nn.Parameter(
             torch.full((len(task_names),), options.init_log_variance)
@@ -51,7 +54,8 @@ class UncertaintyWeighting(TaskWeighting):
     def forward(self, losses):
         total = 0.0
         for i, name in enumerate(self.task_names):
-            total = total + torch.exp(-self.log_variance[i]) * losses[name] + self.log_variance[i]
+            s = self.log_variance[i]
+            total = total + 0.5 * torch.exp(-s) * losses[name] + torch.nn.functional.softplus(s)
         return total
 
 
@@ -62,4 +66,4 @@ def mtl_register_metrics(registry):
 
 @hookimpl
 def mtl_register_task_weightings(registry):
-    registry.register("uncertainty", UncertaintyWeighting)
+    registry.register("revised_uncertainty", RevisedUncertaintyWeighting)
