@@ -35,16 +35,21 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _ablate(args: argparse.Namespace, ctx: CommandContext) -> int:
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR, the ablation to continue")
-    config = load_config(args.config, args.overrides)
-    show = not args.quiet and ctx.err.is_terminal
-    with Progress(enabled=show, console=ctx.err) as progress:
+    return run_ablation(
+        load_config(args.config, args.overrides), args.out, args.resume, args.quiet, ctx
+    )
+
+
+def run_ablation(config, out: str | None, resume: bool, quiet: bool, ctx: CommandContext) -> int:
+    """Run (or resume) the ablation of ``config`` into ``out`` and print its tables."""
+    with Progress(enabled=not quiet and ctx.err.is_terminal, console=ctx.err) as progress:
         result = ablate(
             config,
-            out_dir=args.out,
+            out_dir=out,
             host=ctx.host,
             progress=progress,
             console=ctx.console,
-            resume=args.resume,
+            resume=resume,
         )
     for table in ablation_tables(result.document):
         ctx.console.print(table)

@@ -8,11 +8,13 @@ from typing import Any
 
 from rich.table import Table
 
+from mtlkit.cli.ablate_command import run_ablation
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
 from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import load_config
 from mtlkit.errors import UsageError
 from mtlkit.progress import Progress
+from mtlkit.runs.ablation import GRID_FILE
 from mtlkit.runs.runner import run
 from mtlkit.text import shown
 
@@ -56,6 +58,9 @@ def _resume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resume(args: argparse.Namespace, ctx: CommandContext) -> int:
+    grid = Path(args.run_dir) / GRID_FILE
+    if grid.is_file():  # an ablation's directory: continue the whole grid
+        return run_ablation(load_config(grid), args.run_dir, True, args.quiet, ctx)
     recorded = Path(args.run_dir) / "config.yaml"
     if not recorded.is_file():
         raise UsageError(f"{args.run_dir} is not an mtlkit run directory (no config.yaml)")
@@ -144,7 +149,7 @@ def run_commands() -> dict[str, Command]:
     return {
         "run": Command("train and evaluate a configuration", _run_arguments, _run),
         "resume": Command(
-            "continue an interrupted run from its last saved training state",
+            "continue an interrupted run (or ablation) from its last saved training state",
             _resume_arguments,
             _resume,
         ),
