@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
 from mtlkit.data.prepared import PreparedData
+from mtlkit.evaluation.auc import binary_auc
 from mtlkit.results import EvalResult, Predictions
 
 
@@ -85,13 +85,6 @@ def score_split(
         consistency=constraint_violations(constraints, probabilities, threshold, device),
         predictions=predictions,
     )
-
-
-def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC, NaN when only one class is present."""
-    if len(np.unique(y_true)) < 2:
-        return math.nan
-    return float(roc_auc_score(y_true, y_score))
 
 
 def constraint_violations(
