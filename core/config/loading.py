@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from mtlkit.config.problems import format_loc, validation_problems
-from mtlkit.config.schema import RunConfig, component_spec
+from mtlkit.config.schema import RunConfig, StatisticsConfig, component_spec
 from mtlkit.errors import ConfigError
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.text import MAX_VALUE, clip, echo
@@ -264,4 +264,6 @@ def dump_config(config: RunConfig) -> str:
         # recorded only when used: a run without baselines records what it did before the
         # key existed, so it can still be resumed (which compares this text)
         data.pop("baselines", None)
+    if config.evaluation.statistics == StatisticsConfig():
+        data["evaluation"].pop("statistics")  # the same: recorded only when changed
     return yaml.safe_dump(data, sort_keys=False)

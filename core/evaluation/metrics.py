@@ -9,8 +9,10 @@ import numpy as np
 import torch
 
 from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
+from mtlkit.config.schema import StatisticsConfig
 from mtlkit.data.prepared import PreparedData
 from mtlkit.evaluation.auc import binary_auc
+from mtlkit.evaluation.split_statistics import add_statistics
 from mtlkit.results import EvalResult, Predictions
 
 
@@ -53,11 +55,13 @@ def score_split(
     constraints: list[Constraint],
     threshold: float,
     device: torch.device | None = None,
+    statistics: StatisticsConfig | None = None,
 ) -> EvalResult:
     """The metrics, constraint violations and predictions of one split from every task's
     probabilities for the images ``indices`` (in that order), as for the CNN: a baseline's
     probabilities are scored by this same function. ``device``: where the constraints
-    live (see :func:`constraint_violations`)."""
+    live (see :func:`constraint_violations`). ``statistics`` adds the AUC intervals and
+    the calibration of each binary task (see :func:`add_statistics`)."""
     targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(heads)}
     tasks = {
         head.name: task_metrics(
@@ -70,6 +74,10 @@ def score_split(
         )
         for head in heads
     }
+    extra = {}
+    if statistics is not None:
+        groups = [data.groups[i] for i in indices]  # the patient bootstrap's clusters
+        extra = add_statistics(tasks, heads, targets, probabilities, groups, statistics)
     predictions = Predictions(
         split=split,
         image_ids=[data.samples[i].image_id for i in indices],
@@ -84,6 +92,7 @@ def score_split(
         tasks=tasks,
         consistency=constraint_violations(constraints, probabilities, threshold, device),
         predictions=predictions,
+        extra=extra,
     )
 
 
