@@ -123,16 +123,17 @@ def weighted_aucs(y_true: np.ndarray, y_score: np.ndarray, weights: np.ndarray) 
     a row without a positive or a negative. Integer weights give exact, order-free sums."""
     positive = np.asarray(y_true) == 1
     score = np.asarray(y_score, dtype=np.float64)
-    order = np.argsort(score[~positive], kind="stable")
-    negatives = score[~positive][order]
-    below = np.searchsorted(negatives, score[positive], side="left")
-    up_to = np.searchsorted(negatives, score[positive], side="right")
-    w_pos = weights[:, positive]
-    w_neg = weights[:, ~positive][:, order]
-    cumulative = np.zeros((len(weights), len(negatives) + 1), dtype=w_neg.dtype)
+    negative = np.flatnonzero(~positive)
+    negative = negative[np.argsort(score[negative], kind="stable")]  # by score
+    below = np.searchsorted(score[negative], score[positive], side="left")
+    up_to = np.searchsorted(score[negative], score[positive], side="right")
+    w_pos = np.take(weights, np.flatnonzero(positive), axis=1)
+    w_neg = np.take(weights, negative, axis=1)
+    cumulative = np.zeros((len(weights), len(negative) + 1), dtype=w_neg.dtype)
     np.cumsum(w_neg, axis=1, out=cumulative[:, 1:])
-    # twice (negatives below + half the tied ones), summed over positives with their weights
-    twice = (w_pos * (cumulative[:, below] + cumulative[:, up_to])).sum(axis=1)
+    # per positive, twice (negatives below + half the tied ones); summed with its weight
+    twice_below = np.take(cumulative, below, axis=1) + np.take(cumulative, up_to, axis=1)
+    twice = (w_pos * twice_below).sum(axis=1)
     pairs = w_pos.sum(axis=1) * w_neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, twice / (2.0 * pairs), math.nan)

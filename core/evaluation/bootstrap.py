@@ -133,7 +133,7 @@ def resample_weights(
                 continue
             draws = rng.integers(0, k, size=(rows, k)) + k * np.arange(rows)[:, None]
             counts = np.bincount(draws.ravel(), minlength=rows * k).reshape(rows, k)
-            weights[:, chosen] = counts[:, column[unit[chosen]]]
+            weights[:, chosen] = np.take(counts, column[unit[chosen]], axis=1)
         yield weights
 
 
