@@ -13,6 +13,11 @@ This module is the public API, the one place users and plugin authors import fro
   (:class:`Progress`), safe output writing, safe terminal and CSV text (:func:`shown`,
   :func:`csv_cell`) and output file names (:data:`OutputName`); :mod:`mtlkit.testing`
   checks a plugin against these contracts;
+- the statistics of diagnostic accuracy that reports and comparisons need: the AUC
+  (:func:`binary_auc`) with its DeLong interval (:func:`delong_ci`), the stratified
+  (cluster) bootstrap (:func:`bootstrap_ci`), paired comparisons of two models
+  (:func:`paired_delong`, :func:`paired_bootstrap`, :func:`paired_t_test` over repeated
+  runs) and :func:`calibration`;
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -68,8 +73,11 @@ from mtlkit.errors import (
     UsageError,
     list_problems,
 )
+from mtlkit.evaluation.auc import binary_auc, delong_ci, paired_delong
+from mtlkit.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
+from mtlkit.evaluation.calibration import calibration
 from mtlkit.evaluation.external import trained_engine
-from mtlkit.evaluation.metrics import binary_auc
+from mtlkit.evaluation.statistics import paired_t_test
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
@@ -122,9 +130,12 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "binary_auc",
+    "bootstrap_ci",
+    "calibration",
     "canonical",
     "crop_and_resize",
     "csv_cell",
+    "delong_ci",
     "hookimpl",
     "is_dicom",
     "list_problems",
@@ -133,6 +144,9 @@ __all__ = [
     "load_mask",
     "masked_mean",
     "normalize_batch",
+    "paired_bootstrap",
+    "paired_delong",
+    "paired_t_test",
     "parse_box",
     "read_csv_rows",
     "read_dicom",

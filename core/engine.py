@@ -252,7 +252,7 @@ class Engine:
             return {}
         # The per-epoch choice of the best epoch does without test-time augmentation:
         # it would double the validation cost of every epoch. Reported metrics use it.
-        return self._evaluate(self.data, indices, "val", tta=False).tasks
+        return self._evaluate(self.data, indices, "val", tta=False, statistics=False).tasks
 
     def _resume(self, objects: FitObjects, record: FitRecord) -> int:
         """Continue from the saved training state, if there is one; returns the epochs done."""
@@ -335,8 +335,15 @@ class Engine:
         return self._evaluate(self.data, self.data.indices(split), split)
 
     def _evaluate(
-        self, data: PreparedData, indices: np.ndarray, split: str, tta: bool = True
+        self,
+        data: PreparedData,
+        indices: np.ndarray,
+        split: str,
+        tta: bool = True,
+        statistics: bool = True,
     ) -> EvalResult:
+        """``statistics``: with the intervals and calibration of ``evaluation.statistics``
+        (the per-epoch validation does without)."""
         probabilities, raw = self._infer(data.cache[torch.from_numpy(indices)], tta)
         return score_split(
             data,
@@ -351,6 +358,7 @@ class Engine:
             relations=self.components.consistency,
             margin=self.config.evaluation.consistency_margin,
             raw_probabilities=raw,
+            statistics=self.config.evaluation.statistics if statistics else None,
         )
 
     @torch.no_grad()

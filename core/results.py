@@ -57,7 +57,10 @@ class Predictions:
 
 @dataclass
 class EvalResult:
-    """Metrics of one split: ``tasks[task][metric]``, plus constraint violation shares."""
+    """Metrics of one split: ``tasks[task][metric]``, plus constraint violation shares.
+
+    ``extra`` holds further blocks written beside them in metrics.json (``statistics``,
+    ``calibration``, ``at_youden``: see :mod:`mtlkit.evaluation.split_statistics`)."""
 
     split: str
     n_images: int
@@ -65,6 +68,7 @@ class EvalResult:
     tasks: dict[str, dict[str, float]]
     consistency: dict[str, float]
     predictions: Predictions
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,7 @@ class EvalResult:
             "n_patients": self.n_patients,
             "tasks": self.tasks,
             "consistency": self.consistency,
+            **self.extra,
         }
 
 

@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from pydantic import Field  # noqa: E402
 from rich.console import Console  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from mtlkit import (  # noqa: E402
@@ -34,6 +33,7 @@ from mtlkit import (  # noqa: E402
     RunResult,
     atomic_write_bytes,
     binary_auc,
+    bootstrap_ci,
     hookimpl,
     to_json,
 )
@@ -49,7 +49,7 @@ STYLE = {
     "figure.dpi": 100,
 }
 COLORS = ["#1f5f8b", "#d1495b", "#00798c", "#edae49", "#66a182", "#8d96a3", "#6a4c93"]
-BOOTSTRAP = 500  # resamples for the AUC interval of a single run
+BOOTSTRAP = 2000  # resamples for the AUC interval of a model that metrics.json lacks
 
 
 @dataclass
@@ -112,34 +112,30 @@ def other_models(columns: list[str], task: str) -> list[str]:
     return [m.group(1) for c in columns if (m := pattern.match(c))]
 
 
-def bootstrap_auc(y: np.ndarray, p: np.ndarray, resamples: int = BOOTSTRAP) -> tuple[float, float]:
-    """95% percentile interval of the AUC over bootstrap resamples of the images (fixed
-    seed: the same predictions give the same interval)."""
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(y), (resamples, len(y)))
-    ys, ps = y[picks].astype(bool), p[picks]
-    # AUC from ranks (Mann-Whitney U), ties averaged: all resamples at once.
-    ranks = rankdata(ps, axis=1)
-    positives = ys.sum(axis=1)
-    negatives = len(y) - positives
-    valid = (positives > 0) & (negatives > 0)
-    if not valid.any():
-        return math.nan, math.nan
-    u = (ranks * ys).sum(axis=1) - positives * (positives + 1) / 2
-    values = u[valid] / (positives[valid] * negatives[valid])
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def auc_label(name: str, y: np.ndarray, p: np.ndarray, summary: Any = None) -> str:
+def auc_label(
+    name: str,
+    y: np.ndarray,
+    p: np.ndarray,
+    summary: Any = None,
+    interval: Any = None,
+    patients: list[str] | None = None,
+) -> str:
     """``name  AUC 0.812 (95% CI 0.761-0.860)``: from metrics.json with several seeds (mean
-    and interval of the runs), otherwise a bootstrap interval over the images."""
+    and interval of the runs); for one run its bootstrap ``interval`` from metrics.json,
+    else the stratified bootstrap over ``patients`` (or images), as metrics.json's."""
     if isinstance(summary, dict) and summary.get("mean") is not None:
         low, high = summary.get("ci95") or (math.nan, math.nan)
         return f"{short(name)}\nAUC {summary['mean']:.3f} (95% CI {low:.3f}-{high:.3f}, runs)"
     auc = binary_auc(y, p)
-    low, high = bootstrap_auc(y, p)
+    if isinstance(interval, list) and len(interval) == 2 and all(_is_number(v) for v in interval):
+        low, high = interval
+    else:
+        _, low, high, _ = bootstrap_ci(y, p, "auc", patients, BOOTSTRAP, seed=0)
     return f"{short(name)}\nAUC {auc:.3f} (95% CI {low:.3f}-{high:.3f})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def short(name: str, limit: int = 28) -> str:
@@ -169,6 +165,7 @@ def roc_figure(run: RunFiles, split: str, others: list[RunFiles]) -> Figure | No
     figure, axes = new_figure(len(tasks))
     for ax, task in zip(axes, tasks, strict=False):
         summary = run.metric(split, task, "auc")
+        interval = run.metric(split, task, "auc_ci_bootstrap")
         curves: list[tuple[str, list[dict[str, str]], str]] = [(run.label, rows, f"{task}_prob")]
         curves += [(m, rows, f"{m}.{task}_prob") for m in other_models(run.columns, task)]
         for other in others:
@@ -192,7 +189,15 @@ def roc_figure(run: RunFiles, split: str, others: list[RunFiles]) -> Figure | No
                         fpr, tpr, _ = roc_curve(gy, gp)
                         ax.plot(fpr, tpr, color=color, lw=0.7, alpha=0.45)
             fpr, tpr, _ = roc_curve(y, p)
-            label = auc_label(name, y, p, summary if index == 0 else None)
+            patients = (
+                [r.get("patient_id", "") for r in kept]
+                if kept and "patient_id" in kept[0]
+                else None
+            )
+            own = index == 0
+            label = auc_label(
+                name, y, p, summary if own else None, interval if own else None, patients
+            )
             ax.plot(fpr, tpr, color=color, lw=1.8, label=label)
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.8, ls="--")
         ax.set(
@@ -394,8 +399,9 @@ def write_plots(run: RunFiles, others: list[RunFiles] = ()) -> list[Plot]:
             f"roc_{_stem(split)}",
             f"ROC curves, {split}",
             "Sensitivity against 1 - specificity per task; the legend gives the AUC with its "
-            "95% confidence interval (bootstrap over images for one run, the interval of the "
-            "runs with several seeds). Thin lines: the individual runs.",
+            "95% confidence interval (for one run the stratified bootstrap over patients of "
+            "metrics.json, the interval of the runs with several seeds). Thin lines: the "
+            "individual runs.",
             "results",
         )
         add(

@@ -22,6 +22,8 @@ METRIC_TITLES = {
     "auc": "AUC",
     "reference_auc": "ref. AUC",
     "raw_auc": "raw AUC",
+    "brier": "Brier",
+    "ece": "ECE",
 }
 
 
@@ -69,9 +71,15 @@ def format_count(value: Any) -> str:
 
 
 def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
+    """The columns of a metrics table: every number but the counts (a run's AUC intervals,
+    ``[low, high]`` lists, are left to metrics.json)."""
     names: list[str] = []
     for metrics in tasks.values():
-        names += [m for m in metrics if m not in ("n", "n_positive") and m not in names]
+        names += [
+            m
+            for m, value in metrics.items()
+            if m not in ("n", "n_positive") and not isinstance(value, list) and m not in names
+        ]
     return names
 
 

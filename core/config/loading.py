@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from mtlkit.config.problems import format_loc, validation_problems
-from mtlkit.config.schema import AblationConfig, RunConfig, component_spec
+from mtlkit.config.schema import AblationConfig, RunConfig, StatisticsConfig, component_spec
 from mtlkit.errors import ConfigError
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.text import MAX_VALUE, clip, echo
@@ -266,4 +266,6 @@ def dump_config(config: RunConfig) -> str:
         data.pop("baselines", None)
     if data.get("ablation") == AblationConfig().model_dump(mode="json"):
         data.pop("ablation", None)  # likewise
+    if config.evaluation.statistics == StatisticsConfig():
+        data["evaluation"].pop("statistics")  # the same: recorded only when changed
     return yaml.safe_dump(data, sort_keys=False)

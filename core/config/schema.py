@@ -289,6 +289,45 @@ def device_problem(value: Any) -> str | None:
     return None
 
 
+class StatisticsConfig(OptionsModel):
+    """The uncertainty and calibration of each binary task on every evaluated set, in
+    metrics.json beside the metrics (multiclass tasks get none of it)."""
+
+    level: float = Field(
+        0.95, gt=0, lt=1, description="confidence level of auc_ci_delong and auc_ci_bootstrap"
+    )
+    bootstrap_resamples: int = Field(
+        2000,
+        ge=0,
+        le=100_000,
+        description="resamples of the stratified percentile bootstrap of the AUC "
+        "(auc_ci_bootstrap): positives and negatives (or patients with and without a "
+        "positive image) are resampled separately, as R's pROC does; 0: off",
+    )
+    bootstrap_unit: Literal["patient", "image"] = Field(
+        "patient",
+        description="what the bootstrap resamples: patient (a cluster bootstrap of whole "
+        "patients, each with the patients it shares near-duplicate images with, since "
+        "images of one patient are not independent) or image",
+    )
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="seed of the bootstrap: the same seed, the same interval"
+    )
+    calibration_bins: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="equal-width bins of [0, 1] for the ECE and the reliability diagram: "
+        "bin k holds k/bins <= p < (k+1)/bins, the top bin also p = 1",
+    )
+    youden: bool = Field(
+        False,
+        description="also score every set but train at each task's Youden threshold (the "
+        "cut-off with the highest SE + SP - 1 on the validation split, applied unchanged to "
+        "test and the external sets), in sets.<set>.at_youden",
+    )
+
+
 class EvaluationConfig(OptionsModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="probability cut-off for ACC/SE/SP/...")
     metrics: list[str] = Field(
@@ -323,6 +362,11 @@ class EvaluationConfig(OptionsModel):
         lt=1,
         description="a child's probability counts as above its parent's when it exceeds it "
         "by more than this (the same for every variant of an ablation)",
+    )
+    statistics: StatisticsConfig = Field(
+        default_factory=StatisticsConfig,
+        description="AUC confidence intervals (DeLong, bootstrap), calibration (Brier, ECE, "
+        "reliability bins) and the optional Youden threshold, per binary task and set",
     )
 
     @field_validator("external")

@@ -75,6 +75,8 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
 
     ``ci95`` is mean +- t(0.975, n-1) x SD, the convention of Li et al. 2022 (its tables'
     intervals follow it); ``values`` keeps every run's number, in the order of ``runs``.
+    Every number of a task is summarised (``brier`` and ``ece`` too, and those at the
+    Youden threshold); each run's own AUC intervals and reliability bins stay in ``runs``.
     """
     documents = list(per_run.values())
     first = documents[0]
@@ -82,11 +84,7 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
     for split, content in first["sets"].items():
         tasks = {}
         for task, metrics in content["tasks"].items():
-            tasks[task] = {
-                name: summarize([d["sets"][split]["tasks"][task][name] for d in documents])
-                for name in metrics
-                if name not in ("n", "n_positive")
-            }
+            tasks[task] = _summaries([d["sets"][split]["tasks"][task] for d in documents])
             tasks[task]["n"] = metrics["n"]
         consistency = {
             relation: summarize([d["sets"][split]["consistency"][relation] for d in documents])
@@ -99,6 +97,13 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
             "tasks": tasks,
             "consistency": consistency,
         }
+        if "statistics" in content:  # how the runs' intervals were computed: the same for all
+            sets[split]["statistics"] = content["statistics"]
+        if "at_youden" in content:
+            sets[split]["at_youden"] = {
+                task: _summaries([d["sets"][split]["at_youden"][task] for d in documents])
+                for task in content["at_youden"]
+            }
     return {
         **_header(config),
         "seeds": config.seeds,
@@ -106,6 +111,16 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
         "threshold": config.evaluation.threshold,
         "sets": sets,
         "runs": per_run,
+    }
+
+
+def _summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every number of the first run's row summarised over the runs' rows; counts and
+    intervals (lists) are left out."""
+    return {
+        name: summarize([row.get(name) for row in rows])
+        for name, value in rows[0].items()
+        if name not in ("n", "n_positive") and not isinstance(value, list)
     }
 
 

@@ -7,11 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from mtlkit.components.interfaces import Constraint, MetricFn, TaskHead
+from mtlkit.config.schema import StatisticsConfig
 from mtlkit.data.prepared import PreparedData
+from mtlkit.evaluation.auc import binary_auc
 from mtlkit.evaluation.consistency import measure_consistency
+from mtlkit.evaluation.split_statistics import add_statistics
 from mtlkit.results import EvalResult, Predictions
 
 
@@ -57,6 +59,7 @@ def score_split(
     relations: Sequence[tuple[str, str]] = (),
     margin: float = 0.1,
     raw_probabilities: Mapping[str, np.ndarray] | None = None,
+    statistics: StatisticsConfig | None = None,
 ) -> EvalResult:
     """The metrics, consistency and predictions of one split from every task's
     probabilities for the images ``indices`` (in that order), as for the CNN: a baseline's
@@ -64,7 +67,9 @@ def score_split(
     :func:`~mtlkit.evaluation.consistency.measure_consistency`; each constraint's own
     :meth:`~mtlkit.Constraint.violations` are added. ``device``: where the constraints
     live (see :func:`constraint_violations`). ``raw_probabilities``: the model's outputs
-    before a constraint adjusted them; each binary task then also gets ``raw_auc``."""
+    before a constraint adjusted them; each binary task then also gets ``raw_auc``.
+    ``statistics`` adds the AUC intervals and the calibration of each binary task (see
+    :func:`add_statistics`)."""
     targets = {h.name: data.targets[indices, c].numpy() for c, h in enumerate(heads)}
     tasks = {
         head.name: task_metrics(
@@ -83,6 +88,10 @@ def score_split(
                 tasks[head.name]["raw_auc"] = raw_auc(
                     targets[head.name], raw_probabilities[head.name]
                 )
+    extra = {}
+    if statistics is not None:
+        groups = [data.groups[i] for i in indices]  # the patient bootstrap's clusters
+        extra = add_statistics(tasks, heads, targets, probabilities, groups, statistics)
     predictions = Predictions(
         split=split,
         image_ids=[data.samples[i].image_id for i in indices],
@@ -100,6 +109,7 @@ def score_split(
             **measure_consistency(relations, probabilities, threshold, margin),
         },
         predictions=predictions,
+        extra=extra,
     )
 
 
@@ -107,13 +117,6 @@ def raw_auc(targets: np.ndarray, probabilities: np.ndarray) -> float:
     """The AUC of unadjusted probabilities over the samples whose target is known."""
     known = ~np.isnan(targets)
     return binary_auc(targets[known].astype(np.int64), probabilities[known])
-
-
-def binary_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC, NaN when only one class is present."""
-    if len(np.unique(y_true)) < 2:
-        return math.nan
-    return float(roc_auc_score(y_true, y_score))
 
 
 def constraint_violations(

@@ -24,6 +24,7 @@ from mtlkit.evaluation.documents import (
     predictions_csv,
 )
 from mtlkit.evaluation.metrics import score_split
+from mtlkit.evaluation.split_statistics import add_youden
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
 from mtlkit.readback import finished_run
@@ -158,9 +159,12 @@ def _fit_one(
             config.evaluation.threshold,
             relations=components.consistency,
             margin=config.evaluation.consistency_margin,
+            statistics=config.evaluation.statistics,
         )
         for split in probabilities
     }
+    if config.evaluation.statistics.youden:
+        add_youden(evals, components.heads, components.metrics)
     document = baseline_metrics_document(config, baseline.name, slot.seed, evals)
     if data.n_folds > 1:
         document["fold"] = slot.fold + 1

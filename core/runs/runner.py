@@ -31,6 +31,7 @@ from mtlkit.evaluation.documents import (
     predictions_csv,
     timing_document,
 )
+from mtlkit.evaluation.split_statistics import add_youden
 from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
@@ -217,6 +218,8 @@ def _train_and_evaluate(
     fit = engine.fit(resume=resume)
     evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(data.indices(s))}
     evals.update({name: engine.evaluate_external(ext) for name, ext in externals.items()})
+    if config.evaluation.statistics.youden:
+        add_youden(evals, engine.heads, engine.components.metrics)
     document = metrics_document(config, engine.seed, fit, evals)
     if data.n_folds > 1:
         document["fold"] = data.fold + 1

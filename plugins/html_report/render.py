@@ -24,6 +24,8 @@ METRIC_TITLES = {
     "auc": "AUC",
     "reference_auc": "reference AUC",
     "raw_auc": "raw AUC",
+    "brier": "Brier score",
+    "ece": "ECE",
 }
 SPLIT_TITLES = {"train": "training", "val": "validation", "test": "test"}
 GROUP_TITLES = {
@@ -148,7 +150,11 @@ def metric_names(tasks: dict[str, Any]) -> list[str]:
     names: list[str] = []
     for metrics in tasks.values():
         if isinstance(metrics, dict):
-            names += [m for m in metrics if m not in ("n", "n_positive") and m not in names]
+            names += [  # a run's AUC intervals ([low, high]) are left to metrics.json
+                m
+                for m, value in metrics.items()
+                if m not in ("n", "n_positive") and not isinstance(value, list) and m not in names
+            ]
     return names
 
 
