@@ -161,7 +161,13 @@ def test_a_declared_grid_replaces_the_paper_grid(tmp_path):
     variants = result.document["variants"]
     assert list(variants) == ["hinge", "no_constraint", "bm_alnm"]
     assert list(variants["bm_alnm"]["metrics"]) == ["bm", "alnm"]
-    assert variants["no_constraint"]["metrics"]["bm"]["auc"]["values"]
+    # One run each: the AUC is compared by the paired DeLong test on the same images, the
+    # thresholded metrics by the paired bootstrap over patients.
+    row = variants["no_constraint"]["metrics"]["bm"]["auc"]
+    assert row["test"] == "paired DeLong" and 0.0 <= row["p_value"] <= 1.0
+    row = variants["no_constraint"]["metrics"]["bm"]["acc"]
+    assert row["test"] == "paired bootstrap over patients" and 0.0 < row["p_value"] <= 1.0
+    assert variants["hinge"]["metrics"]["bm"]["auc"]["test"] is None
     # The reference's report gains the ablation table and draws the others beside it.
     page = (tmp_path / "grid" / "hinge" / "report.html").read_text()
     assert 'id="ablation"' in page and "no_constraint" in page and "bm_alnm" in page

@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
-from mtlkit.evaluation.statistics import summarize
+from mtlkit.evaluation.auc import paired_delong
+from mtlkit.evaluation.bootstrap import paired_bootstrap
+from mtlkit.evaluation.statistics import paired_t_test, summarize
+from mtlkit.files_in import MAX_TABLE_BYTES, read_bytes
 from mtlkit.text import csv_cell
 
 COUNT_KEYS = ("n", "n_positive")
@@ -43,18 +45,6 @@ def share_of(document: Mapping[str, Any], split: str, relation: str) -> float:
     """One run's consistency share (NaN when absent)."""
     value = document.get("sets", {}).get(split, {}).get("consistency", {}).get(relation)
     return float(value) if isinstance(value, int | float) else math.nan
-
-
-def paired_t(values_a: list[float], values_b: list[float]) -> float:
-    """Two-sided p-value of the paired t-test; NaN with fewer than two finite pairs, 1 when
-    every difference is 0 and 0 when every difference is the same non-zero number."""
-    pairs = [(a, b) for a, b in zip(values_a, values_b, strict=True) if np.isfinite([a, b]).all()]
-    if len(pairs) < 2:
-        return math.nan
-    differences = np.array([a - b for a, b in pairs])
-    if np.allclose(differences, differences[0], rtol=0, atol=1e-12):
-        return 1.0 if abs(differences[0]) <= 1e-12 else 0.0
-    return float(scipy_stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue)
 
 
 SinglePairTest = Callable[[str, str], tuple[float, str]]
@@ -91,7 +81,7 @@ def compare_documents(
         b = [share_of(ours[k], split, relation) for k in paired]
         known = [x for x in b if not math.isnan(x)]
         row.update(
-            {"p_value": paired_t(a, b), "test": "paired t-test over runs"}
+            {"p_value": paired_t_test(a, b)["p_value"], "test": "paired t-test over runs"}
             if len(known) >= 2
             else {"p_value": math.nan, "test": None}
         )
@@ -105,7 +95,7 @@ def _p_value(ours, theirs, paired, split, task, metric, single_run_test) -> dict
     if all(math.isnan(x) for x in b):
         return {"p_value": math.nan, "test": None}
     if len(paired) >= 2:
-        return {"p_value": paired_t(a, b), "test": "paired t-test over runs"}
+        return {"p_value": paired_t_test(a, b)["p_value"], "test": "paired t-test over runs"}
     if len(paired) == 1 and single_run_test is not None:
         p, test = single_run_test(task, metric)
         return {"p_value": p, "test": test}
@@ -173,3 +163,93 @@ def _number(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value:.6g}"
+
+
+def prediction_rows(text: str, split: str) -> dict[str, dict[str, str]]:
+    """The rows of one predictions.csv (a single run's) on ``split``, by image id."""
+    reader = csv.DictReader(io.StringIO(text))
+    return {row["image_id"]: row for row in reader if row.get("split") == split}
+
+
+def predictions_test(
+    reference_rows: Mapping[str, Mapping[str, str]],
+    other_rows: Mapping[str, Mapping[str, str]],
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray, float], float]],
+    threshold: float,
+    resamples: int,
+    seed: int,
+) -> SinglePairTest:
+    """The single-run test of ``other`` against the reference on the images both predicted
+    (with the reference's label): the paired DeLong test for ``auc``, and for every other
+    metric of ``metrics`` the paired bootstrap over patients (``resamples``, ``seed``;
+    none with 0 resamples). The probabilities are the ``<task>_prob`` columns."""
+    images = [i for i in reference_rows if i in other_rows]
+
+    def test(task: str, metric: str) -> tuple[float, str | None]:
+        label, prob = f"{task}_label", f"{task}_prob"
+        rows = [
+            (reference_rows[i], other_rows[i])
+            for i in images
+            if reference_rows[i].get(label) in ("0", "1")
+            and _number_or_none(reference_rows[i].get(prob)) is not None
+            and _number_or_none(other_rows[i].get(prob)) is not None
+        ]
+        if len(rows) < 2:
+            return math.nan, None
+        y = np.array([int(ref[label]) for ref, _ in rows])
+        ours = np.array([float(ref[prob]) for ref, _ in rows])
+        theirs = np.array([float(oth[prob]) for _, oth in rows])
+        if metric == "auc":
+            return float(paired_delong(y, theirs, ours)["p_value"]), "paired DeLong"
+        fn = metrics.get(metric)
+        if fn is None or resamples == 0:
+            return math.nan, None
+        clusters = [ref.get("patient_id", "") for ref, _ in rows]
+        result = paired_bootstrap(
+            y,
+            theirs,
+            ours,
+            lambda yy, pp: float(fn(yy, pp, threshold)),
+            clusters=clusters,
+            resamples=resamples,
+            seed=seed,
+        )
+        return float(result["p_value"]), "paired bootstrap over patients"
+
+    return test
+
+
+def _number_or_none(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def single_run_tests(
+    reference: str,
+    folders: Mapping[str, Any],
+    documents: Mapping[str, Mapping[str, Any]],
+    metrics: Mapping[str, Callable[[np.ndarray, np.ndarray, float], float]],
+    threshold: float,
+    resamples: int,
+    seed: int,
+    split: str = "test",
+) -> dict[str, SinglePairTest]:
+    """The :func:`predictions_test` of every model against ``reference`` when both are
+    single runs, from the predictions.csv in each model's folder (``folders[name]``, a
+    Path); none for repeated runs, which the paired t-test compares."""
+    if "runs" in documents[reference]:
+        return {}
+
+    def rows(name: str) -> dict[str, dict[str, str]]:
+        text = read_bytes(folders[name] / "predictions.csv", "predictions.csv", MAX_TABLE_BYTES)
+        return prediction_rows(text.decode("utf-8", "replace"), split)
+
+    ours = rows(reference)
+    return {
+        name: predictions_test(ours, rows(name), metrics, threshold, resamples, seed)
+        for name, document in documents.items()
+        if name != reference and "runs" not in document
+    }

@@ -23,7 +23,7 @@ from mtlkit.components.resolve import call_component, resolve_components
 from mtlkit.config.loading import apply_override, dump_config, validate_config
 from mtlkit.config.schema import AblationVariant, RunConfig
 from mtlkit.errors import ConfigError, UsageError
-from mtlkit.evaluation.comparison import compare_models, comparison_csv
+from mtlkit.evaluation.comparison import compare_models, comparison_csv, single_run_tests
 from mtlkit.files import RunLock, atomic_write_text, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
@@ -202,13 +202,36 @@ def ablate(
                 documents[name] = result.metrics
             else:
                 documents[name] = done[0]
-        document = ablation_document(config, reference, configs, documents)
+        tests = comparison_tests(configs[reference], reference, out, documents, host)
+        document = ablation_document(config, reference, configs, documents, tests)
         atomic_write_text(out / "ablation.json", to_json(document))
         atomic_write_text(out / "ablation.csv", comparison_csv(document["variants"], "variant"))
         _report_reference(
             configs[reference], out / reference, documents[reference], document, host, console
         )
     return AblationResult(out, document, {name: out / name for name in configs})
+
+
+def comparison_tests(
+    config: RunConfig,
+    reference: str,
+    folder: Path,
+    documents: dict[str, dict[str, Any]],
+    host: PluginHost,
+) -> dict[str, Any]:
+    """For single runs, each variant's test against the reference from their predictions
+    (paired DeLong, paired patient bootstrap), with ``config``'s metrics and statistics."""
+    statistics = config.evaluation.statistics
+    return single_run_tests(
+        reference,
+        {name: folder / name for name in documents},
+        documents,
+        resolve_components(config, host).metrics,
+        config.evaluation.threshold,
+        statistics.bootstrap_resamples,
+        statistics.seed,
+        COMPARED_SPLIT,
+    )
 
 
 def _report_reference(
@@ -251,10 +274,12 @@ def ablation_document(
     reference: str,
     configs: dict[str, RunConfig],
     documents: dict[str, dict[str, Any]],
+    tests: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ablation.json: every variant's metrics on the test split, summarised
-    over runs, with the p-value of its difference from the reference."""
-    compared = compare_models(reference, documents, COMPARED_SPLIT)
+    over runs, with the p-value of its difference from the reference (``tests``: the
+    single-run tests from the predictions, see :func:`comparison_tests`)."""
+    compared = compare_models(reference, documents, COMPARED_SPLIT, tests)
     grid = {v.name: v for v in variants_of(config)}
     variants = {
         name: {

@@ -23,7 +23,7 @@ from mtlkit.data.inspection import shared_images
 from mtlkit.data.prepared import PreparedData
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError, list_problems
-from mtlkit.evaluation.comparison import compare_models, comparison_csv
+from mtlkit.evaluation.comparison import compare_models, comparison_csv, single_run_tests
 from mtlkit.evaluation.documents import (
     aggregate,
     combine_predictions,
@@ -127,7 +127,7 @@ def _run_all(
         baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
     )
     if metrics and baseline_metrics:
-        write_comparison(config, out, metrics, baseline_metrics)
+        write_comparison(config, out, metrics, baseline_metrics, first.components.metrics)
     result = RunResult(
         out_dir=out,
         metrics=metrics,
@@ -149,18 +149,30 @@ def write_comparison(
     out: Path,
     metrics: dict[str, Any],
     baselines: dict[str, dict[str, Any]],
+    metric_fns: dict[str, Any],
 ) -> dict[str, Any]:
     """comparison.json and comparison.csv (the paper's Tables 2 and 4): every task and metric
     of the CNN and of each baseline on the test split, summarised over runs, each baseline
-    with the p-value of its difference from the CNN."""
+    with the p-value of its difference from the CNN (over runs, or from the predictions of
+    a single run)."""
     documents = {CNN: metrics, **baselines}
+    statistics = config.evaluation.statistics
+    tests = single_run_tests(
+        CNN,
+        {CNN: out, **{name: out / name for name in baselines}},
+        documents,
+        metric_fns,
+        config.evaluation.threshold,
+        statistics.bootstrap_resamples,
+        statistics.seed,
+    )
     document = {
         "schema": COMPARISON_SCHEMA,
         "name": config.name,
         "reference": CNN,
         "split": "test",
         "seeds": config.seeds,
-        "models": compare_models(CNN, documents, "test"),
+        "models": compare_models(CNN, documents, "test", tests),
     }
     atomic_write_text(out / "comparison.json", to_json(document))
     atomic_write_text(out / "comparison.csv", comparison_csv(document["models"], "model"))
