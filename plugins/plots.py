@@ -331,6 +331,54 @@ def inconsistency_figure(run: RunFiles, others: list[RunFiles]) -> Figure | None
     return figure
 
 
+def reliability_figure(run: RunFiles, split: str) -> Figure | None:
+    """One reliability diagram per set: every binary task's calibration bins (with several
+    runs, the first run's, whose bins its own metrics.json holds)."""
+    content = run.sets.get(split, {})
+    runs = run.metrics.get("runs")
+    if not content.get("calibration") and isinstance(runs, dict) and runs:
+        first = next(iter(runs.values()))
+        content = first.get("sets", {}).get(split, {}) if isinstance(first, dict) else {}
+    calibration = content.get("calibration") if isinstance(content, dict) else None
+    if not isinstance(calibration, dict) or not calibration:
+        return None
+    figure, axes = new_figure(1, width=3.8, height=3.6)
+    ax = axes[0]
+    ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls="--")
+    drawn = 0
+    for index, (task, bins) in enumerate(calibration.items()):
+        points = [_bin_point(b) for b in (bins if isinstance(bins, list) else [])]
+        points = [p for p in points if p is not None]
+        if not points:
+            continue
+        xs, ys, ns = (np.array(v, dtype=float) for v in zip(*points, strict=True))
+        metrics = content.get("tasks", {}).get(task, {})
+        brier, ece = (share_value(metrics.get(k)) for k in ("brier", "ece"))
+        color = COLORS[index % len(COLORS)]
+        ax.plot(
+            xs, ys, color=color, lw=1.2, label=f"{short(task)} (Brier {brier:.3f}, ECE {ece:.3f})"
+        )
+        ax.scatter(xs, ys, s=8 + 60 * ns / ns.max(), color=color, zorder=3)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed share")
+    ax.set_title(f"reliability ({split})")
+    ax.legend(fontsize=6, frameon=False, loc="upper left")
+    return figure
+
+
+def _bin_point(entry: Any) -> tuple[float, float, float] | None:
+    """(mean predicted, observed, images) of one reliability bin; None for an empty or
+    malformed one."""
+    if not isinstance(entry, dict):
+        return None
+    values = [entry.get(k) for k in ("mean_predicted", "observed", "n")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    return (float(values[0]), float(values[1]), float(values[2])) if values[2] > 0 else None
+
+
 def cam_response_figure(run: RunFiles) -> Figure | None:
     """Mean CAM value against the distance to the RoI centre (and to the lesion boundary
     when the data has masks), one line per task."""
@@ -409,6 +457,17 @@ def write_plots(run: RunFiles, others: list[RunFiles] = ()) -> list[Plot]:
             f"confusion_{_stem(split)}",
             f"Confusion matrices, {split}",
             "Number of images per true and predicted class at the decision threshold.",
+            "results",
+        )
+    for split in [s for s in run.sets if s not in ("train", "val")]:
+        add(
+            reliability_figure(run, split),
+            f"reliability_{_stem(split)}",
+            f"Reliability, {split}",
+            "Observed share of positives against the mean predicted probability in each of "
+            "metrics.json's equal-width probability bins (point size: images in the bin); "
+            "the diagonal is perfect calibration. The legend gives the Brier score and the "
+            "expected calibration error.",
             "results",
         )
     add(

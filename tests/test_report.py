@@ -21,7 +21,14 @@ from mtlkit.plugins.plots import roc_figure
 from mtlkit.plugins.run_files import read_run
 
 CRAFTED_IMAGE = "<img src=x onerror=alert(1)>.png"
-FIGURES = ["roc_test", "confusion_test", "inconsistency", "training", "cam_response"]
+FIGURES = [
+    "roc_test",
+    "confusion_test",
+    "reliability_test",
+    "inconsistency",
+    "training",
+    "cam_response",
+]
 
 
 @pytest.fixture
@@ -82,6 +89,7 @@ def test_report_is_self_contained_and_escapes_the_run_name(reported_run):
     for section in ("Summary", "Results", "Training", "Grad-CAM", "Configuration"):
         assert f"<h2>{section}</h2>" in page
     assert "External test sets" not in page and "Baselines" not in page  # none in this run
+    assert "AUC 95% CI (DeLong)" in page and "resampling patients" in page
 
 
 def test_mtl_report_makes_an_identical_report_from_the_files(reported_run, run_copy):

@@ -158,21 +158,64 @@ def metric_names(tasks: dict[str, Any]) -> list[str]:
     return names
 
 
+INTERVALS = {"auc_ci_delong": "AUC 95% CI (DeLong)", "auc_ci_bootstrap": "AUC 95% CI (bootstrap)"}
+
+
+def interval_text(value: Any) -> str:
+    """A ``[low, high]`` interval of metrics.json as ``0.712-0.845``."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        return f"{value[0]:.3f}-{value[1]:.3f}"
+    return "-"
+
+
+def statistics_note(content: dict[str, Any]) -> str:
+    """How the intervals were made (the bootstrap's unit and resamples), from metrics.json."""
+    statistics = content.get("statistics")
+    boot = statistics.get("auc_ci_bootstrap") if isinstance(statistics, dict) else None
+    if not isinstance(boot, dict):
+        return ""
+    return (
+        f'<p class="note">AUC intervals: DeLong\'s variance; and the stratified percentile '
+        f"bootstrap resampling {esc(boot.get('unit'))}s ({esc(boot.get('resamples'))} "
+        f"resamples, seed {esc(boot.get('seed'))}).</p>"
+    )
+
+
 def metrics_table(content: dict[str, Any]) -> str:
     tasks = content.get("tasks") or {}
     names = metric_names(tasks)
+    intervals = [
+        k for k in INTERVALS if any(isinstance(m, dict) and k in m for m in tasks.values())
+    ]
     headers = ["task", "images", "positive", *(METRIC_TITLES.get(n, n) for n in names)]
+    headers += [INTERVALS[k] for k in intervals]
     rows = [
         [
             task,
             count_text(m.get("n")),
             count_text(m.get("n_positive")),
             *(format_value(m.get(n)) for n in names),
+            *(interval_text(m.get(k)) for k in intervals),
         ]
         for task, m in tasks.items()
         if isinstance(m, dict)
     ]
-    out = table(headers, rows)
+    out = table(headers, rows) + statistics_note(content)
+    youden = content.get("at_youden")
+    if isinstance(youden, dict) and youden:
+        shown_names = metric_names(youden)
+        out += "<p>At each task's Youden threshold, chosen on the validation split:</p>" + table(
+            ["task", *(METRIC_TITLES.get(n, n) for n in shown_names)],
+            [
+                [task, *(format_value(m.get(n)) for n in shown_names)]
+                for task, m in youden.items()
+                if isinstance(m, dict)
+            ],
+        )
     consistency = content.get("consistency") or {}
     if consistency:
         out += table(
