@@ -95,6 +95,8 @@ class RunResult:
     task_names: list[str] = field(default_factory=list)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine: Any = field(default=None, repr=False, compare=False)
+    comparison: dict[str, Any] | None = None
+    """The content of comparison.json (the CNN against its baselines), when there are any."""
     ablation: dict[str, Any] | None = None
     """The content of ablation.json when the reports are made again for the reference
     variant of a finished ablation (``mtl ablate``); None otherwise."""

@@ -234,9 +234,111 @@ def markdown_report(options: MarkdownOptions):
                     + " |"
                 )
             lines.append("")
+        if result.comparison:
+            lines += comparison_markdown(
+                result.comparison, "models", "model", "CNN against the baselines"
+            )
+        if result.ablation:
+            lines += comparison_markdown(result.ablation, "variants", "variant", "Ablation")
         atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
 
     return report
+
+
+COMPARED_METRICS = ("acc", "se", "sp", "precision", "f1", "auc", "reference_auc", "raw_auc")
+
+
+def p_text(row: Any) -> str:
+    """A p-value as the paper prints it (``<0.001``); ``-`` without one."""
+    p = row.get("p_value") if isinstance(row, dict) else None
+    if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def share_text(row: Any) -> str:
+    """A share over runs in %: ``4.2 ± 1.0%``."""
+    mean = row.get("mean") if isinstance(row, dict) else None
+    if not isinstance(mean, int | float) or isinstance(mean, bool) or math.isnan(mean):
+        return "-"
+    sd = row.get("sd")
+    spread = f" ± {100 * sd:.1f}" if isinstance(sd, int | float) and not math.isnan(sd) else ""
+    return f"{100 * mean:.1f}{spread}%"
+
+
+def comparison_markdown(document: dict[str, Any], key: str, what: str, title: str) -> list[str]:
+    """Markdown tables of compared models (comparison.json, ablation.json): per task, every
+    metric as mean ± SD (95% interval) with the AUC's p-value against the reference, then
+    the inconsistency shares with their p-values."""
+    md = markdown_text
+    models = {k: v for k, v in (document.get(key) or {}).items() if isinstance(v, dict)}
+    if not models:
+        return []
+    tests = sorted(
+        {
+            row["test"]
+            for model in models.values()
+            for rows in (model.get("metrics") or {}).values()
+            for row in rows.values()
+            if isinstance(row, dict) and isinstance(row.get("test"), str)
+        }
+    )
+    lines = [
+        f"## {md(title)} ({md(document.get('split', 'test'))})",
+        "",
+        f"Mean ± SD (95% interval) over runs; p: against {md(document.get('reference'))} "
+        f"({md(', '.join(tests) or 'no test')}).",
+        "",
+    ]
+    tasks = list(dict.fromkeys(t for m in models.values() for t in (m.get("metrics") or {})))
+    for task in tasks:
+        present = [
+            n
+            for n in COMPARED_METRICS
+            if any(n in ((m.get("metrics") or {}).get(task) or {}) for m in models.values())
+        ]
+        lines += [
+            f"### {md(task)}",
+            "",
+            f"| {what} | "
+            + " | ".join(md(METRIC_TITLES.get(n, n)) for n in present)
+            + " | p (AUC) |",
+            "|---|" + "---|" * (len(present) + 1),
+        ]
+        for name, model in models.items():
+            rows = (model.get("metrics") or {}).get(task)
+            if isinstance(rows, dict):
+                cells = [md(format_value(rows.get(n))) for n in present]
+                lines.append(
+                    f"| {md(name)} | " + " | ".join(cells) + f" | {p_text(rows.get('auc'))} |"
+                )
+        lines.append("")
+    relations = list(
+        dict.fromkeys(
+            r
+            for m in models.values()
+            for r in (m.get("consistency") or {})
+            if "_without_" in r or r.startswith("nonmonotonic")
+        )
+    )
+    if relations:
+        lines += [
+            "### Inconsistent predictions",
+            "",
+            f"| {what} | " + " | ".join(md(r) for r in relations) + " |",
+            "|---|" + "---|" * len(relations),
+        ]
+        for name, model in models.items():
+            shares = model.get("consistency") or {}
+            if any(r in shares for r in relations):
+                cells = [
+                    share_text(shares.get(r))
+                    + (f" (p {p_text(shares.get(r))})" if p_text(shares.get(r)) != "-" else "")
+                    for r in relations
+                ]
+                lines.append(f"| {md(name)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 @hookimpl

@@ -153,13 +153,14 @@ def test_a_declared_grid_replaces_the_paper_grid(tmp_path):
                 "tasks": ["bm", "alnm"],
                 "set": ["constraints[0].pairs=[[bm, alnm]]"],
             },
+            {"name": "dwa", "set": ["weighting=dwa"]},  # weightings are grid items too
         ],
         "reference": "hinge",
     }
-    raw["reports"] = ["html"]
+    raw["reports"] = ["html", "markdown"]
     result = ablate(load_config(raw), out_dir=tmp_path / "grid")
     variants = result.document["variants"]
-    assert list(variants) == ["hinge", "no_constraint", "bm_alnm"]
+    assert list(variants) == ["hinge", "no_constraint", "bm_alnm", "dwa"]
     assert list(variants["bm_alnm"]["metrics"]) == ["bm", "alnm"]
     # One run each: the AUC is compared by the paired DeLong test on the same images, the
     # thresholded metrics by the paired bootstrap over patients.
@@ -168,10 +169,13 @@ def test_a_declared_grid_replaces_the_paper_grid(tmp_path):
     row = variants["no_constraint"]["metrics"]["bm"]["acc"]
     assert row["test"] == "paired bootstrap over patients" and 0.0 < row["p_value"] <= 1.0
     assert variants["hinge"]["metrics"]["bm"]["auc"]["test"] is None
+    assert load_config(tmp_path / "grid" / "dwa" / "config.yaml").weighting["type"] == "dwa"
     # The reference's report gains the ablation table and draws the others beside it.
     page = (tmp_path / "grid" / "hinge" / "report.html").read_text()
     assert 'id="ablation"' in page and "no_constraint" in page and "bm_alnm" in page
     assert 'id="ablation"' not in (tmp_path / "grid" / "bm_alnm" / "report.html").read_text()
+    markdown = (tmp_path / "grid" / "hinge" / "report.md").read_text()
+    assert "## Ablation (test)" in markdown and "| no\\_constraint |" in markdown
 
 
 def test_grids_that_cannot_run_are_refused_before_anything_is_written(tmp_path):

@@ -111,7 +111,7 @@ def test_a_baseline_is_fitted_per_seed_on_the_cnns_split_and_scored_like_the_cnn
 
 def test_a_run_with_a_baseline_writes_the_comparison_with_p_values(tmp_path):
     raw = raw_with("prevalence", seed=[3, 4])
-    raw["reports"] = ["html"]
+    raw["reports"] = ["html", "markdown"]
     run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()])
     document = json.loads((tmp_path / "run" / "comparison.json").read_text())
     assert document["reference"] == "cnn" and list(document["models"]) == ["cnn", "prevalence"]
@@ -126,6 +126,8 @@ def test_a_run_with_a_baseline_writes_the_comparison_with_p_values(tmp_path):
     assert any(r.startswith("prevalence,metric,bm,auc,0.5,0,") for r in rows)
     page = (tmp_path / "run" / "report.html").read_text()
     assert 'id="comparison"' in page and "paired t-test over runs" in page
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "## CNN against the baselines (test)" in markdown and "| prevalence |" in markdown
 
 
 def test_probabilities_that_break_the_contract_are_an_error_naming_the_baseline(tmp_path):

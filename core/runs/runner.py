@@ -126,14 +126,18 @@ def _run_all(
     baseline_metrics = run_baselines(
         baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
     )
+    comparison = None
     if metrics and baseline_metrics:
-        write_comparison(config, out, metrics, baseline_metrics, first.components.metrics)
+        comparison = write_comparison(
+            config, out, metrics, baseline_metrics, first.components.metrics
+        )
     result = RunResult(
         out_dir=out,
         metrics=metrics,
         task_names=[h.name for h in first.heads],
         baselines=baseline_metrics,
         engine=first,
+        comparison=comparison,
     )
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
