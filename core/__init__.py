@@ -76,6 +76,7 @@ from mtlkit.errors import (
 from mtlkit.evaluation.auc import binary_auc, delong_ci, paired_delong
 from mtlkit.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
 from mtlkit.evaluation.calibration import calibration
+from mtlkit.evaluation.comparison import finite, p_value_text
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.statistics import paired_t_test
 from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
@@ -130,6 +131,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "binary_auc",
+    "finite",
+    "p_value_text",
     "bootstrap_ci",
     "calibration",
     "canonical",

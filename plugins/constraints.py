@@ -32,6 +32,7 @@ class HierarchicalHinge(Constraint):
     def __init__(self, options: HierarchicalHingeOptions, heads: Mapping[str, TaskHead]):
         super().__init__()
         self.pairs = check_pairs(options.pairs, heads, "the hinge")
+        self.relations = tuple(self.pairs)  # the core measures their consistency
         self.margin = options.margin
         self.weight = options.weight
 
@@ -41,11 +42,6 @@ class HierarchicalHinge(Constraint):
             gap = probabilities[child] - probabilities[parent] - self.margin
             total = total + torch.clamp(gap, min=0).mean()
         return self.weight * total
-
-    @property
-    def relations(self) -> tuple[tuple[str, str], ...]:
-        # The core measures their consistency (the paper's inconsistency error and more).
-        return tuple(self.pairs)
 
 
 def check_pairs(
@@ -139,6 +135,7 @@ class Coherent(Constraint):
     def __init__(self, options: CoherentOptions, heads: Mapping[str, TaskHead]):
         super().__init__()
         self.pairs = check_pairs(options.pairs, heads, "the coherent constraint")
+        self.relations = tuple(self.pairs)
         self.form = options.form
         self.order = _topological(self.pairs)
         self.parents = {t: [p for p, c in self.pairs if c == t] for t in self.order}
@@ -148,10 +145,6 @@ class Coherent(Constraint):
             self.governed = [t for t in self.order if len(self.members[t]) > 1]
         else:
             self.governed = [t for t in self.order if self.parents[t]]
-
-    @property
-    def relations(self) -> tuple[tuple[str, str], ...]:
-        return tuple(self.pairs)
 
     def adjust(self, probabilities: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.form == "max":

@@ -10,7 +10,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
+from mtlkit import (
+    OptionsModel,
+    OutputName,
+    RunResult,
+    atomic_write_text,
+    finite,
+    hookimpl,
+    p_value_text,
+    shown,
+)
 from mtlkit.text import printable
 
 METRIC_TITLES = {
@@ -28,18 +37,24 @@ METRIC_TITLES = {
 
 
 def format_value(value: Any) -> str:
-    """A metric as the paper prints it: ``0.782`` or ``0.782 +- 0.010 (0.753, 0.808)``."""
+    """A metric as the paper prints it: ``0.782`` or ``0.782 ± 0.010 (0.753, 0.808)``; ``-``
+    for what is undefined or not a number (a results file read back may hold anything)."""
     if isinstance(value, dict):
-        mean, sd = value.get("mean"), value.get("sd")
-        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        mean, sd = finite(value.get("mean")), finite(value.get("sd"))
+        if math.isnan(mean):
             return "-"
-        if sd is None or (isinstance(sd, float) and math.isnan(sd)):
-            return f"{mean:.3f}"
-        low, high = value["ci95"]
+        interval = value.get("ci95")
+        low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None,) * 2
+        low, high = finite(low), finite(high)
+        if math.isnan(sd) or math.isnan(low) or math.isnan(high):
+            return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
         return f"{mean:.3f} ± {sd:.3f} ({low:.3f}, {high:.3f})"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if isinstance(value, str):
+        return value
+    number = finite(value)
+    if math.isnan(number):
         return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return str(value) if isinstance(value, int) else f"{number:.3f}"
 
 
 def markdown_text(text: Any) -> str:
@@ -248,22 +263,41 @@ def markdown_report(options: MarkdownOptions):
 COMPARED_METRICS = ("acc", "se", "sp", "precision", "f1", "auc", "reference_auc", "raw_auc")
 
 
-def p_text(row: Any) -> str:
-    """A p-value as the paper prints it (``<0.001``); ``-`` without one."""
-    p = row.get("p_value") if isinstance(row, dict) else None
-    if not isinstance(p, int | float) or isinstance(p, bool) or math.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def share_text(row: Any) -> str:
     """A share over runs in %: ``4.2 ± 1.0%``."""
-    mean = row.get("mean") if isinstance(row, dict) else None
-    if not isinstance(mean, int | float) or isinstance(mean, bool) or math.isnan(mean):
+    mean = finite(row.get("mean")) if isinstance(row, dict) else math.nan
+    if math.isnan(mean):
         return "-"
-    sd = row.get("sd")
-    spread = f" ± {100 * sd:.1f}" if isinstance(sd, int | float) and not math.isnan(sd) else ""
-    return f"{100 * mean:.1f}{spread}%"
+    sd = finite(row.get("sd"))
+    return f"{100 * mean:.1f}" + ("" if math.isnan(sd) else f" ± {100 * sd:.1f}") + "%"
+
+
+def _rows(value: Any) -> dict[str, dict[str, Any]]:
+    return (
+        {str(k): v for k, v in value.items() if isinstance(v, dict)}
+        if isinstance(value, dict)
+        else {}
+    )
+
+
+def share_with_p(row: Any) -> str:
+    """A share with its p-value when it has one: ``4.2 ± 1.0% (p 0.031)``."""
+    p = p_value_text(row)
+    return share_text(row) + ("" if p == "-" else f" (p {p})")
+
+
+def compared_models(document: Any, key: str) -> dict[str, dict[str, Any]]:
+    """The models of comparison.json (``key`` ``models``) or ablation.json (``variants``),
+    read back, with only well-formed entries kept: ``{name: {"metrics": {task: {metric:
+    row}}, "consistency": {relation: row}}}``, every row a dict."""
+    models = document.get(key) if isinstance(document, dict) else None
+    out = {}
+    for name, model in _rows(models).items():
+        out[name] = {
+            "metrics": {task: _rows(rows) for task, rows in _rows(model.get("metrics")).items()},
+            "consistency": _rows(model.get("consistency")),
+        }
+    return out
 
 
 def comparison_markdown(document: dict[str, Any], key: str, what: str, title: str) -> list[str]:
@@ -271,14 +305,14 @@ def comparison_markdown(document: dict[str, Any], key: str, what: str, title: st
     metric as mean ± SD (95% interval) with the AUC's p-value against the reference, then
     the inconsistency shares with their p-values."""
     md = markdown_text
-    models = {k: v for k, v in (document.get(key) or {}).items() if isinstance(v, dict)}
+    models = compared_models(document, key)
     if not models:
         return []
     tests = sorted(
         {
             row["test"]
             for model in models.values()
-            for rows in (model.get("metrics") or {}).values()
+            for rows in model["metrics"].values()
             for row in rows.values()
             if isinstance(row, dict) and isinstance(row.get("test"), str)
         }
@@ -290,12 +324,12 @@ def comparison_markdown(document: dict[str, Any], key: str, what: str, title: st
         f"({md(', '.join(tests) or 'no test')}).",
         "",
     ]
-    tasks = list(dict.fromkeys(t for m in models.values() for t in (m.get("metrics") or {})))
+    tasks = list(dict.fromkeys(t for m in models.values() for t in m["metrics"]))
     for task in tasks:
         present = [
             n
             for n in COMPARED_METRICS
-            if any(n in ((m.get("metrics") or {}).get(task) or {}) for m in models.values())
+            if any(n in (m["metrics"].get(task) or {}) for m in models.values())
         ]
         lines += [
             f"### {md(task)}",
@@ -306,18 +340,18 @@ def comparison_markdown(document: dict[str, Any], key: str, what: str, title: st
             "|---|" + "---|" * (len(present) + 1),
         ]
         for name, model in models.items():
-            rows = (model.get("metrics") or {}).get(task)
+            rows = model["metrics"].get(task)
             if isinstance(rows, dict):
                 cells = [md(format_value(rows.get(n))) for n in present]
                 lines.append(
-                    f"| {md(name)} | " + " | ".join(cells) + f" | {p_text(rows.get('auc'))} |"
+                    f"| {md(name)} | " + " | ".join(cells) + f" | {p_value_text(rows.get('auc'))} |"
                 )
         lines.append("")
     relations = list(
         dict.fromkeys(
             r
             for m in models.values()
-            for r in (m.get("consistency") or {})
+            for r in m["consistency"]
             if "_without_" in r or r.startswith("nonmonotonic")
         )
     )
@@ -329,13 +363,9 @@ def comparison_markdown(document: dict[str, Any], key: str, what: str, title: st
             "|---|" + "---|" * len(relations),
         ]
         for name, model in models.items():
-            shares = model.get("consistency") or {}
+            shares = model["consistency"]
             if any(r in shares for r in relations):
-                cells = [
-                    share_text(shares.get(r))
-                    + (f" (p {p_text(shares.get(r))})" if p_text(shares.get(r)) != "-" else "")
-                    for r in relations
-                ]
+                cells = [share_with_p(shares.get(r)) for r in relations]
                 lines.append(f"| {md(name)} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines

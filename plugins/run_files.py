@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+VARIANT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")  # as the config allows them
 MAX_BYTES = 200 * 1024 * 1024  # a run's own files; anything larger is not one
 
 
@@ -137,8 +139,10 @@ def ablation_siblings(run: RunFiles) -> list[RunFiles]:
         return []
     found = []
     for name in run.ablation.get("variants") or {}:
-        folder = run.root.parent / str(name)
-        if str(name) != run.root.name and (folder / "metrics.json").is_file():
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            continue  # a variant's folder is a plain name beside this one, nothing else
+        folder = run.root.parent / name
+        if name != run.root.name and (folder / "metrics.json").is_file():
             other = read_run(folder)
             other.name = str(name)
             found.append(other)

@@ -10,12 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, tiny_raw, write_yaml
+from conftest import ROOT, tiny_raw
 
 from mtlkit import load_config
 from mtlkit.cli import main
+from mtlkit.components.host import PluginHost
+from mtlkit.config.loading import dump_config, parse_yaml
 from mtlkit.errors import ConfigError, UsageError
-from mtlkit.runs.ablation import ablate
+from mtlkit.runs.ablation import ablate, plan
 
 VARIANTS = ["full", "single_bm", "single_alnm", "multitask"]  # the reference runs first
 
@@ -94,7 +96,9 @@ import json, os, signal, sys
 from pathlib import Path
 import mtlkit.training.fit as fit
 from mtlkit import load_config
-from mtlkit.runs.ablation import ablate
+from mtlkit.components.host import PluginHost
+from mtlkit.config.loading import dump_config, parse_yaml
+from mtlkit.runs.ablation import ablate, plan
 
 raw, out, after = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 step = fit.train_step
@@ -128,8 +132,7 @@ def test_a_killed_ablation_resumes_to_the_same_table(ablated, tmp_path):
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "full" / "metrics.json").is_file()
     assert not (out / "single_bm" / "metrics.json").exists()
-    path = write_yaml(tmp_path / "ablation.yaml", config_raw())
-    assert main(["ablate", str(path), "--out", str(out), "--resume", "--quiet"]) == 0
+    assert main(["resume", str(out), "--quiet"]) == 0  # mtl resume knows an ablation
     assert (out / "ablation.json").read_bytes() == (ablated.out_dir / "ablation.json").read_bytes()
     assert (out / "ablation.csv").read_bytes() == (ablated.out_dir / "ablation.csv").read_bytes()
 
@@ -201,3 +204,31 @@ def test_grids_that_cannot_run_are_refused_before_anything_is_written(tmp_path):
         ablate(load_config(only_bm), out_dir=tmp_path / "bad")
     with pytest.raises(ConfigError, match="variant names repeat"):
         load_config({**config_raw(), "ablation": {"variants": [{"name": "a"}, {"name": "a"}]}})
+
+
+def test_variants_of_a_k_fold_config_with_baselines_and_external_sets_plan(tmp_path):
+    raw = config_raw()
+    raw["data"]["split"] = {"folds": 3, "val_fraction": 0.15, "stratify": ["bm"]}
+    raw["baselines"] = [{"type": "radiomics"}]
+    raw["evaluation"]["external"] = [{"name": "other", "source": raw["data"]["source"]}]
+    config = load_config(raw)
+    reference, configs = plan(config, tmp_path / "out", PluginHost())
+    assert reference == "full" and list(configs) == VARIANTS
+    for name, derived in configs.items():
+        # every variant survives the round trip through its config.yaml (mtl resume)
+        assert load_config(parse_yaml(dump_config(derived))) == derived, name
+        assert derived.data.split.folds == 3 and derived.evaluation.external
+    assert configs["full"].baselines and configs["full"].data.split.file is None
+    for name in VARIANTS[1:]:  # the others train on the reference's split, without baselines
+        assert configs[name].baselines == []
+        assert configs[name].data.split.file == str(
+            (tmp_path / "out").resolve() / "full" / "splits.json"
+        )
+
+
+def test_a_reference_that_is_no_variant_is_refused(tmp_path):
+    raw = config_raw()
+    raw["ablation"] = {"reference": "fulll"}
+    with pytest.raises(ConfigError, match="'fulll' is not a variant"):
+        ablate(load_config(raw), out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

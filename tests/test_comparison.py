@@ -17,7 +17,9 @@ from mtlkit.evaluation.comparison import (
     prediction_rows,
     predictions_test,
 )
+from mtlkit.plugins.html_report.comparison import comparison_html
 from mtlkit.plugins.metrics import accuracy
+from mtlkit.plugins.reports import comparison_markdown
 
 
 def run_document(auc: float, acc: float, share: float) -> dict:
@@ -102,3 +104,45 @@ def test_one_run_is_compared_from_the_predictions():
     assert identical("bm", "auc")[0] == 1.0 and identical("bm", "acc")[0] == 1.0
     p, name = predictions_test(reference, other, {"acc": accuracy}, 0.5, 0, 0)("bm", "acc")
     assert math.isnan(p) and name is None  # no bootstrap asked for
+
+
+HOSTILE_RUNS = [
+    {"sets": {"test": {"tasks": [1]}}},
+    {"sets": {"test": {"tasks": {"bm": 3}}}},
+    {"runs": {"seed_0": 5}},
+    {"sets": {"test": {"consistency": [1]}}},
+    {"sets": {"test": {"tasks": {"bm": {"auc": 10**400, "acc": "0.5", "f1": True}}}}},
+    {},
+]
+HOSTILE_TABLES = [
+    {"models": [1]},
+    {"models": {"a": {"metrics": [1]}}},
+    {"models": {"a": {"metrics": {"bm": 3}}}},
+    [],
+    None,
+    {
+        "models": {
+            "<b>a</b>": {
+                "metrics": {"bm": {"auc": {"mean": 10**400, "p_value": 10**400, "ci95": ["x"]}}},
+                "consistency": {"x_without_<i>": {"mean": "a", "p_value": "0.01"}},
+            }
+        },
+        "reference": "<script>",
+    },
+]
+
+
+@pytest.mark.parametrize("document", HOSTILE_RUNS)
+def test_malformed_results_read_back_are_no_numbers_not_a_crash(document):
+    good = run_document(0.7, 0.6, 0.1)
+    for row in compare_documents(good, document, "test")["tasks"].get("bm", {}).values():
+        assert math.isnan(row["mean"])
+    compare_documents(document, good, "test")
+
+
+@pytest.mark.parametrize("document", HOSTILE_TABLES)
+def test_malformed_comparison_files_render_escaped_or_not_at_all(document):
+    page = comparison_html(document, "models", "model")
+    assert "<b>a</b>" not in page and "<script>" not in page and "<i>" not in page
+    text = "\n".join(comparison_markdown(document, "models", "model", "t"))
+    assert "<b>" not in text and "<script>" not in text

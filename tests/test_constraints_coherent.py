@@ -179,8 +179,8 @@ def test_mcloss_matches_its_definition_on_a_small_case():
     # positive: log(max(0.7, 0.2)); 4 negative: log(1 - max(0.1, 0.4)).
     alnm = -(math.log(0.2) + math.log(0.5) + math.log(0.7) + math.log(0.6)) / 4
     assert set(losses) == {"bm", "alnm"}  # the leaf keeps its configured loss
-    assert float(losses["bm"]) == pytest.approx(bm, rel=1e-9)
-    assert float(losses["alnm"]) == pytest.approx(alnm, rel=1e-9)
+    assert losses["bm"].item() == pytest.approx(bm, rel=1e-9)
+    assert losses["alnm"].item() == pytest.approx(alnm, rel=1e-9)
 
 
 def test_mcloss_sends_the_gradient_to_the_maximising_task_only():

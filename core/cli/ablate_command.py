@@ -13,6 +13,7 @@ from rich.table import Table
 from mtlkit.cli.base import Command, CommandContext, add_config_arguments
 from mtlkit.config.loading import load_config
 from mtlkit.errors import UsageError
+from mtlkit.evaluation.comparison import p_value_text
 from mtlkit.progress import Progress
 from mtlkit.runs.ablation import ablate
 from mtlkit.text import shown
@@ -68,14 +69,6 @@ def cell(row: dict[str, Any] | None, percent: bool = False) -> str:
     return text + unit
 
 
-def p_text(row: dict[str, Any] | None) -> str:
-    """A p-value as the paper prints it; ``-`` for the reference or without a test."""
-    p = (row or {}).get("p_value")
-    if p is None or math.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def ablation_tables(document: dict[str, Any]) -> list[Table]:
     """One table per task (variants x metrics, the AUC's p-value against the reference) and
     one of the paper's inconsistency error per relation."""
@@ -103,7 +96,7 @@ def ablation_tables(document: dict[str, Any]) -> list[Table]:
             if rows is None:
                 continue
             table.add_row(
-                shown(name), *(cell(rows.get(m)) for m in present), p_text(rows.get("auc"))
+                shown(name), *(cell(rows.get(m)) for m in present), p_value_text(rows.get("auc"))
             )
         tables.append(table)
     relations = list(
@@ -125,7 +118,7 @@ def ablation_tables(document: dict[str, Any]) -> list[Table]:
             table.add_row(
                 shown(name),
                 *(
-                    f"{cell(shares.get(r), percent=True)} (p {p_text(shares.get(r))})"
+                    f"{cell(shares.get(r), percent=True)} (p {p_value_text(shares.get(r))})"
                     if r in shares and shares[r].get("test")
                     else cell(shares.get(r), percent=True)
                     for r in relations

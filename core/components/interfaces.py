@@ -175,12 +175,10 @@ class Constraint(nn.Module):
         itself; this is for what only the constraint knows."""
         return {}
 
-    @property
-    def relations(self) -> tuple[tuple[str, str], ...]:
-        """The ``(parent, child)`` task pairs this constraint ties (a child's probability
-        should not exceed its parent's); their consistency is measured in every
-        evaluation."""
-        return ()
+    relations: tuple[tuple[str, str], ...] = ()
+    """The ``(parent, child)`` task pairs this constraint ties (a child's probability should
+    not exceed its parent's); their consistency is measured in every evaluation. Set it
+    (an attribute, e.g. in ``__init__``) to the pairs the options name."""
 
 
 class TaskWeighting(nn.Module):

@@ -268,4 +268,10 @@ def dump_config(config: RunConfig) -> str:
         data.pop("ablation", None)  # likewise
     if config.evaluation.statistics == StatisticsConfig():
         data["evaluation"].pop("statistics")  # the same: recorded only when changed
+    for key, default in (("consistency", None), ("consistency_margin", 0.1)):
+        if data["evaluation"].get(key) == default:
+            data["evaluation"].pop(key)  # likewise
+    if config.data.split.folds is not None:
+        # the test share is 1/folds; a recorded test_fraction would be refused on reading
+        data["data"]["split"].pop("test_fraction", None)
     return yaml.safe_dump(data, sort_keys=False)

@@ -28,23 +28,56 @@ from mtlkit.text import csv_cell
 COUNT_KEYS = ("n", "n_positive")
 
 
+def finite(value: Any) -> float:
+    """A number read back from a results file, NaN for anything else (text, a list, a
+    boolean, an integer too large for a float, infinity)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except OverflowError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def split_of(document: Any, split: str) -> Mapping[str, Any]:
+    """One set of a metrics document (empty when absent or malformed)."""
+    return _mapping(_mapping(_mapping(document).get("sets")).get(split))
+
+
 def run_values(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """Every run's metrics document by run label: ``runs`` of repeated runs, or the
     document itself for a single run (label ``""``)."""
-    runs = document.get("runs")
-    return dict(runs) if isinstance(runs, Mapping) and runs else {"": document}
+    runs = _mapping(_mapping(document).get("runs"))
+    usable = {str(k): v for k, v in runs.items() if isinstance(v, Mapping)}
+    return usable or {"": _mapping(document)}
 
 
 def metric_of(document: Mapping[str, Any], split: str, task: str, metric: str) -> float:
-    """One run's metric (NaN when absent or null)."""
-    value = document.get("sets", {}).get(split, {}).get("tasks", {}).get(task, {}).get(metric)
-    return float(value) if isinstance(value, int | float) else math.nan
+    """One run's metric (NaN when absent or not a number)."""
+    return finite(_mapping(_mapping(split_of(document, split).get("tasks")).get(task)).get(metric))
 
 
 def share_of(document: Mapping[str, Any], split: str, relation: str) -> float:
-    """One run's consistency share (NaN when absent)."""
-    value = document.get("sets", {}).get(split, {}).get("consistency", {}).get(relation)
-    return float(value) if isinstance(value, int | float) else math.nan
+    """One run's consistency share (NaN when absent or not a number)."""
+    return finite(_mapping(split_of(document, split).get("consistency")).get(relation))
+
+
+def p_value_text(row: Any) -> str:
+    """A row's p-value as the paper prints it (``<0.001``, ``0.042``); ``-`` without one."""
+    p = finite(row.get("p_value")) if isinstance(row, Mapping) else math.nan
+    if math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+NOT_COMPARED = ("n", "n_positive", "reference_auc")
+"""Keys of a task's metrics that are no model's performance: counts, and the AUC of the
+data's own reference column (the same for every model)."""
 
 
 SinglePairTest = Callable[[str, str], tuple[float, str]]
@@ -63,19 +96,23 @@ def compare_documents(
     relations the reference lacks get no p-value (``test: null``)."""
     theirs, ours = run_values(other), run_values(reference)
     paired = [label for label in theirs if label in ours]
-    first = next(iter(theirs.values()))
+    first = split_of(next(iter(theirs.values())), split)
     tasks: dict[str, Any] = {}
-    for task, metrics in first.get("sets", {}).get(split, {}).get("tasks", {}).items():
+    for task, metrics in _mapping(first.get("tasks")).items():
+        if not isinstance(metrics, Mapping):
+            continue
         tasks[task] = {}
-        for metric in metrics:
-            if metric in COUNT_KEYS or not isinstance(metrics[metric], int | float | None):
+        for metric, value in metrics.items():
+            if metric in COUNT_KEYS or not (value is None or isinstance(value, int | float)):
                 continue
-            values = [metric_of(d, split, task, metric) for d in theirs.values()]
-            row = summarize(values)
-            row.update(_p_value(ours, theirs, paired, split, task, metric, single_run_test))
+            row = summarize([metric_of(d, split, task, metric) for d in theirs.values()])
+            if metric in NOT_COMPARED:
+                row.update(p_value=math.nan, test=None)
+            else:
+                row.update(_p_value(ours, theirs, paired, split, task, metric, single_run_test))
             tasks[task][metric] = row
     consistency: dict[str, Any] = {}
-    for relation in first.get("sets", {}).get(split, {}).get("consistency", {}):
+    for relation in _mapping(first.get("consistency")):
         row = summarize([share_of(d, split, relation) for d in theirs.values()])
         a = [share_of(theirs[k], split, relation) for k in paired]
         b = [share_of(ours[k], split, relation) for k in paired]
@@ -178,10 +215,12 @@ def predictions_test(
     threshold: float,
     resamples: int,
     seed: int,
+    by_patient: bool = True,
 ) -> SinglePairTest:
     """The single-run test of ``other`` against the reference on the images both predicted
     (with the reference's label): the paired DeLong test for ``auc``, and for every other
-    metric of ``metrics`` the paired bootstrap over patients (``resamples``, ``seed``;
+    metric of ``metrics`` the paired bootstrap over the patients of predictions.csv's
+    ``patient_id`` column (over images without ``by_patient``; ``resamples``, ``seed``;
     none with 0 resamples). The probabilities are the ``<task>_prob`` columns."""
     images = [i for i in reference_rows if i in other_rows]
 
@@ -204,7 +243,7 @@ def predictions_test(
         fn = metrics.get(metric)
         if fn is None or resamples == 0:
             return math.nan, None
-        clusters = [ref.get("patient_id", "") for ref, _ in rows]
+        clusters = [ref.get("patient_id", "") for ref, _ in rows] if by_patient else None
         result = paired_bootstrap(
             y,
             theirs,
@@ -214,7 +253,8 @@ def predictions_test(
             resamples=resamples,
             seed=seed,
         )
-        return float(result["p_value"]), "paired bootstrap over patients"
+        unit = "patients" if by_patient else "images"
+        return float(result["p_value"]), f"paired bootstrap over {unit}"
 
     return test
 
@@ -236,6 +276,7 @@ def single_run_tests(
     resamples: int,
     seed: int,
     split: str = "test",
+    by_patient: bool = True,
 ) -> dict[str, SinglePairTest]:
     """The :func:`predictions_test` of every model against ``reference`` when both are
     single runs, from the predictions.csv in each model's folder (``folders[name]``, a
@@ -249,7 +290,7 @@ def single_run_tests(
 
     ours = rows(reference)
     return {
-        name: predictions_test(ours, rows(name), metrics, threshold, resamples, seed)
+        name: predictions_test(ours, rows(name), metrics, threshold, resamples, seed, by_patient)
         for name, document in documents.items()
         if name != reference and "runs" not in document
     }

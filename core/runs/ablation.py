@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
@@ -27,12 +28,14 @@ from mtlkit.evaluation.comparison import compare_models, comparison_csv, single_
 from mtlkit.files import RunLock, atomic_write_text, prepare_run_dir, to_json
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
-from mtlkit.readback import finished_run
+from mtlkit.readback import finished_run, read_json
 from mtlkit.results import RunResult
 from mtlkit.runs.runner import run
+from mtlkit.text import shown
 
 ABLATION_SCHEMA = "mtlkit.ablation/1"
 GRID_FILE = "ablation.yaml"
+PROGRESS_FILE = "progress.json"
 COMPARED_SPLIT = "test"
 
 PAPER_GRID = (
@@ -87,13 +90,16 @@ def variant_config(
             raise ConfigError([(f"{where}.set[{index}]", _problems_text(exc))]) from None
     split = raw.setdefault("data", {}).setdefault("split", {})
     if split.get("folds"):
-        split.pop("test_fraction", None)  # dumped with its default, refused beside folds
-    if split_file is not None and not split.get("file"):
-        split["file"] = str(split_file)
+        split.pop("test_fraction", None)  # the test share is 1/folds (see dump_config)
+    if split_file is not None:
+        if not split.get("file"):
+            split["file"] = str(split_file)
+        # the reference compares the CNN with the baselines; the variants need not again
+        raw["baselines"] = []
     try:
-        return validate_config(raw, f"{where} ({variant.name})")
+        return validate_config(raw, where)
     except ConfigError as exc:
-        raise ConfigError([(f"{where} ({variant.name})", _problems_text(exc))]) from None
+        raise ConfigError([(where, _problems_text(exc))]) from None
 
 
 def _problems_text(exc: ConfigError) -> str:
@@ -127,6 +133,9 @@ def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str,
     against the plugins: a grid with a broken variant is refused before anything runs."""
     variants = variants_of(config)
     reference = reference_of(config, variants)
+    if reference not in [v.name for v in variants]:
+        names = ", ".join(v.name for v in variants)
+        raise ConfigError([("ablation.reference", f"{reference!r} is not a variant: {names}")])
     task_names = resolve_components(config, host).task_names
     if not config.ablation.variants:
         missing = [t for t in ("bm", "alnm") if t not in task_names]
@@ -137,11 +146,16 @@ def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str,
                 "ablation.variants"
             )
     ordered = sorted(variants, key=lambda v: v.name != reference)
-    split_file = out / reference / "splits.json"
+    # absolute: each variant's config.yaml records it, and a resume compares that text
+    split_file = out.resolve() / reference / "splits.json"
     configs: dict[str, RunConfig] = {}
     problems: list[tuple[str, str]] = []
     for variant in ordered:
-        where = f"ablation.variants[{variants.index(variant)}]"
+        where = (
+            f"ablation.variants[{variants.index(variant)}] ({variant.name})"
+            if config.ablation.variants
+            else f"the paper's ablation variant {variant.name}"
+        )
         try:
             derived = variant_config(
                 config,
@@ -152,7 +166,7 @@ def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str,
             )
             resolve_components(derived, host)
         except ConfigError as exc:
-            problems += [(f"{where} ({variant.name})", _problems_text(exc))]
+            problems += [(where, _problems_text(exc))]
             continue
         configs[variant.name] = derived
     if problems:
@@ -183,12 +197,13 @@ def ablate(
         if not resume:
             atomic_write_text(out / GRID_FILE, grid_text)
         documents: dict[str, dict[str, Any]] = {}
+        finished = finished_variants(out) if resume else []
         for name, derived in configs.items():
             run_dir = out / name
-            done = finished_run(run_dir)
+            done = finished_run(run_dir) if name in finished else None
             if done is None:
                 console.print(
-                    f"[bold]ablation variant {name}[/] ({len(documents) + 1}/{len(configs)})"
+                    f"[bold]ablation variant {shown(name)}[/] ({len(documents) + 1}/{len(configs)})"
                 )
                 started = (run_dir / "config.yaml").is_file()
                 result = run(
@@ -200,6 +215,8 @@ def ablate(
                     resume=started,
                 )
                 documents[name] = result.metrics
+                finished.append(name)  # after its baselines and reports too
+                atomic_write_text(out / PROGRESS_FILE, to_json({"finished": finished}))
             else:
                 documents[name] = done[0]
         tests = comparison_tests(configs[reference], reference, out, documents, host)
@@ -231,6 +248,7 @@ def comparison_tests(
         statistics.bootstrap_resamples,
         statistics.seed,
         COMPARED_SPLIT,
+        statistics.bootstrap_unit == "patient",
     )
 
 
@@ -246,10 +264,44 @@ def _report_reference(
     report.html gains the ablation's table and draws the other variants beside it)."""
     components = resolve_components(config, host)
     result = RunResult(
-        out_dir=run_dir, metrics=metrics, task_names=components.task_names, ablation=ablation
+        out_dir=run_dir,
+        metrics=metrics,
+        task_names=components.task_names,
+        baselines=_read_back(run_dir, [f"{b.name}/metrics.json" for b in components.baselines]),
+        comparison=_read_back(run_dir, ["comparison.json"]).get("comparison.json"),
+        ablation=ablation,
     )
     for index, (entry, options) in enumerate(components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
+
+
+class FinishedVariants(BaseModel):
+    """What resuming reads of progress.json: the variants whose run returned."""
+
+    finished: list[str]
+
+
+def finished_variants(out: Path) -> list[str]:
+    """The variants of the ablation in ``out`` whose run finished, reports included."""
+    try:
+        return list(
+            read_json(out / PROGRESS_FILE, "valid progress.json", FinishedVariants).finished
+        )
+    except FileNotFoundError:
+        return []
+
+
+def _read_back(run_dir: Path, names: list[str]) -> dict[str, Any]:
+    """The JSON files of a finished run that exist, by name (a baseline's by its folder)."""
+    found = {}
+    for name in names:
+        try:
+            found[name.split("/")[0] if "/" in name else name] = read_json(
+                run_dir / name, f"valid {name} of a finished run"
+            )
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _resume_lock(out: Path, grid_text: str) -> RunLock:

@@ -98,12 +98,13 @@ def _run_all(
     ]
     per_run: dict[str, dict[str, Any]] = {}
     prediction_parts: list[tuple[dict[str, str], str]] = []
+    trained_first = False  # the report plugins get the first model only if it trained here
     for slot in slots if cnn else []:
         run_dir = out / slot.label if slot.label else out
         done = finished_run(run_dir) if resume else None
         if done is None:
             if slot is slots[0]:
-                engine = first
+                engine, trained_first = first, True
             else:
                 fold_data = data.for_fold(slot.fold)
                 engine = Engine(
@@ -136,7 +137,7 @@ def _run_all(
         metrics=metrics,
         task_names=[h.name for h in first.heads],
         baselines=baseline_metrics,
-        engine=first,
+        engine=first if trained_first else None,
         comparison=comparison,
     )
     for index, (entry, options) in enumerate(first.components.reports):
@@ -169,6 +170,7 @@ def write_comparison(
         config.evaluation.threshold,
         statistics.bootstrap_resamples,
         statistics.seed,
+        by_patient=statistics.bootstrap_unit == "patient",
     )
     document = {
         "schema": COMPARISON_SCHEMA,

@@ -146,8 +146,10 @@ def train_epoch(
         seen += images.shape[0]
         progress.advance(batches, description=f"epoch {epoch} loss {value:.4f}")
     progress.remove(batches)
-    weights = {name: float(w) for name, w in objects.weighting.task_weights().items()}
-    objects.weighting.end_epoch()
+    weights = _task_weights(objects.weighting)
+    end_epoch = getattr(objects.weighting, "end_epoch", None)
+    if callable(end_epoch):  # a weighting written before the hook may use the name itself
+        end_epoch()
     seconds = time.perf_counter() - started
     means = (part_sums / max(steps, 1)).tolist()
     return EpochTraining(
@@ -228,3 +230,14 @@ class FitRecord:
             train_images_per_second=self.images / self.seconds if self.seconds else math.nan,
             resumed_from=resumed_from,
         )
+
+
+def _task_weights(weighting: Any) -> dict[str, float]:
+    """The weighting's current task weights for history.json; none when it does not report
+    them (a weighting written before :meth:`TaskWeighting.task_weights` existed may hold
+    an attribute of that name)."""
+    report = getattr(weighting, "task_weights", None)
+    weights = report() if callable(report) else None
+    if not isinstance(weights, dict):
+        return {}
+    return {str(name): float(w) for name, w in weights.items()}

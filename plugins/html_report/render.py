@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mtlkit import finite
 from mtlkit.plugins.plots import Plot, share_value
 from mtlkit.plugins.run_files import RunFiles
 
@@ -84,20 +85,26 @@ def esc(value: Any) -> str:
 
 def format_value(value: Any) -> str:
     """A metric as the paper prints it: ``0.782``, or ``0.782 ± 0.010 (0.753-0.808)`` for
-    repeated runs; ``-`` where undefined."""
+    repeated runs; ``-`` where undefined or not a number (files read back may hold
+    anything)."""
     if isinstance(value, dict):
-        mean, sd = value.get("mean"), value.get("sd")
-        if not isinstance(mean, (int, float)) or math.isnan(mean):
+        mean, sd = finite(value.get("mean")), finite(value.get("sd"))
+        if math.isnan(mean):
             return "-"
-        if not isinstance(sd, (int, float)) or math.isnan(sd):
+        if math.isnan(sd):
             return f"{mean:.3f}"
-        interval = value.get("ci95") or [math.nan, math.nan]
-        return f"{mean:.3f} ± {sd:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+        interval = value.get("ci95")
+        low, high = interval if isinstance(interval, list) and len(interval) == 2 else (None,) * 2
+        low, high = finite(low), finite(high)
+        if math.isnan(low) or math.isnan(high):
+            return f"{mean:.3f} ± {sd:.3f}"
+        return f"{mean:.3f} ± {sd:.3f} ({low:.3f}-{high:.3f})"
+    if isinstance(value, str):
+        return value
+    number = finite(value)
+    if math.isnan(number):
         return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+    return str(value) if isinstance(value, int) else f"{number:.3f}"
 
 
 def count_text(value: Any) -> str:
