@@ -165,7 +165,15 @@ def metric_names(tasks: dict[str, Any]) -> list[str]:
     return names
 
 
-INTERVALS = {"auc_ci_delong": "AUC 95% CI (DeLong)", "auc_ci_bootstrap": "AUC 95% CI (bootstrap)"}
+INTERVALS = {"auc_ci_delong": "DeLong", "auc_ci_bootstrap": "bootstrap"}
+
+
+def level_text(content: dict[str, Any]) -> str:
+    """The confidence level of the set's intervals (``evaluation.statistics.level``) as
+    ``95%``."""
+    statistics = content.get("statistics")
+    level = finite(statistics.get("level")) if isinstance(statistics, dict) else math.nan
+    return f"{100 * level:g}%" if 0 < level < 1 else "95%"
 
 
 def interval_text(value: Any) -> str:
@@ -199,7 +207,7 @@ def metrics_table(content: dict[str, Any]) -> str:
         k for k in INTERVALS if any(isinstance(m, dict) and k in m for m in tasks.values())
     ]
     headers = ["task", "images", "positive", *(METRIC_TITLES.get(n, n) for n in names)]
-    headers += [INTERVALS[k] for k in intervals]
+    headers += [f"AUC {level_text(content)} CI ({INTERVALS[k]})" for k in intervals]
     rows = [
         [
             task,
