@@ -200,8 +200,8 @@ def test_the_conditional_form_is_bce_on_the_product():
     alnm = -(math.log(0.5 * 0.8) + math.log(1 - 0.9 * 0.5)) / 2
     ge2 = -(math.log(1 - 0.4 * 0.5) + math.log(1 - 0.45 * 0.1) + math.log(0.24 * 0.25)) / 3
     assert set(losses) == {"alnm", "alnm_ge2"}  # bm, without a parent, keeps its own
-    assert float(losses["alnm"]) == pytest.approx(alnm, rel=1e-9)
-    assert float(losses["alnm_ge2"]) == pytest.approx(ge2, rel=1e-9)
+    assert losses["alnm"].item() == pytest.approx(alnm, rel=1e-9)
+    assert losses["alnm_ge2"].item() == pytest.approx(ge2, rel=1e-9)
 
 
 def test_losses_stay_finite_for_saturated_outputs():
@@ -213,7 +213,7 @@ def test_losses_stay_finite_for_saturated_outputs():
             {"bm": torch.tensor([0.0, 1.0]), "alnm": torch.tensor([1.0, 0.0])},
         )
         total = sum(losses.values())
-        assert bool(torch.isfinite(total)) and float(total) > 10
+        assert bool(torch.isfinite(total)) and total.item() > 10
         (grad,) = torch.autograd.grad(total, z)
         assert bool(torch.isfinite(grad).all())
 
