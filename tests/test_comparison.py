@@ -20,6 +20,7 @@ from mtlkit.evaluation.comparison import (
 from mtlkit.plugins.html_report.comparison import comparison_html
 from mtlkit.plugins.metrics import accuracy
 from mtlkit.plugins.reports import comparison_markdown
+from mtlkit.plugins.run_files import RunFiles, ablation_siblings
 
 
 def run_document(auc: float, acc: float, share: float) -> dict:
@@ -146,3 +147,25 @@ def test_malformed_comparison_files_render_escaped_or_not_at_all(document):
     assert "<b>a</b>" not in page and "<script>" not in page and "<i>" not in page
     text = "\n".join(comparison_markdown(document, "models", "model", "t"))
     assert "<b>" not in text and "<script>" not in text
+
+
+def test_an_ablation_names_only_sibling_folders(tmp_path):
+    for name in ("full", "other", "outside"):
+        (tmp_path / "ablation" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ablation" / name / "metrics.json").write_text("{}")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "metrics.json").write_text("{}")
+    run = RunFiles(root=tmp_path / "ablation" / "full")
+    run.ablation = {
+        "reference": "full",
+        "variants": {
+            "full": {},
+            "other": {},
+            "../outside": {},
+            str(tmp_path / "outside"): {},
+            "": {},
+        },
+    }
+    assert [r.name for r in ablation_siblings(run)] == ["other"]
+    run.ablation["reference"] = "other"  # only the reference draws the others
+    assert ablation_siblings(run) == []
