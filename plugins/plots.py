@@ -34,6 +34,7 @@ from mtlkit import (  # noqa: E402
     atomic_write_bytes,
     binary_auc,
     bootstrap_ci,
+    finite,
     hookimpl,
     to_json,
 )
@@ -127,14 +128,14 @@ def auc_label(
         low, high = summary.get("ci95") or (math.nan, math.nan)
         return f"{short(name)}\nAUC {summary['mean']:.3f} (95% CI {low:.3f}-{high:.3f}, runs)"
     auc = binary_auc(y, p)
-    if isinstance(interval, list) and len(interval) == 2 and all(_is_number(v) for v in interval):
+    if isinstance(interval, list) and len(interval) == 2 and all(_isfinite(v) for v in interval):
         low, high = interval
     else:
         _, low, high, _ = bootstrap_ci(y, p, "auc", patients, BOOTSTRAP, seed=0)
     return f"{short(name)}\nAUC {auc:.3f} (95% CI {low:.3f}-{high:.3f})"
 
 
-def _is_number(value: Any) -> bool:
+def _isfinite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -272,10 +273,10 @@ def training_figure(run: RunFiles) -> Figure | None:
     select = str(run.metrics.get("select") or "mean.auc")
     metric = select.split(".", 1)[-1]
     for index, task in enumerate(tasks):
-        values = [_number(h.get("val_metrics", {}).get(task, {}).get(metric)) for h in history]
+        values = [finite(h.get("val_metrics", {}).get(task, {}).get(metric)) for h in history]
         val_ax.plot(epochs, values, color=COLORS[index % len(COLORS)], lw=1, label=task)
     val_ax.plot(
-        epochs, [_number(h.get("val_score")) for h in history], color="black", lw=2, label=select
+        epochs, [finite(h.get("val_score")) for h in history], color="black", lw=2, label=select
     )
     best = run.metrics.get("best_epoch")
     if isinstance(best, int):
@@ -291,15 +292,11 @@ def training_figure(run: RunFiles) -> Figure | None:
     return figure
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else math.nan
-
-
 def share_value(value: Any) -> float:
     """A share from metrics.json: a number, or the mean of repeated runs."""
     if isinstance(value, dict):
         value = value.get("mean")
-    return _number(value)
+    return finite(value)
 
 
 def inconsistency_figure(run: RunFiles, others: list[RunFiles]) -> Figure | None:

@@ -10,9 +10,14 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from mtlkit.cli.base import Command, CommandContext, add_config_arguments
+from mtlkit.cli.base import (
+    Command,
+    CommandContext,
+    add_config_arguments,
+    add_output_arguments,
+    check_resume,
+)
 from mtlkit.config.loading import load_config
-from mtlkit.errors import UsageError
 from mtlkit.evaluation.comparison import p_value_text
 from mtlkit.progress import Progress
 from mtlkit.runs.ablation import ablate
@@ -24,18 +29,11 @@ TITLES = {"precision": "Prec", "raw_auc": "raw AUC", "auc": "AUC"}
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out", help="ablation directory (must not exist or be empty)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted ablation in --out (started with this same config)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_arguments(parser, "ablation")
 
 
 def _ablate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out DIR, the ablation to continue")
+    check_resume(args, "ablation")
     return run_ablation(
         load_config(args.config, args.overrides), args.out, args.resume, args.quiet, ctx
     )

@@ -9,7 +9,13 @@ from typing import Any
 from rich.table import Table
 
 from mtlkit.cli.ablate_command import run_ablation
-from mtlkit.cli.base import Command, CommandContext, add_config_arguments
+from mtlkit.cli.base import (
+    Command,
+    CommandContext,
+    add_config_arguments,
+    add_output_arguments,
+    check_resume,
+)
 from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import load_config
 from mtlkit.errors import UsageError
@@ -21,18 +27,11 @@ from mtlkit.text import shown
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--out", help="run directory (must not exist or be empty)")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted run in --out (started with this same config)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_arguments(parser, "run")
 
 
 def _run(args: argparse.Namespace, ctx: CommandContext) -> int:
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+    check_resume(args, "run")
     config = load_config(args.config, args.overrides)
     return _train(config, args.out, args.resume, args.quiet, ctx)
 
