@@ -25,18 +25,21 @@ from mtlkit.components.resolve import (
 )
 from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
-from mtlkit.config.schema import ExternalSetConfig, RunConfig
+from mtlkit.config.schema import ExternalSetConfig, RoiConfig, RunConfig
 from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
 from mtlkit.data.prepared import PreparedData, RoiDataset
+from mtlkit.data.roi import Locator
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
 from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.metrics import score_split
+from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
+from mtlkit.training.localizer import load_localizer
 from mtlkit.training.losses import Objective
 from mtlkit.training.model import MultiTaskModel
 from mtlkit.training.resume import capture_state, check_resumable, fingerprint, restore_state
@@ -78,6 +81,7 @@ class Engine:
         # The task weighting and constraints of the last fit, trained with the model.
         self._weighting: TaskWeighting | None = None
         self._constraints: nn.ModuleList | None = None
+        self._locators: dict[str | None, Locator] = {}
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Engine:
@@ -88,7 +92,13 @@ class Engine:
 
     @property
     def heads(self):
+        """The heads that predict one value per image (binary, multiclass)."""
         return self.components.heads
+
+    @property
+    def dense_heads(self):
+        """The heads that predict a mask per image (segmentation)."""
+        return self.components.dense_heads
 
     @property
     def data(self) -> PreparedData:
@@ -112,6 +122,8 @@ class Engine:
             self.config.data,
             self.config.evaluation.reference_columns,
             progress=self._image_progress,
+            masks=bool(self.dense_heads),
+            locate=self.locator(self.config.data.roi),
         )
 
     def load_external(self, external: ExternalSetConfig, where: str = "") -> PreparedData:
@@ -120,13 +132,24 @@ class Engine:
         where = where or f"external set {external.name}"
         entry, options, columns = resolve_source(self.host, external.source, f"{where}.source")
         sample_set = self._read_source(entry, options, f"{where}.source", columns)
+        data = roi_for(self.config.data, external.roi)
         return prepare_external(
             sample_set,
             self.components.heads,
-            roi_for(self.config.data, external.roi),
+            data,
             external.name,
             progress=self._image_progress,
+            masks=bool(self.dense_heads),
+            locate=self.locator(data.roi),
         )
+
+    def locator(self, roi: RoiConfig) -> Locator | None:
+        """The localiser of ``roi.mode: auto`` (loaded once per engine), else None."""
+        if roi.mode != "auto":
+            return None
+        if self._locators.get(roi.localizer) is None:
+            self._locators[roi.localizer] = load_localizer(roi.localizer, self.host, self.device)
+        return self._locators[roi.localizer]
 
     def _read_source(self, entry, options, where: str, columns=None) -> SampleSet:
         with self.progress.status(f"listing images ({where})"):
@@ -140,7 +163,9 @@ class Engine:
     def build_model(self) -> MultiTaskModel:
         """A freshly initialised model for this engine's seed, on its device."""
         seed_everything(self.seed)
-        model = MultiTaskModel(self.components.build_backbone(), self.components.heads)
+        model = MultiTaskModel(
+            self.components.build_backbone(), self.components.heads, self.dense_heads
+        )
         self.model = model.to(self.device)
         return self.model
 
@@ -194,7 +219,11 @@ class Engine:
         loader = self._train_loader(data, objects.generator)
         targets = data.targets.to(self.device)
         objective = Objective(
-            self.heads, self.components.task_losses, objects.weighting, objects.constraints
+            self.heads,
+            self.components.task_losses,
+            objects.weighting,
+            objects.constraints,
+            self.dense_heads,
         )
         record = FitRecord(BestEpoch(self.config.evaluation.select, self.components.metrics))
         done = self._resume(objects, record) if resume else 0
@@ -232,7 +261,16 @@ class Engine:
     ) -> EpochLog:
         """Train, validate and record one epoch; saves the best weights, steps the scheduler
         and saves the training state when it is due. Returns the epoch's log."""
-        trained = train_epoch(objects, objective, loader, targets, epoch, self.progress)
+        known = self.data.mask_targets() if self.dense_heads else None
+        trained = train_epoch(
+            objects,
+            objective,
+            loader,
+            targets,
+            epoch,
+            self.progress,
+            known.to(targets.device) if known is not None else None,
+        )
         val_metrics = self._validation_metrics()
         lr = objects.optimizer.param_groups[0]["lr"]
         log = trained.log(epoch, lr, record.best.score_of(val_metrics), val_metrics)
@@ -290,7 +328,10 @@ class Engine:
         cfg = self.config.training
         indices = data.indices("train")
         dataset = RoiDataset(
-            data.cache, indices, train_transform(cfg.augmentation, self.config.data.image_size)
+            data.training_rois,
+            indices,
+            train_transform(cfg.augmentation, self.config.data.image_size),
+            data.training_masks if self.dense_heads else None,
         )
         return DataLoader(
             dataset,
@@ -344,8 +385,9 @@ class Engine:
     ) -> EvalResult:
         """``statistics``: with the intervals and calibration of ``evaluation.statistics``
         (the per-epoch validation does without)."""
-        probabilities, raw = self._infer(data.cache[torch.from_numpy(indices)], tta)
-        return score_split(
+        rows = torch.from_numpy(indices)
+        probabilities, raw, maps = self._forward_all(data.cache[rows], tta)
+        result = score_split(
             data,
             indices,
             split,
@@ -360,8 +402,19 @@ class Engine:
             raw_probabilities=raw,
             statistics=self.config.evaluation.statistics if statistics else None,
         )
+        if data.whole_image:  # roi.mode auto: the images the localiser found no lesion in
+            fallback = set(data.whole_image)
+            result.extra["roi_whole_image"] = [
+                data.samples[i].image_id for i in indices.tolist() if i in fallback
+            ]
+        if self.dense_heads:
+            masks, known = data.masks[rows, 0].numpy(), data.has_mask[rows].numpy()
+            for head in self.dense_heads:
+                result.tasks[head.name] = segmentation_metrics(
+                    maps[head.name], masks, known, head.threshold
+                )
+        return result
 
-    @torch.no_grad()
     def _infer(
         self, rois: torch.Tensor, tta: bool = True
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
@@ -370,31 +423,56 @@ class Engine:
         a constraint adjusts outputs (None otherwise). With ``evaluation.tta: hflip`` (and
         ``tta``) the raw probabilities are the mean over each image and its mirror, and
         the adjustment is applied to that mean."""
+        probabilities, raw, _ = self._forward_all(rois, tta)
+        return probabilities, raw
+
+    def predict_masks(self, rois: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per-pixel lesion probabilities (N, S, S) of every segmentation task for uint8
+        RoIs (N, 1, S, S) (empty without segmentation heads)."""
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        return self._forward_all(rois, tta=True)[2]
+
+    @torch.no_grad()
+    def _forward_all(
+        self, rois: torch.Tensor, tta: bool = True
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, np.ndarray]]:
+        """:meth:`_infer`'s probabilities and raw probabilities, and each segmentation
+        task's per-pixel probabilities (N, S, S) as float16, from one pass of the model
+        (the mirrored view's maps are mirrored back before they are averaged)."""
         model = self.model
         model.eval()
         adjusting = [c for c in self.constraints if c.adjusts_outputs]
         parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         raw_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
+        map_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.dense_heads}
         batch = max(self.config.training.batch_size, 64)
-        views = [lambda x: x]
+        views = [False]
         if tta and self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
-            views.append(lambda x: torch.flip(x, dims=[3]))
+            views.append(True)
         for start in range(0, len(rois), batch):
             images = normalize_batch(rois[start : start + batch]).to(self.device)
             probs: dict[str, torch.Tensor] = {}
-            for view in views:
-                outputs = model(view(images))
+            maps: dict[str, torch.Tensor] = {}
+            for mirrored in views:
+                outputs = model(torch.flip(images, dims=[3]) if mirrored else images)
                 for head in self.heads:
                     p = head.probabilities(outputs[head.name].float())
                     probs[head.name] = probs[head.name] + p if head.name in probs else p
+                for head in self.dense_heads:
+                    m = head.probabilities(outputs[head.name].float())
+                    m = torch.flip(m, dims=[2]) if mirrored else m
+                    maps[head.name] = maps[head.name] + m if head.name in maps else m
             probs = {name: p / len(views) for name, p in probs.items()}
             adjusted = adjusted_probabilities(adjusting, probs)
             for head in self.heads:
                 parts[head.name].append(adjusted[head.name].cpu().numpy())
                 if adjusting:
                     raw_parts[head.name].append(probs[head.name].cpu().numpy())
+            for name, m in maps.items():
+                map_parts[name].append((m / len(views)).half().cpu().numpy())
         final = _joined(parts)
-        return final, (_joined(raw_parts) if adjusting else None)
+        return final, (_joined(raw_parts) if adjusting else None), _joined(map_parts)
 
     def predict(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Probabilities per task for RoI images (2-D uint8 grayscale arrays, any size), as

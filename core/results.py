@@ -60,7 +60,9 @@ class EvalResult:
     """Metrics of one split: ``tasks[task][metric]``, plus constraint violation shares.
 
     ``extra`` holds further blocks written beside them in metrics.json (``statistics``,
-    ``calibration``, ``at_youden``: see :mod:`mtlkit.evaluation.split_statistics`)."""
+    ``calibration``, ``at_youden``: see :mod:`mtlkit.evaluation.split_statistics`;
+    ``roi_whole_image``: with ``data.roi.mode: auto``, the images whose RoI is the whole
+    image because the localiser found no lesion)."""
 
     split: str
     n_images: int

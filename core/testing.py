@@ -174,6 +174,8 @@ def check_head(
 
 
 def _probability_problems(subject: str, head: TaskHead) -> list[str]:
+    if head.kind == "segmentation":
+        return _mask_probability_problems(subject, head)
     logits = torch.randn(BATCH, head.num_outputs)
     probs = _call(subject, "probabilities(logits)", head.probabilities, logits)
     expected = (BATCH,) if head.kind == "binary" else (BATCH, head.num_outputs)
@@ -184,6 +186,17 @@ def _probability_problems(subject: str, head: TaskHead) -> list[str]:
         return ["probabilities() gave values outside [0, 1]"]
     if head.kind == "multiclass" and not torch.allclose(probs.sum(-1), torch.ones(BATCH)):
         return ["probabilities() of a multiclass head must sum to 1 over the classes"]
+    return []
+
+
+def _mask_probability_problems(subject: str, head: TaskHead) -> list[str]:
+    logits = torch.randn(BATCH, 1, 6, 6)
+    probs = _call(subject, "probabilities(logits)", head.probabilities, logits)
+    if not isinstance(probs, torch.Tensor) or tuple(probs.shape) != (BATCH, 6, 6):
+        got = tuple(probs.shape) if isinstance(probs, torch.Tensor) else describe(probs)
+        return [f"probabilities(logits {tuple(logits.shape)}) gave {got}, expected {(BATCH, 6, 6)}"]
+    if not bool(((probs >= 0) & (probs <= 1)).all()):
+        return ["probabilities() gave values outside [0, 1]"]
     return []
 
 
@@ -226,6 +239,11 @@ def _target_problems(head: TaskHead, labels: dict[str, Any]) -> list[str]:
 
 def _logits_and_targets(kind: str, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
+    if kind == "segmentation":  # masks (N, 1, H, W), the last one empty
+        logits = torch.randn(BATCH, 1, 6, 6, generator=generator)
+        targets = (torch.rand(BATCH, 1, 6, 6, generator=generator) > 0.6).float()
+        targets[-1] = 0.0
+        return logits.requires_grad_(), targets
     if kind == "binary":
         logits = torch.randn(BATCH, 1, generator=generator)
         targets = torch.tensor([0.0, 1.0, 1.0, 0.0])

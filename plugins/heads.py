@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from mtlkit import OptionsModel, TaskHead, as_count, as_number, canonical, hookimpl
+from mtlkit.plugins.segmentation import SegmentationHead
 
 
 class BinaryOptions(OptionsModel):
@@ -221,3 +222,4 @@ def mtl_register_heads(registry):
     registry.register("bm", BMHead)
     registry.register("alnm", ALNMHead)
     registry.register("alnm_burden", BurdenHead)
+    registry.register("segmentation", SegmentationHead)

@@ -47,7 +47,45 @@ def cross_entropy_loss(options: CrossEntropyOptions):
 cross_entropy_loss.head_kinds = ("multiclass",)
 
 
+class DiceBCEOptions(OptionsModel):
+    dice_weight: float = Field(1.0, ge=0, description="weight of the soft Dice loss")
+    bce_weight: float = Field(1.0, ge=0, description="weight of the per-pixel BCE")
+    smooth: float = Field(1.0, gt=0, description="added to both sides of the Dice ratio")
+
+
+def dice_bce_loss(options: DiceBCEOptions):
+    """Soft Dice + per-pixel binary cross-entropy, per image, for segmentation heads:
+    Dice keeps a small lesion from drowning in background pixels, BCE gives every pixel a
+    gradient from the start."""
+    if options.dice_weight == 0 and options.bce_weight == 0:
+        raise ValueError("dice_weight and bce_weight are both 0: the loss would be 0")
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        total = logits.new_zeros(logits.shape[0])
+        if options.dice_weight:
+            total = total + options.dice_weight * soft_dice_loss(logits, targets, options.smooth)
+        if options.bce_weight:
+            bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+            total = total + options.bce_weight * bce.flatten(1).mean(dim=1)
+        return total
+
+    return loss
+
+
+dice_bce_loss.head_kinds = ("segmentation",)
+
+
+def soft_dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float) -> torch.Tensor:
+    """1 - soft Dice per image (N,), from logits and 0/1 masks of shape (N, 1, H, W)."""
+    probabilities = torch.sigmoid(logits).flatten(1)
+    truth = targets.flatten(1)
+    overlap = (probabilities * truth).sum(dim=1)
+    return 1 - (2 * overlap + smooth) / (probabilities.sum(dim=1) + truth.sum(dim=1) + smooth)
+
+
 @hookimpl
 def mtl_register_task_losses(registry):
     registry.register("bce", bce_loss, options=BCEOptions)
     registry.register("cross_entropy", cross_entropy_loss, options=CrossEntropyOptions)
+    registry.register("dice_bce", dice_bce_loss, options=DiceBCEOptions)

@@ -101,6 +101,8 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ),
     ("task_loss", "bce"): ({"pos_weight": 3.0}, {}),
     ("task_loss", "cross_entropy"): ({"label_smoothing": 0.1}, {}),
+    ("task_loss", "dice_bce"): ({"dice_weight": 0.5}, {}),
+    ("head", "segmentation"): ({"width": 8}, {}),
     ("constraint", "hierarchical_hinge"): ({"pairs": [["bm", "alnm"]]}, bm_and_alnm()),
     ("constraint", "coherent"): ({"pairs": CHAIN}, chain()),  # form: max
     ("weighting", "equal"): ({"weights": {"bm": 2.0}}, {"task_names": ["bm", "alnm"]}),

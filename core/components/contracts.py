@@ -26,6 +26,7 @@ from mtlkit.components.interfaces import (
     Baseline,
     Command,
     Constraint,
+    DenseHead,
     TaskHead,
     TaskWeighting,
 )
@@ -65,7 +66,13 @@ def _head_class(obj: Any) -> list[str]:
     if obj.kind not in HEAD_KINDS:
         problems.append(
             f"its kind is {obj.kind!r}: set kind = {HEAD_KINDS[0]!r} (one sigmoid output) or "
-            f"{HEAD_KINDS[1]!r} (a softmax over classes)"
+            f"{HEAD_KINDS[1]!r} (a softmax over classes), or derive it from mtlkit.DenseHead "
+            "(a mask per image)"
+        )
+    elif (obj.kind == "segmentation") != issubclass(obj, DenseHead):
+        problems.append(
+            "a segmentation head derives from mtlkit.DenseHead (it builds a decoder over "
+            "feature maps), and a DenseHead has kind 'segmentation'"
         )
     if obj.default_loss is not None and not (
         isinstance(obj.default_loss, str) and obj.default_loss
@@ -212,6 +219,8 @@ def head_problems(head: Any) -> list[str]:
         )
     if head.kind not in HEAD_KINDS:
         return [*problems, f"its kind is {head.kind!r}: set kind = 'binary' or 'multiclass'"]
+    if isinstance(head, DenseHead):
+        return problems + decoder_problems(head)
     classes = class_problems(head)
     if classes:  # the output layer's size depends on the classes
         return problems + classes
@@ -272,6 +281,33 @@ def output_problems(head: TaskHead, width: int = PROBE_WIDTH) -> list[str]:
     return [
         f"build_module(width) maps features (2, width) to {got}, but a {head.kind} head with "
         f"{len(head.classes)} classes needs logits of shape {expected}: {fix}"
+    ]
+
+
+def decoder_problems(head: DenseHead) -> list[str]:
+    """Whether ``head.build_decoder`` maps two probe feature maps (finest first) to logits
+    (2, 1, h, w)."""
+    channels, reductions = [PROBE_WIDTH, 2 * PROBE_WIDTH], [4, 8]
+    maps = [torch.zeros(2, PROBE_WIDTH, 8, 8), torch.zeros(2, 2 * PROBE_WIDTH, 4, 4)]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            module = head.build_decoder(channels, reductions)
+            if not isinstance(module, nn.Module):
+                return [f"build_decoder() returned {describe(module)}, not an nn.Module"]
+            module.eval()
+            with torch.no_grad():
+                out = module(maps)
+        except Exception as exc:  # any failure of plugin code is reported, not raised
+            return [
+                f"build_decoder(channels, reductions) or its forward failed "
+                f"({type(exc).__name__}: {exc}): it must decode any list of feature maps"
+            ]
+    if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[:2] == (2, 1):
+        return []
+    got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else describe(out)
+    return [
+        f"build_decoder() maps feature maps of 2 images to {got}; a segmentation head "
+        "needs logits of shape (2, 1, height, width)"
     ]
 
 

@@ -21,17 +21,23 @@ if TYPE_CHECKING:
     from mtlkit.data.prepared import PreparedData
     from mtlkit.progress import Progress
 
-HEAD_KINDS = ("binary", "multiclass")
+HEAD_KINDS = ("binary", "multiclass", "segmentation")
 """``binary``: one sigmoid output, targets 0/1. ``multiclass``: one softmax output per class,
-targets are class indices 0 .. len(classes) - 1."""
+targets are class indices 0 .. len(classes) - 1. ``segmentation``: a :class:`DenseHead`, one
+sigmoid output per pixel, the target is the image's lesion mask."""
 
-DEFAULT_LOSSES = {"binary": "bce", "multiclass": "cross_entropy"}
-"""The task loss of a head that sets no ``default_loss``, by kind (both are built in)."""
+IMAGE_KINDS = ("binary", "multiclass")
+"""The kinds that predict one value per image (probabilities, ROC curves, predictions.csv)."""
+
+DEFAULT_LOSSES = {"binary": "bce", "multiclass": "cross_entropy", "segmentation": "dice_bce"}
+"""The task loss of a head that sets no ``default_loss``, by kind (all are built in)."""
 
 TaskLossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(logits, targets) -> per-sample loss``; targets hold no NaN when it is called
 (unknown ones are masked out by the core). Binary heads pass logits (N, 1) and float
-targets (N,); multiclass heads pass logits (N, classes) and class indices as floats (N,)."""
+targets (N,); multiclass heads pass logits (N, classes) and class indices as floats (N,);
+segmentation heads pass logits (N, 1, H, W) and float masks (N, 1, H, W) of 0/1 (all 0 for
+an image without a mask, which the core then masks out)."""
 
 MetricFn = Callable[[np.ndarray, np.ndarray, float], float]
 """``fn(y_true, y_prob, threshold) -> float`` over a whole split: ``y_true`` integer labels
@@ -111,6 +117,46 @@ class TaskHead:
         predictions against this hierarchy (``evaluation.consistency``); False when
         unknown."""
         return False
+
+
+class DenseHead(TaskHead):
+    """A task predicted per pixel: the lesion mask, at the model's input resolution.
+
+    Its target is the image's mask (``Sample.mask``), cropped, resized and augmented
+    exactly as the image is; an image without a mask contributes nothing to its loss and
+    metrics. Instead of :meth:`build_module` over pooled features it builds a decoder over
+    the backbone's feature maps (:meth:`build_decoder`); the backbone then has to provide
+    them (timm's ``forward_intermediates``, see :mod:`mtlkit.training.feature_maps`).
+
+    Members the core uses besides those of :class:`TaskHead`: :meth:`build_decoder`,
+    ``min_reduction`` (the finest feature map it reads, as the factor by which the map is
+    smaller than the input) and ``threshold`` (the probability above which a pixel counts
+    as lesion, for Dice, IoU and the automatic RoI).
+    """
+
+    kind: ClassVar[str] = "segmentation"
+    min_reduction: int = 4
+    threshold: float = 0.5
+
+    def __init__(self, name: str):
+        super().__init__(name, classes=["background", "lesion"])
+
+    def build_decoder(self, channels: Sequence[int], reductions: Sequence[int]) -> nn.Module:
+        """A module mapping the feature maps ``[(N, channels[i], H / reductions[i], W /
+        reductions[i]), ...]`` (finest first; only those at or above ``min_reduction``) to
+        logits (N, 1, h, w); the core resizes them to the input's (H, W)."""
+        raise NotImplementedError
+
+    def build_module(self, in_features: int) -> nn.Module:
+        raise TypeError(f"{type(self).__name__} reads feature maps: it builds a decoder")
+
+    def target(self, labels: Mapping[str, Any]) -> float:
+        """Unused: a dense head's target is the image's mask."""
+        return float("nan")
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-pixel lesion probabilities (N, H, W) from logits (N, 1, H, W)."""
+        return torch.sigmoid(logits[:, 0])
 
 
 class Constraint(nn.Module):

@@ -28,6 +28,7 @@ from mtlkit.components.interfaces import (
     DEFAULT_LOSSES,
     Baseline,
     Constraint,
+    DenseHead,
     TaskHead,
     TaskLossFn,
     TaskWeighting,
@@ -41,6 +42,9 @@ from mtlkit.evaluation.consistency import default_relations
 
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_TASK_NAMES = {"mean"}  # `select: mean.auc` means the mean over tasks
+DENSE_METRICS = ("dice", "iou")
+"""What every segmentation task reports (mean per image with a mask), whatever
+``evaluation.metrics`` lists."""
 BASELINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*")
 
 
@@ -69,6 +73,11 @@ class Components:
     baselines: list[Baseline] = field(default_factory=list)
     consistency: list[tuple[str, str]] = field(default_factory=list)
     """The (parent, child) relations whose consistency every evaluation measures."""
+    dense_heads: list[DenseHead] = field(default_factory=list)
+    """The heads that predict a mask per image; ``heads`` are those that predict one value
+    per image (what probabilities, baselines, reports and predictions.csv are about)."""
+    task_order: list[str] = field(default_factory=list)
+    """Every task's name in config order (empty: those of ``heads``)."""
 
     def build_backbone(self) -> nn.Module:
         """Instantiate the backbone (may read pretrained weights)."""
@@ -104,8 +113,15 @@ class Components:
         return scheduler
 
     @property
+    def every_head(self) -> list[TaskHead]:
+        """Every head, dense ones included, in config order."""
+        by_name = {head.name: head for head in [*self.heads, *self.dense_heads]}
+        return [by_name[name] for name in self.task_names]
+
+    @property
     def task_names(self) -> list[str]:
-        return [head.name for head in self.heads]
+        """Every task, dense ones included, in config order (the task weighting's tasks)."""
+        return list(self.task_order) or [head.name for head in self.heads]
 
 
 class _Problems:
@@ -136,12 +152,15 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
     for index, external in enumerate(config.evaluation.external):
         path = f"evaluation.external[{index}].source"
         attempt(lambda e=external, p=path: resolve_source(host, e.source, p))
-    heads, losses = _resolve_heads(config, host, problems)
+    every_head, losses = _resolve_heads(config, host, problems)
+    heads = [head for head in every_head if not isinstance(head, DenseHead)]
+    dense_heads = [head for head in every_head if isinstance(head, DenseHead)]
     by_name = {head.name: head for head in heads}
     constraint_specs, constraint_relations = _resolve_constraints(config, host, by_name, problems)
     weighting_spec = attempt(lambda: host.weightings.resolve(config.weighting, "weighting"))
+    task_order = [head.name for head in every_head]
     if weighting_spec is not None:
-        attempt(lambda: build_checked(*weighting_spec, "weighting", list(by_name)))
+        attempt(lambda: build_checked(*weighting_spec, "weighting", task_order))
     training = config.training
     optimizer_spec = attempt(
         lambda: host.optimizers.resolve(training.optimizer, "training.optimizer", key="name")
@@ -150,7 +169,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         lambda: host.schedulers.resolve(training.scheduler, "training.scheduler", key="name")
     )
     metrics = _resolve_metrics(config, host, problems)
-    problems.items.extend(_reference_problems(config, by_name))
+    problems.items.extend(_reference_problems(config, by_name, dense_heads))
     problems.items.extend(_consistency_problems(config, by_name))
     reports = []
     for index, spec in enumerate(config.reports):
@@ -178,6 +197,8 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         consistency=list(config.evaluation.consistency)
         if config.evaluation.consistency is not None
         else default_relations(heads, constraint_relations),
+        dense_heads=dense_heads,
+        task_order=task_order,
     )
     _check_optimization(components, training.epochs)
     return components
@@ -289,19 +310,41 @@ def _task_name_problem(name: str, taken: list[str]) -> str | None:
     return None
 
 
-def _reference_problems(config: RunConfig, by_name: dict[str, TaskHead]) -> list:
-    """Config keys that name tasks must name existing ones."""
+def _reference_problems(
+    config: RunConfig, by_name: dict[str, TaskHead], dense_heads: list[DenseHead]
+) -> list:
+    """Config keys that name tasks must name existing ones (a segmentation task only where
+    a mask, not one value per image, makes sense)."""
     problems = []
-    tasks = ", ".join(by_name) or "(none)"
+    dense = {head.name for head in dense_heads}
+    tasks = ", ".join([*by_name, *dense]) or "(none)"
     select_task, select_metric = config.evaluation.select.split(".")
-    if select_task != "mean" and select_task not in by_name:
+    if select_task != "mean" and select_task not in by_name and select_task not in dense:
         problems.append(
             ("evaluation.select", f"no task called {select_task!r}; tasks: {tasks} (or mean)")
         )
+    if select_task in dense or (select_task == "mean" and select_metric in DENSE_METRICS):
+        if select_metric not in DENSE_METRICS:
+            problems.append(
+                (
+                    "evaluation.select",
+                    f"{select_task!r} is a segmentation task: select "
+                    f"{select_task}.dice or {select_task}.iou",
+                )
+            )
+        elif not dense:
+            problems.append(("evaluation.select", f"no segmentation task reports {select_metric}"))
+        return problems + _task_key_problems(config, by_name, tasks)
     if select_metric not in config.evaluation.metrics:
         problems.append(
             ("evaluation.select", f"metric {select_metric!r} is not in evaluation.metrics")
         )
+    return problems + _task_key_problems(config, by_name, tasks)
+
+
+def _task_key_problems(config: RunConfig, by_name: dict[str, TaskHead], tasks: str) -> list:
+    """``reference_columns`` and ``split.stratify`` name tasks with one value per image."""
+    problems = []
     for task in config.evaluation.reference_columns:
         if task not in by_name:
             problems.append((f"evaluation.reference_columns.{task}", "no task of that name"))

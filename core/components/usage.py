@@ -16,7 +16,7 @@ def components_used(config: RunConfig, components: Components, host: PluginHost)
     """One record per component the config uses: its kind and name, the plugin that
     registered it, that plugin's distribution and version (None for in-process plugins)."""
     wanted: list[tuple[str, str]] = [("backbone", config.backbone["type"])]
-    for spec, head in zip(config.heads, components.heads, strict=True):
+    for spec, head in zip(config.heads, components.every_head, strict=True):
         wanted.append(("head", spec["type"]))
         loss = spec.get("loss") or head.loss_name
         wanted.append(("task_loss", loss if isinstance(loss, str) else loss.get("type")))

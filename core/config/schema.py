@@ -128,8 +128,38 @@ class SplitConfig(OptionsModel):
 class RoiConfig(OptionsModel):
     """Region of interest cut from each image before resizing."""
 
-    mode: Literal["box", "mask", "image"] = "box"
+    mode: Literal["box", "mask", "image", "auto"] = Field(
+        "box",
+        description="box or mask: around the annotation; image: the whole image; auto: "
+        "around the lesion a trained localiser (roi.localizer) finds",
+    )
     margin: float = Field(0.2, ge=0, le=3, description="context added on each side, x box size")
+    localizer: str | None = Field(
+        None,
+        description="mode auto: a localisation model, its checkpoint (.safetensors) or the "
+        "run directory that trained it (a segmentation head on whole images)",
+    )
+    train_mode: Literal["box", "mask", "image"] | None = Field(
+        None,
+        description="mode auto: the RoIs the training split uses instead (e.g. mask: train "
+        "on ground-truth RoIs, validate and test on the localiser's); null: the localiser's",
+    )
+
+    @model_validator(mode="after")
+    def _localizer_with_auto(self) -> RoiConfig:
+        if self.mode == "auto" and not self.localizer:
+            raise ValueError("mode auto needs localizer: a trained localisation checkpoint")
+        if self.mode != "auto" and (self.localizer or self.train_mode):
+            raise ValueError("localizer and train_mode are for mode auto only")
+        return self
+
+    def for_training(self) -> RoiConfig:
+        """The RoI settings of the training split's crops."""
+        if self.mode == "auto" and self.train_mode is not None:
+            return self.model_copy(
+                update={"mode": self.train_mode, "localizer": None, "train_mode": None}
+            )
+        return self
 
 
 class DuplicatesConfig(OptionsModel):

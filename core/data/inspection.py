@@ -21,6 +21,7 @@ from mtlkit.data.disk_cache import DiskCache
 from mtlkit.data.duplicates import find_near_duplicates, group_duplicates, image_hash
 from mtlkit.data.labels import as_number
 from mtlkit.data.prepared import PreparedData
+from mtlkit.data.roi import Locator
 from mtlkit.data.samples import Sample, SampleSet
 from mtlkit.data.scan import Scan, scan_samples
 from mtlkit.data.split_file import leaks, read_split_file
@@ -85,6 +86,8 @@ def inspect_data(
     full: bool = True,
     external: str | None = None,
     progress: Callable[[int], Advance] | None = None,
+    masks: bool = False,
+    locate: Locator | None = None,
 ) -> DataReport:
     """Check and prepare a data source's samples for training.
 
@@ -92,6 +95,9 @@ def inspect_data(
     wants); ``full=True`` reads everything so that every problem is listed (the data check).
     ``external`` names an extra test set: all its images go to one split of that name, and
     tasks it has no labels for are warnings (they are not evaluated), not problems.
+    ``masks``: crop each image's lesion mask with its RoI (segmentation heads). ``locate``:
+    the localiser of ``roi.mode: auto``; with ``roi.train_mode`` the training crops (and
+    masks) are cut a second time, that way.
     """
     # data.exclude names images of the training data; an external set is never filtered
     exclude = data.exclude if external is None else ()
@@ -120,10 +126,23 @@ def inspect_data(
     if report.problems and not full:
         return report
 
-    report.scan = scan = _scan(samples, data, progress)
+    report.scan = scan = _scan(samples, data, progress, masks, locate)
     report.problems += scan.problems
     if scan.cache_failure:
         report.warnings.append(scan.cache_failure)
+    if scan.whole_image:
+        report.warnings.append(
+            list_problems(
+                f"the localiser found no lesion in {len(scan.whole_image)} image(s); their "
+                "RoI is the whole image:",
+                [samples[i].where() for i in scan.whole_image],
+            )
+        )
+    training_scan = None
+    if external is None and data.roi.for_training() is not data.roi:
+        training_data = data.model_copy(update={"roi": data.roi.for_training()})
+        training_scan = _scan(samples, training_data, progress, masks, None, hashes=False)
+        report.problems += [f"{p} (roi.train_mode)" for p in training_scan.problems]
     groups = _find_duplicates(report, targets, heads, data)
     if report.problems:
         return report
@@ -144,6 +163,11 @@ def inspect_data(
         digests=[f.digest for f in scan.facts],
         warnings=report.warnings,
         cache_writes=scan.cache_writes,
+        masks=scan.masks,
+        has_mask=scan.has_mask,
+        whole_image=list(scan.whole_image),
+        train_cache=training_scan.rois if training_scan is not None else None,
+        train_masks=training_scan.masks if training_scan is not None else None,
     )
     return report
 
@@ -154,9 +178,20 @@ def prepare_data(
     data: DataConfig,
     reference_columns: Mapping[str, str],
     progress: Callable[[int], Advance] | None = None,
+    masks: bool = False,
+    locate: Locator | None = None,
 ) -> PreparedData:
     """Training data from a source's samples; raises DataError listing every problem."""
-    report = inspect_data(sample_set, heads, data, reference_columns, full=False, progress=progress)
+    report = inspect_data(
+        sample_set,
+        heads,
+        data,
+        reference_columns,
+        full=False,
+        progress=progress,
+        masks=masks,
+        locate=locate,
+    )
     report.raise_problems()
     assert report.prepared is not None
     return report.prepared
@@ -168,9 +203,21 @@ def prepare_external(
     data: DataConfig,
     name: str,
     progress: Callable[[int], Advance] | None = None,
+    masks: bool = False,
+    locate: Locator | None = None,
 ) -> PreparedData:
     """An external test set; raises DataError listing every problem."""
-    report = inspect_data(sample_set, heads, data, {}, full=False, external=name, progress=progress)
+    report = inspect_data(
+        sample_set,
+        heads,
+        data,
+        {},
+        full=False,
+        external=name,
+        progress=progress,
+        masks=masks,
+        locate=locate,
+    )
     report.raise_problems()
     assert report.prepared is not None
     return report.prepared
@@ -197,9 +244,16 @@ def _apply_exclude(
     return kept, len(samples) - len(kept), problems
 
 
-def _scan(samples: list[Sample], data: DataConfig, progress) -> Scan:
+def _scan(
+    samples: list[Sample],
+    data: DataConfig,
+    progress,
+    masks: bool = False,
+    locate: Locator | None = None,
+    hashes: bool = True,
+) -> Scan:
     hasher, name = (None, "")
-    if data.duplicates.detect:
+    if data.duplicates.detect and hashes:
         settings = data.duplicates.settings()
         hasher = lambda image: image_hash(image, settings)  # noqa: E731
         name = f"{settings.method}/{settings.hash_size}"
@@ -213,6 +267,8 @@ def _scan(samples: list[Sample], data: DataConfig, progress) -> Scan:
         hasher_name=name,
         cache=cache,
         advance=advance,
+        masks=masks,
+        locate=locate,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mtlkit.data.samples import Sample
@@ -37,6 +38,34 @@ class PreparedData:
     warnings: list[str] = dataclasses.field(default_factory=list)  # found by the data check
     fold: int = 0
     cache_writes: CacheWrites = dataclasses.field(default_factory=CacheWrites)
+    masks: torch.Tensor | None = None
+    """Segmentation runs: each image's lesion mask cut and resized as its RoI, (N, 1, S, S)
+    uint8 0/1 (zeros where it has none); None without a segmentation head."""
+    has_mask: torch.Tensor | None = None
+    """(N,) bool: which images have a mask (None without a segmentation head)."""
+    whole_image: list[int] = dataclasses.field(default_factory=list)
+    """``roi.mode: auto``: the images whose RoI is the whole image (no lesion found)."""
+    train_cache: torch.Tensor | None = None
+    """``roi.train_mode``: the RoIs the training split is cut with instead of ``cache``."""
+    train_masks: torch.Tensor | None = None
+    """The masks cut as ``train_cache`` (segmentation runs with ``roi.train_mode``)."""
+
+    @property
+    def training_rois(self) -> torch.Tensor:
+        """The RoIs a fit trains on."""
+        return self.train_cache if self.train_cache is not None else self.cache
+
+    @property
+    def training_masks(self) -> torch.Tensor | None:
+        """The masks a fit trains on, aligned with :attr:`training_rois`."""
+        return self.train_masks if self.train_cache is not None else self.masks
+
+    def mask_targets(self) -> torch.Tensor | None:
+        """(N,) float: 1 where an image has a mask, NaN where not (the segmentation tasks'
+        label availability, masked like every task's); None without masks."""
+        if self.has_mask is None:
+            return None
+        return torch.where(self.has_mask, 1.0, float("nan"))
 
     def save_cache(self) -> str | None:
         """Write the new disk-cache entries of the scan, once the run is accepted; returns
@@ -79,16 +108,30 @@ class PreparedData:
 
 
 class RoiDataset(Dataset):
-    """Cached RoIs of some samples, augmented on every access; yields ``(image, index)``."""
+    """Cached RoIs of some samples, augmented on every access; yields ``(image, index)``, or
+    ``(image, mask, index)`` with ``masks``: the mask takes exactly the image's geometric
+    transform (crop, scale, flip) and none of its intensity changes."""
 
-    def __init__(self, cache: torch.Tensor, indices: np.ndarray, transform: v2.Transform):
+    def __init__(
+        self,
+        cache: torch.Tensor,
+        indices: np.ndarray,
+        transform: v2.Transform,
+        masks: torch.Tensor | None = None,
+    ):
         self.cache = cache
         self.indices = indices
         self.transform = transform
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, position: int):
         index = int(self.indices[position])
-        return self.transform(self.cache[index]), index
+        if self.masks is None:
+            return self.transform(self.cache[index]), index
+        image, mask = self.transform(
+            tv_tensors.Image(self.cache[index]), tv_tensors.Mask(self.masks[index])
+        )
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), index

@@ -3,6 +3,8 @@ plus a margin, cut out and resized to the model's square input."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image
 
@@ -10,13 +12,25 @@ from mtlkit.config.schema import RoiConfig
 from mtlkit.data.samples import Sample
 from mtlkit.errors import DataError
 
+Box = tuple[int, int, int, int]
 
-def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig) -> tuple[int, int, int, int]:
-    """The crop ``(x0, y0, x1, y1)`` for one image: its box or mask extent plus the margin."""
+
+Locator = Callable[[np.ndarray], "Box | None"]
+"""Finds the lesion in a whole 2-D uint8 image (``data.roi.mode: auto``): its box
+``(x0, y0, x1, y1)`` in the image's pixels, end exclusive, or None when it finds none."""
+
+
+def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig, found: Box | None = None) -> Box:
+    """The crop ``(x0, y0, x1, y1)`` for one image: its box or mask extent plus the margin;
+    with ``roi.mode: auto`` the box a localiser ``found`` (the whole image when None)."""
     height, width = image.shape[:2]
-    if roi.mode == "image":
+    if roi.mode == "image" or (roi.mode == "auto" and found is None):
         return 0, 0, width, height
-    if roi.mode == "mask":
+    if roi.mode == "auto":
+        box = found
+        if not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+            raise DataError(f"the localiser's box {box} is outside the {width}x{height} image")
+    elif roi.mode == "mask":
         if sample.mask is None:
             raise DataError("roi.mode is 'mask' but it has no mask")
         mask = sample.mask()
@@ -47,3 +61,21 @@ def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int
     x0, y0, x1, y1 = box
     crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
     return np.asarray(crop.resize((size, size), Image.BILINEAR))
+
+
+def crop_mask(sample: Sample, image: np.ndarray, box: Box, size: int) -> np.ndarray | None:
+    """The sample's lesion mask cut with the image's RoI ``box`` and resized as the RoI is,
+    0/1 uint8; None when the sample has no mask. An empty mask is a valid one (an image
+    without a lesion)."""
+    if sample.mask is None:
+        return None
+    mask = np.asarray(sample.mask())
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"its mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+            f"{image.shape[1]}x{image.shape[0]}"
+            if mask.ndim == 2
+            else f"its mask has shape {mask.shape}; a mask is 2-D"
+        )
+    scaled = (mask > 0).astype(np.uint8) * 255
+    return (crop_and_resize(scaled, box, size) >= 128).astype(np.uint8)

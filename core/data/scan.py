@@ -22,7 +22,7 @@ import torch
 from mtlkit.components.contracts import image_problem
 from mtlkit.config.schema import RoiConfig
 from mtlkit.data.disk_cache import DiskCache, Entry
-from mtlkit.data.roi import crop_and_resize, roi_box
+from mtlkit.data.roi import Locator, crop_and_resize, crop_mask, roi_box
 from mtlkit.data.samples import Sample
 from mtlkit.errors import DataError
 
@@ -62,7 +62,8 @@ class CacheWrites:
 @dataclass
 class Scan:
     """RoIs (N, 1, S, S) uint8, facts per image (None where unreadable), every problem, and
-    the new cache entries, not yet written."""
+    the new cache entries, not yet written. With ``masks`` wanted, the lesion masks cropped
+    and resized as the RoIs (N, 1, S, S) uint8 0/1, and which images have one (N,) bool."""
 
     rois: torch.Tensor
     facts: list[ImageFacts | None]
@@ -70,6 +71,11 @@ class Scan:
     from_cache: int = 0
     cache_failure: str | None = None
     cache_writes: CacheWrites = field(default_factory=CacheWrites)
+    masks: torch.Tensor | None = None
+    has_mask: torch.Tensor | None = None
+    whole_image: list[int] = field(default_factory=list)
+    """``roi.mode: auto``: the images where the localiser found no lesion, whose RoI is the
+    whole image."""
 
 
 def scan_samples(
@@ -81,68 +87,120 @@ def scan_samples(
     hasher_name: str = "",
     cache: DiskCache | None = None,
     advance: Callable[[], None] = lambda: None,
+    masks: bool = False,
+    locate: Locator | None = None,
 ) -> Scan:
-    """Read, check and crop every sample; problems are collected, never raised one by one."""
+    """Read, check and crop every sample; problems are collected, never raised one by one.
+
+    ``masks``: also crop each image's lesion mask with its RoI (for segmentation heads).
+    ``locate``: where ``roi.mode`` is ``auto``, finds the lesion box of a whole image."""
     rois = torch.zeros((len(samples), 1, size, size), dtype=torch.uint8)
+    mask_rois = torch.zeros_like(rois) if masks else None
+    has_mask = torch.zeros(len(samples), dtype=torch.bool) if masks else None
     facts: list[ImageFacts | None] = []
     problems: list[str] = []
     from_cache = 0
     writes = CacheWrites(cache)
     settings = f"v{SCAN_VERSION}|{roi.mode}|{roi.margin}|{size}|{hasher_name}"
+    settings += "|masks" if masks else ""
+    # The localiser's RoIs are not kept on disk: they depend on a model, not on the files.
+    cached = cache is not None and roi.mode != "auto"
+    whole_image: list[int] = []
     for index, sample in enumerate(samples):
-        key = _cache_key(sample, settings) if cache is not None and sample.files else None
-        record = _from_entry(cache.get(key), size) if key else None
+        key = _cache_key(sample, settings) if cached and sample.files else None
+        record = _from_entry(cache.get(key), size, masks) if key else None
         if record is not None:
-            crop, fact = record
+            crop, fact, mask = record
             from_cache += 1
         else:
             try:
-                crop, fact = scan_one(sample, roi, size, hasher)
+                crop, fact, mask, found = scan_one(sample, roi, size, hasher, masks, locate)
             except DataError as exc:
                 problems.append(f"{sample.where()}: {exc}")
                 facts.append(None)
                 advance()
                 continue
             if key:
-                writes.entries.append((key, _to_entry(crop, fact)))
+                writes.entries.append((key, _to_entry(crop, fact, mask if masks else None)))
+            if not found:
+                whole_image.append(index)
         rois[index, 0] = torch.from_numpy(np.array(crop, dtype=np.uint8))
+        if mask_rois is not None and mask is not None:
+            mask_rois[index, 0] = torch.from_numpy(np.array(mask, dtype=np.uint8))
+            has_mask[index] = True
         facts.append(fact)
         advance()
-    return Scan(rois, facts, problems, from_cache, cache.failure if cache else None, writes)
+    return Scan(
+        rois,
+        facts,
+        problems,
+        from_cache,
+        cache.failure if cache else None,
+        writes,
+        masks=mask_rois,
+        has_mask=has_mask,
+        whole_image=whole_image,
+    )
 
 
 def scan_one(
-    sample: Sample, roi: RoiConfig, size: int, hasher: ImageHasher | None
-) -> tuple[np.ndarray, ImageFacts]:
-    """One sample's RoI and facts; raises DataError saying what is wrong with it."""
+    sample: Sample,
+    roi: RoiConfig,
+    size: int,
+    hasher: ImageHasher | None,
+    masks: bool = False,
+    locate: Locator | None = None,
+) -> tuple[np.ndarray, ImageFacts, np.ndarray | None, bool]:
+    """One sample's RoI, facts, (with ``masks``) its mask cropped as the RoI, 0/1 (None
+    when it has none), and False where ``roi.mode: auto`` found no lesion (the RoI is then
+    the whole image); raises DataError saying what is wrong with it."""
     image = sample.image()
     problem = image_problem(image)
     if problem:
         raise DataError(problem)
     height, width = image.shape
-    box = roi_box(sample, image, roi)
+    if roi.mode == "auto" and locate is None:
+        raise DataError("roi.mode is 'auto' but no localiser was given")
+    found = locate(image) if roi.mode == "auto" else None
+    box = roi_box(sample, image, roi, found=found)
     crop = crop_and_resize(image, box, size)
+    mask = crop_mask(sample, image, box, size) if masks else None
     digest = hashlib.blake2b(
         image.tobytes() + f"{width}x{height}".encode(), digest_size=16
     ).hexdigest()
-    return crop, ImageFacts(width, height, digest, hasher(image) if hasher else None)
+    fact = ImageFacts(width, height, digest, hasher(image) if hasher else None)
+    return crop, fact, mask, roi.mode != "auto" or found is not None
 
 
-def _to_entry(crop: np.ndarray, fact: ImageFacts) -> Entry:
-    return {
+def _to_entry(crop: np.ndarray, fact: ImageFacts, mask: np.ndarray | None = None) -> Entry:
+    entry = {
         "roi": crop,
         "size": np.array([fact.width, fact.height]),
         "digest": np.array(fact.digest),
         "phash": np.frombuffer(fact.phash or b"", dtype=np.uint8),
         "has_phash": np.array(fact.phash is not None),
     }
+    if mask is not None:
+        entry["mask"] = mask
+    return entry
 
 
-def _from_entry(entry: Entry | None, size: int) -> tuple[np.ndarray, ImageFacts] | None:
-    """The crop and facts of a cache entry; None when absent or not of this schema (the
-    image is then decoded again and the entry rebuilt): a ``size`` x ``size`` uint8 crop,
-    two positive integer sides, a 32-digit hex digest and a uint8 hash."""
-    if entry is None or set(entry) != {"roi", "size", "digest", "phash", "has_phash"}:
+ENTRY_KEYS = {"roi", "size", "digest", "phash", "has_phash"}
+
+
+def _from_entry(
+    entry: Entry | None, size: int, masks: bool = False
+) -> tuple[np.ndarray, ImageFacts, np.ndarray | None] | None:
+    """The crop, facts and mask of a cache entry; None when absent or not of this schema
+    (the image is then decoded again and the entry rebuilt): a ``size`` x ``size`` uint8
+    crop (and, with ``masks``, optionally such a 0/1 mask), two positive integer sides, a
+    32-digit hex digest and a uint8 hash."""
+    if entry is None or not ENTRY_KEYS <= set(entry) <= ENTRY_KEYS | ({"mask"} if masks else set()):
+        return None
+    mask = entry.get("mask")
+    if mask is not None and (
+        mask.shape != (size, size) or mask.dtype != np.uint8 or mask.max(initial=0) > 1
+    ):
         return None
     roi, sides, digest = entry["roi"], entry["size"], entry["digest"]
     phash, has_phash = entry["phash"], entry["has_phash"]
@@ -158,7 +216,7 @@ def _from_entry(entry: Entry | None, size: int) -> tuple[np.ndarray, ImageFacts]
         return None
     width, height = (int(v) for v in sides)
     hashed = phash.tobytes() if bool(has_phash) else None
-    return roi, ImageFacts(width, height, str(digest), hashed)
+    return roi, ImageFacts(width, height, str(digest), hashed), mask
 
 
 def _cache_key(sample: Sample, settings: str) -> str:

@@ -121,9 +121,12 @@ def train_epoch(
     targets: torch.Tensor,
     epoch: int,
     progress: Progress,
+    mask_known: torch.Tensor | None = None,
 ) -> EpochTraining:
     """Train on every batch of ``loader`` once; ``targets`` (on the training device) holds
-    one row per sample index the loader yields. Returns the epoch's mean losses.
+    one row per sample index the loader yields, ``mask_known`` (segmentation runs, whose
+    loader yields ``(images, masks, index)``) 1 or NaN per sample index. Returns the
+    epoch's mean losses.
 
     The task weighting's :meth:`~TaskWeighting.end_epoch` is called at the end, after its
     weights of this epoch are recorded."""
@@ -132,14 +135,21 @@ def train_epoch(
     started = time.perf_counter()
     # Loss parts are summed on the device: one host sync per step (the total), not one per
     # task.
-    part_sums = torch.zeros(len(objective.heads) + 1, device=targets.device)
+    tasks = objective.task_names
+    part_sums = torch.zeros(len(tasks) + 1, device=targets.device)
     loss_sum = 0.0
     steps = seen = 0
     batches = progress.task(f"epoch {epoch}", total=len(loader))
-    for step, (images, index) in enumerate(loader, start=1):
-        images = images.to(targets.device, non_blocking=True)
-        batch_targets = targets[index.to(targets.device)]
-        value, parts = train_step(objects, objective, images, batch_targets, epoch, step)
+    for step, batch in enumerate(loader, start=1):
+        images, index = batch[0].to(targets.device, non_blocking=True), batch[-1]
+        index = index.to(targets.device)
+        batch_targets = targets[index]
+        if len(batch) == 3:  # segmentation runs: the batch's masks
+            masks = batch[1].to(targets.device, non_blocking=True)
+            dense = (masks, mask_known[index])
+            value, parts = train_step(objects, objective, images, batch_targets, epoch, step, dense)
+        else:
+            value, parts = train_step(objects, objective, images, batch_targets, epoch, step)
         loss_sum += value
         part_sums += parts
         steps += 1
@@ -154,7 +164,7 @@ def train_epoch(
     means = (part_sums / max(steps, 1)).tolist()
     return EpochTraining(
         loss=loss_sum / max(steps, 1),
-        task_losses={head.name: means[i] for i, head in enumerate(objective.heads)},
+        task_losses={name: means[i] for i, name in enumerate(tasks)},
         constraint_loss=means[-1],
         seconds=seconds,
         images=seen,
@@ -169,15 +179,17 @@ def train_step(
     targets: torch.Tensor,
     epoch: int,
     step: int,
+    dense: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[float, torch.Tensor]:
     """One optimizer step on a batch (and the weight-average update); returns the total loss
-    and the detached loss parts (one per task, then the constraints).
+    and the detached loss parts (one per task, then the constraints). ``dense``: the
+    batch's masks and which images have one, for segmentation tasks.
 
     A non-finite loss raises :class:`TrainingError` before the step would corrupt the weights.
     """
     with torch.autocast(images.device.type, enabled=objects.amp):
         outputs = objects.model(images)
-        losses, constraint_loss, loss = objective(outputs, targets)
+        losses, constraint_loss, loss = objective(outputs, targets, *(dense or ()))
     value = loss.item()
     if not math.isfinite(value):
         raise TrainingError(non_finite_message(epoch, step, losses, constraint_loss))

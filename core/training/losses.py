@@ -3,7 +3,7 @@ and the task weighting that combines them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -36,7 +36,8 @@ class Objective:
     ``targets`` columns follow ``heads``; the weighting and constraints are the instances
     being trained, so a learned weighting or constraint gets its gradient through this loss.
     A task that a constraint governs (:meth:`Constraint.task_losses`) takes that
-    constraint's loss instead of its configured one.
+    constraint's loss instead of its configured one. ``dense_heads`` (segmentation) train
+    on the batch's masks; an image without a mask adds nothing to their loss.
     """
 
     def __init__(
@@ -45,8 +46,10 @@ class Objective:
         loss_fns: Mapping[str, TaskLossFn],
         weighting: TaskWeighting,
         constraints: Iterable[Constraint],
+        dense_heads: Sequence[TaskHead] = (),
     ):
         self.heads = heads
+        self.dense_heads = list(dense_heads)
         self.loss_fns = loss_fns
         self.weighting = weighting
         self.constraints = list(constraints)
@@ -57,11 +60,21 @@ class Objective:
         ]
         self._with_loss = [c for c in self.constraints if type(c).forward is not Constraint.forward]
 
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks of the losses :meth:`__call__` returns, in that order."""
+        return [head.name for head in [*self.heads, *self.dense_heads]]
+
     def __call__(
-        self, outputs: Mapping[str, torch.Tensor], targets: torch.Tensor
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        targets: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        mask_known: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """``(loss per task, constraint loss, total loss)`` for one batch's model outputs;
-        the task losses in the order of ``heads``."""
+        the task losses in the order of :attr:`task_names`. ``masks`` (N, 1, H, W) 0/1 and
+        ``mask_known`` (N,) 1/NaN: the dense tasks' targets."""
         governed = self.governed_losses(outputs, targets)
         losses = {
             head.name: governed[head.name]
@@ -69,6 +82,13 @@ class Objective:
             else masked_task_loss(self.loss_fns[head.name], outputs[head.name], targets[:, column])
             for column, head in enumerate(self.heads)
         }
+        if self.dense_heads:
+            if masks is None or mask_known is None:
+                raise ValueError("a segmentation task trains on masks: pass masks and mask_known")
+            truth = masks.to(torch.float32)
+            for head in self.dense_heads:
+                per_image = self.loss_fns[head.name](outputs[head.name].float(), truth)
+                losses[head.name] = masked_mean(per_image, mask_known)
         constraint_loss = self.constraint_loss(outputs)
         return losses, constraint_loss, self.weighting(losses) + constraint_loss
 

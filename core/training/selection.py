@@ -29,7 +29,8 @@ class BestEpoch:
     def __init__(self, select: str, metrics: Mapping[str, MetricFn]):
         self.select = select
         metric = select.split(".")[1]
-        self.higher_is_better = getattr(metrics[metric], "higher_is_better", True)
+        # Dice and IoU (segmentation tasks) are no metric functions: higher is better.
+        self.higher_is_better = getattr(metrics.get(metric), "higher_is_better", True)
         self.epoch = 0
         self.score = math.nan
         self.weights: Weights = {}

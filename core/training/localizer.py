@@ -1,0 +1,124 @@
+"""The automatic RoI (``data.roi.mode: auto``): a trained localisation model, a segmentation
+head trained on whole images, finds the lesion; the box around its largest predicted region
+becomes the classifier's RoI, with the configured margin added by :func:`~mtlkit.roi_box`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from mtlkit.components.resolve import resolve_components
+from mtlkit.config.loading import validate_config
+from mtlkit.data.roi import Box
+from mtlkit.data.transforms import normalize_batch
+from mtlkit.errors import UsageError
+from mtlkit.training.checkpoint import load_weights, read_metadata
+from mtlkit.training.model import MultiTaskModel
+
+if TYPE_CHECKING:
+    from mtlkit.components.host import PluginHost
+
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")
+
+
+class Localizer:
+    """Runs a localisation model on whole images: ``localizer(image)`` is the box of the
+    largest connected region of predicted lesion pixels, in the image's own pixels, or None
+    when no pixel is above the head's threshold."""
+
+    def __init__(self, model: MultiTaskModel, task: str, size: int, threshold: float):
+        self.model = model.eval()
+        self.task = task
+        self.size = size
+        self.threshold = threshold
+        first = next(iter(model.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """Per-pixel lesion probabilities of the whole image at the model's input size."""
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+            (self.size, self.size), Image.BILINEAR
+        )
+        batch = torch.from_numpy(np.array(resized, dtype=np.uint8))[None, None]
+        logits = self.model(normalize_batch(batch).to(self.device))[self.task]
+        return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+
+    def __call__(self, image: np.ndarray) -> Box | None:
+        found = largest_region_box(self.probabilities(image) > self.threshold)
+        if found is None:
+            return None
+        height, width = image.shape[:2]
+        sx, sy = width / self.size, height / self.size
+        x0, y0, x1, y1 = found
+        box = (int(np.floor(x0 * sx)), int(np.floor(y0 * sy)))
+        end = (int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy)))
+        return (
+            min(box[0], width - 1),
+            min(box[1], height - 1),
+            max(min(end[0], width), box[0] + 1),
+            max(min(end[1], height), box[1] + 1),
+        )
+
+
+def largest_region_box(mask: np.ndarray) -> Box | None:
+    """``(x0, y0, x1, y1)`` (end exclusive) of the largest 8-connected region of a boolean
+    mask; None when it is empty. One region, not every pixel: a speck elsewhere in the
+    image must not stretch the RoI across it."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def checkpoint_of(where: str | Path) -> Path:
+    """The checkpoint ``where`` names: a weights file, or a run directory (its first
+    fold's and seed's best checkpoint)."""
+    path = Path(where).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for folder in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+            for name in CHECKPOINT_NAMES:
+                candidate = folder / "checkpoints" / name
+                if candidate.is_file():
+                    return candidate
+        raise UsageError(f"roi.localizer: {where} holds no checkpoints/best.safetensors")
+    raise UsageError(f"roi.localizer: {where} does not exist")
+
+
+def load_localizer(where: str | Path, host: PluginHost, device: torch.device) -> Localizer:
+    """The localiser a checkpoint (or its run directory) holds; :class:`UsageError` when it
+    is not one: no segmentation head, or trained on crops rather than whole images."""
+    path = checkpoint_of(where)
+    raw = read_metadata(path)["config"]
+    backbone = raw.get("backbone")
+    if isinstance(backbone, dict) and "pretrained" in backbone:
+        backbone["pretrained"] = False  # the checkpoint holds the weights
+    for unused in ("optimizer", "scheduler"):
+        raw.get("training", {}).pop(unused, None)
+    raw["baselines"] = []
+    config = validate_config(raw, f"{path} (the localiser's config)")
+    if config.data.roi.mode != "image":
+        raise UsageError(
+            f"roi.localizer: {path} was trained on {config.data.roi.mode} RoIs; a localiser "
+            "is trained on whole images (data.roi.mode: image)"
+        )
+    components = resolve_components(config, host)
+    if not components.dense_heads:
+        raise UsageError(
+            f"roi.localizer: {path} has no segmentation head; train one with "
+            "heads: [{type: segmentation}] and data.roi.mode: image"
+        )
+    model = MultiTaskModel(components.build_backbone(), components.heads, components.dense_heads)
+    load_weights(model, path)
+    head = components.dense_heads[0]
+    return Localizer(model.to(device), head.name, config.data.image_size, head.threshold)

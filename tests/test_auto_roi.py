@@ -1,0 +1,157 @@
+"""The automatic RoI (``data.roi.mode: auto``): a localisation model finds the lesion of a
+whole image; its box plus the margin is the classifier's RoI, the whole image where it finds
+nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_raw
+from torch import nn
+
+from mtlkit import DenseHead, RoiConfig, Sample, load_config, roi_box, run
+from mtlkit.components.host import PluginHost
+from mtlkit.data.scan import scan_samples
+from mtlkit.errors import ConfigError, UsageError
+from mtlkit.training.localizer import Localizer, largest_region_box, load_localizer
+from mtlkit.training.model import MultiTaskModel
+
+
+class BrightnessBackbone(nn.Module):
+    """A backbone whose one feature map is the image itself (a stand-in for a trained one:
+    bright pixels are lesion)."""
+
+    num_features = 1
+    feature_info = [{"num_chs": 1, "reduction": 1}]
+
+    def forward_dense(self, images):
+        return images.mean(dim=(2, 3)), [images]
+
+    def forward(self, images):
+        return images.mean(dim=(2, 3))
+
+
+class Identity(nn.Module):
+    def forward(self, maps):
+        return 20 * (maps[0] - 1.0)  # normalised values above 1 (pixels above ~191): lesion
+
+
+class BrightHead(DenseHead):
+    min_reduction = 1
+
+    def build_decoder(self, channels, reductions):
+        return Identity()
+
+
+def localizer(size: int = 64) -> Localizer:
+    model = MultiTaskModel(BrightnessBackbone(), [], [BrightHead("lesion")])
+    return Localizer(model, "lesion", size, threshold=0.5)
+
+
+def image_with_lesion(width=300, height=200, box=(180, 40, 260, 120), speck=True):
+    image = np.full((height, width), 40, dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = 250
+    if speck:  # a small bright artefact elsewhere: not the lesion
+        image[170:176, 20:26] = 250
+    return image
+
+
+def test_the_largest_region_is_boxed_end_exclusive():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:5, 3:7] = True
+    mask[8, 8] = True
+    assert largest_region_box(mask) == (3, 2, 7, 5)
+    assert largest_region_box(np.zeros((4, 4), dtype=bool)) is None
+
+
+def test_an_obvious_lesion_is_found_in_the_image_s_own_pixels():
+    box = localizer()(image_with_lesion())
+    assert box is not None
+    for found, true in zip(box, (180, 40, 260, 120), strict=True):
+        assert abs(found - true) <= 6  # one pixel of the 64-pixel input is ~5 image pixels
+
+
+def test_the_localisers_box_gets_the_margin_and_nothing_found_is_the_whole_image():
+    image = image_with_lesion(speck=False)
+    sample = Sample("a", "p", {}, image=lambda: image)
+    roi = RoiConfig(mode="auto", localizer="unused", margin=0.25)
+    assert roi_box(sample, image, roi, found=(180, 40, 260, 120)) == (160, 20, 280, 140)
+    assert roi_box(sample, image, roi, found=None) == (0, 0, 300, 200)
+
+
+def test_a_scan_says_which_images_fell_back_to_the_whole_image():
+    lesion, dark = image_with_lesion(), np.full((200, 300), 40, dtype=np.uint8)
+    samples = [
+        Sample("lesion", "p1", {}, image=lambda: lesion),
+        Sample("dark", "p2", {}, image=lambda: dark),
+    ]
+    roi = RoiConfig(mode="auto", localizer="unused", margin=0.0)
+    scan = scan_samples(samples, roi, 32, locate=localizer())
+    assert scan.problems == [] and scan.whole_image == [1]
+    assert scan.rois[0].float().mean() > 200  # the crop is the bright lesion
+    assert scan.rois[1].float().mean() == pytest.approx(40, abs=1)
+
+
+def test_mode_auto_needs_a_localiser_and_the_others_refuse_one():
+    with pytest.raises(ValueError, match="needs localizer"):
+        RoiConfig(mode="auto")
+    with pytest.raises(ValueError, match="for mode auto only"):
+        RoiConfig(mode="mask", localizer="x.safetensors")
+    roi = RoiConfig(mode="auto", localizer="x", train_mode="mask", margin=0.3)
+    training = roi.for_training()
+    assert (training.mode, training.margin, training.localizer) == ("mask", 0.3, None)
+
+
+@pytest.fixture(scope="module")
+def localiser_run(tmp_path_factory):
+    """A tiny localiser: a segmentation head alone, on whole images."""
+    raw = tiny_raw()
+    raw["heads"] = [{"type": "segmentation", "width": 8}]
+    raw["constraints"] = []
+    raw["data"]["roi"] = {"mode": "image"}
+    raw["evaluation"]["select"] = "lesion.dice"
+    raw["evaluation"]["reference_columns"] = {}
+    raw["data"]["split"]["stratify"] = []
+    out = tmp_path_factory.mktemp("localiser") / "run"
+    run(load_config(raw), out_dir=out)
+    return out
+
+
+def test_a_classifier_trains_on_true_rois_and_is_evaluated_on_the_localisers(
+    localiser_run, tmp_path
+):
+    raw = tiny_raw()
+    raw["data"]["roi"] = {
+        "mode": "auto",
+        "localizer": str(localiser_run),
+        "train_mode": "mask",
+        "margin": 0.2,
+    }
+    run(load_config(raw), out_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    test = metrics["sets"]["test"]
+    assert "auc" in test["tasks"]["bm"]
+    # A barely trained localiser finds little: whatever it missed is listed per image.
+    assert all(isinstance(i, str) for i in test.get("roi_whole_image", []))
+
+
+def test_a_checkpoint_without_a_segmentation_head_is_no_localiser(tmp_path):
+    raw = tiny_raw()
+    raw["training"]["epochs"] = 1
+    run(load_config(raw), out_dir=tmp_path / "classifier")
+    with pytest.raises(UsageError, match="trained on box RoIs"):
+        load_localizer(tmp_path / "classifier", PluginHost(), torch.device("cpu"))
+    with pytest.raises(UsageError, match="does not exist"):
+        load_localizer(tmp_path / "nowhere", PluginHost(), torch.device("cpu"))
+
+
+def test_a_missing_localiser_is_refused_before_training(tmp_path):
+    raw = tiny_raw()
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(tmp_path / "none")}
+    with pytest.raises((UsageError, ConfigError), match="does not exist"):
+        run(load_config(raw), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
