@@ -12,7 +12,13 @@ import yaml
 from pydantic import ValidationError
 
 from mtlkit.config.problems import format_loc, validation_problems
-from mtlkit.config.schema import AblationConfig, RunConfig, StatisticsConfig, component_spec
+from mtlkit.config.schema import (
+    AblationConfig,
+    RunConfig,
+    StatisticsConfig,
+    UltrasoundAugmentConfig,
+    component_spec,
+)
 from mtlkit.errors import ConfigError
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.text import MAX_VALUE, clip, echo
@@ -271,6 +277,11 @@ def dump_config(config: RunConfig) -> str:
     for key, default in (("consistency", None), ("consistency_margin", 0.1)):
         if data["evaluation"].get(key) == default:
             data["evaluation"].pop(key)  # likewise
+    augmentation = data["training"]["augmentation"]
+    if config.training.augmentation.ultrasound == UltrasoundAugmentConfig():
+        augmentation.pop("ultrasound")  # likewise
+    if not augmentation["trivial"]:
+        augmentation.pop("trivial")  # likewise
     if config.data.split.folds is not None:
         # the test share is 1/folds; a recorded test_fraction would be refused on reading
         data["data"]["split"].pop("test_fraction", None)

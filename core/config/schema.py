@@ -226,8 +226,71 @@ class ExternalSetConfig(OptionsModel):
         return value
 
 
+class UltrasoundStep(OptionsModel):
+    """One photometric ultrasound augmentation: how often and how strongly."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability per training image; 0: off")
+    strength: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the largest change, as a share of the transform's full range "
+        "(mtlkit.data.ultrasound_augment)",
+    )
+
+
+def _step_spec(value: Any) -> Any:
+    # "speckle: 0.3" is shorthand for {p: 0.3} at the default strength
+    if isinstance(value, bool):
+        raise ValueError(f"expected a probability or {{p, strength}}, got {str(value).lower()}")
+    return {"p": value} if isinstance(value, (int, float)) else value
+
+
+_STEP = "probability, or {p, strength}: "
+
+
+class UltrasoundAugmentConfig(OptionsModel):
+    """Photometric augmentations that mimic other scanners, probes and settings (training
+    only; they change grey levels, never geometry). All off by default."""
+
+    shadow: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "an acoustic shadow, a darkened vertical band below a random depth",
+    )
+    depth_attenuation: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "brightness falling exponentially with depth (rows)",
+    )
+    tgc: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "another time-gain compensation, a smooth gain profile over depth",
+    )
+    haze: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "near-field haze, a speckled veil fading with depth",
+    )
+    speckle: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "multiplicative Rayleigh speckle noise",
+    )
+    blur: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "resolution loss: down-sampling and back, axially and laterally",
+    )
+    gain: UltrasoundStep = Field(
+        default_factory=UltrasoundStep,
+        description=_STEP + "another overall gain and grey map (brightness and gamma)",
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _step_spec(value)
+
+
 class AugmentationConfig(OptionsModel):
-    """Strong augmentation as in the paper: random crop and scale, flips, colour distortion."""
+    """Strong augmentation as in the paper: random crop and scale, flips, colour distortion;
+    optionally TrivialAugment's photometric operations and ultrasound-specific ones."""
 
     enabled: bool = True
     scale: tuple[float, float] = (0.6, 1.0)
@@ -236,6 +299,12 @@ class AugmentationConfig(OptionsModel):
     vflip: float = Field(0.0, ge=0, le=1)
     brightness: float = Field(0.25, ge=0, le=1)
     contrast: float = Field(0.25, ge=0, le=1)
+    trivial: bool = Field(
+        False,
+        description="TrivialAugment Wide restricted to its photometric operations "
+        "(brightness, contrast, sharpness, posterize, solarize, autocontrast, equalize)",
+    )
+    ultrasound: UltrasoundAugmentConfig = Field(default_factory=UltrasoundAugmentConfig)
 
     @field_validator("scale", "ratio")
     @classmethod

@@ -6,14 +6,30 @@ import torch
 from torchvision.transforms import v2
 
 from mtlkit.config.schema import AugmentationConfig
+from mtlkit.data.ultrasound_augment import ultrasound_steps
 
 # Grayscale ultrasound: one channel, scaled to roughly zero mean and unit spread.
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
 
 
+class PhotometricTrivialAugment(v2.TrivialAugmentWide):
+    """TrivialAugment Wide (one operation per image, at a uniformly drawn magnitude) with
+    only the operations that leave geometry alone: no shear, translation or rotation, so a
+    lesion mask stays aligned. Colour (saturation) is left out too: on one grey channel it
+    does nothing. Like torchvision's, it refuses a sample that holds a mask."""
+
+    _AUGMENTATION_SPACE = {
+        name: op
+        for name, op in v2.TrivialAugmentWide._AUGMENTATION_SPACE.items()
+        if name not in {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Color"}
+    }
+
+
 def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
-    """Random crop and scale, flips and brightness/contrast jitter on a uint8 RoI."""
+    """The per-epoch augmentation of a uint8 RoI, then the model's normalisation: random
+    crop and scale, flips, then the photometric steps (the ultrasound ones, brightness and
+    contrast jitter, TrivialAugment), each only when configured."""
     steps: list[v2.Transform] = []
     if aug.enabled:
         steps.append(v2.RandomResizedCrop(size, scale=aug.scale, ratio=aug.ratio, antialias=True))
@@ -21,8 +37,11 @@ def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
             steps.append(v2.RandomHorizontalFlip(aug.hflip))
         if aug.vflip:
             steps.append(v2.RandomVerticalFlip(aug.vflip))
+        steps += ultrasound_steps(aug.ultrasound)
         if aug.brightness or aug.contrast:
             steps.append(v2.ColorJitter(brightness=aug.brightness, contrast=aug.contrast))
+        if aug.trivial:
+            steps.append(PhotometricTrivialAugment())
     steps += _to_model_input()
     return v2.Compose(steps)
 
