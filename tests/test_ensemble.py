@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import tiny_raw
 
-from mtlkit import UsageError, binary_auc, load_config, run
+from mtlkit import UsageError, binary_auc, csv_cell, load_config, run
 from mtlkit.cli import main
 from mtlkit.config.schema import EvaluationConfig
 from mtlkit.data.prepared import PreparedData
@@ -61,7 +61,7 @@ def hand_heads():
 
 
 def hand_data() -> PreparedData:
-    ids = [f"img{i}" for i in range(6)]
+    ids = [f"img{i}" for i in range(5)] + ["=img5"]  # '=img5 in a CSV file
     patients = ["p0", "p0", "p1", "p2", "p3", "p3"]
     return PreparedData(
         samples=[Sample(i, p, {}, lambda: None) for i, p in zip(ids, patients, strict=True)],
@@ -91,11 +91,14 @@ def test_the_ensemble_averages_each_images_probabilities_and_is_scored_like_a_mo
     assert mean.probabilities["bm"] == pytest.approx([0.8, 0.5, 0.4, 0.2, 0.6, 0.3])
     assert mean.probabilities["size"][5] == pytest.approx([0.4, 0.35, 0.25])
 
+    # as the run reads them: from each member's predictions.csv
+    heads = hand_heads()
+    read = [read_predictions_csv(predictions_csv([m], heads), heads, "csv") for m in (a, b)]
     data = hand_data()
     evals = score_ensemble(
-        [{"test": a}, {"test": b}],
+        read,
         {"test": (data, data.indices("test"))},
-        hand_heads(),
+        heads,
         METRIC_FNS,
         [],
         [],
@@ -128,7 +131,8 @@ def test_predictions_csv_reads_back_as_it_was_written():
     again = read_predictions_csv(predictions_csv([written], heads), heads, "predictions.csv")
     assert list(again) == ["test"]
     read = again["test"]
-    assert read.image_ids == written.image_ids and read.patient_ids == written.patient_ids
+    assert read.image_ids == [csv_cell(i) for i in written.image_ids]  # as the file holds them
+    assert read.image_ids[5] == "'=img5" and read.patient_ids == written.patient_ids
     for task in ("bm", "size"):
         np.testing.assert_array_equal(read.targets[task], written.targets[task])
         np.testing.assert_allclose(read.probabilities[task], written.probabilities[task])
