@@ -28,6 +28,9 @@ _UMASK = _current_umask()
 LOCK_NAME = ".mtl-lock"
 """The file a run directory's writer holds an OS lock on for the run's life."""
 
+ENSEMBLE_PREDICTIONS = "ensemble_predictions.csv"
+"""Each image's probabilities of the ensemble of the seeds (``evaluation.ensemble``)."""
+
 RUN_FILES = frozenset(
     {
         "config.yaml",
@@ -35,6 +38,7 @@ RUN_FILES = frozenset(
         "environment.json",
         "metrics.json",
         "predictions.csv",
+        ENSEMBLE_PREDICTIONS,
         "history.json",
         "timing.json",
         "checkpoints",

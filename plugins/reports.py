@@ -108,6 +108,55 @@ def models_of(result: RunResult) -> list[tuple[str, dict[str, Any]]]:
     return models + list(result.baselines.items())
 
 
+def ensemble_of(metrics: Any) -> tuple[str, dict[str, Any], int] | None:
+    """The ``ensemble`` block of a metrics.json (``evaluation.ensemble``), as files read
+    back may hold it: its name (``ensemble of 3 seeds``), its well-formed sets and the
+    number of folds it summarises (1: the sets hold one ensemble's numbers); None
+    without one."""
+    block = metrics.get("ensemble") if isinstance(metrics, dict) else None
+    if not isinstance(block, dict) or not isinstance(block.get("sets"), dict):
+        return None
+    sets = {
+        str(name): content
+        for name, content in block["sets"].items()
+        if isinstance(content, dict) and isinstance(content.get("tasks"), dict)
+    }
+    seeds = block.get("seeds")
+    runs = block.get("runs")
+    folds = len(runs) if isinstance(runs, dict) and runs else 1
+    return f"ensemble of {len(seeds) if isinstance(seeds, list) else '?'} seeds", sets, folds
+
+
+def with_ensembles(models: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """``models`` with, after each model that has one, its ensemble as a model of its own
+    (``CNN, ensemble of 3 seeds``), so that tables show it beside the seeds' mean ± SD."""
+    out = []
+    for name, metrics in models:
+        out.append((name, metrics))
+        ensemble = ensemble_of(metrics)
+        if ensemble is not None:
+            out.append((f"{name}, {ensemble[0]}", {"sets": ensemble[1]}))
+    return out
+
+
+def ensemble_note(models: list[tuple[str, dict[str, Any]]]) -> str:
+    """How the ensembles of ``models`` were made, one sentence; empty without any."""
+    found = [e for e in (ensemble_of(m) for _, m in models) if e is not None]
+    if not found:
+        return ""
+    title, _, folds = found[0]
+    text = (
+        f"{title.capitalize()}: each image's probabilities averaged over the seeds' models "
+        "and scored as one model, beside the seeds' mean ± SD (95% interval)."
+    )
+    if folds > 1:
+        text += (
+            f" Each of the {folds} folds has its own ensemble, scored on its own images; "
+            "its rows are the mean ± SD over the folds."
+        )
+    return text
+
+
 def set_names(models: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """Every split and external set any model was evaluated on, in order of appearance."""
     names: list[str] = []
@@ -151,8 +200,8 @@ def summary_report(options: SummaryOptions):
     def report(result: RunResult, console: Console) -> None:
         if result.ablation is not None:  # mtl ablate prints the ablation's own tables
             return
-        models = models_of(result)
-        side_by_side = bool(result.baselines)
+        models = with_ensembles(models_of(result))
+        side_by_side = bool(result.baselines) or len(models) > len(models_of(result))
         sets = set_names(models)
         chosen = options.sets or [s for s in sets if s not in ("train", "val")]
         for split in chosen:
@@ -212,19 +261,22 @@ def markdown_report(options: MarkdownOptions):
 
     def report(result: RunResult, console: Console) -> None:
         md = markdown_text
-        models = models_of(result)
-        side_by_side = bool(result.baselines)
+        trained = models_of(result)
+        models = with_ensembles(trained)
+        side_by_side = bool(result.baselines) or len(models) > len(trained)
         first = models[0][1] if models else {}
         lines = [f"# {md(run_name(result) or 'run')}", ""]
         seeds = first.get("seeds") or [first.get("seed")]
         text = f"Seeds: {md(', '.join(map(str, seeds)))}. Threshold {md(first.get('threshold'))}."
         if result.metrics.get("select"):
             text += f" Best epoch by validation {md(result.metrics.get('select'))}."
-        if side_by_side:
+        if result.baselines:
             text += (
-                f" Models: {md(', '.join(name for name, _ in models))}, trained on the same "
+                f" Models: {md(', '.join(name for name, _ in trained))}, trained on the same "
                 "training split and evaluated on the same images."
             )
+        if ensemble_note(trained):
+            text += f" {md(ensemble_note(trained))}"
         lines += [text, ""]
         for split in set_names(models):
             rows = task_rows(models, split)

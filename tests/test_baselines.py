@@ -109,6 +109,22 @@ def test_a_baseline_is_fitted_per_seed_on_the_cnns_split_and_scored_like_the_cnn
     assert "| bm | CNN |" in report and "| bm | prevalence |" in report
 
 
+def test_a_baselines_seeds_have_an_ensemble_as_the_cnns_do(tmp_path):
+    raw = raw_with("prevalence", seed=[3, 4])
+    raw["evaluation"]["ensemble"] = True
+    run(load_config(raw), out_dir=tmp_path / "run", plugins=[Plugin()])
+    folder = tmp_path / "run" / "prevalence"
+    ensemble = json.loads((folder / "metrics.json").read_text())["ensemble"]
+    assert ensemble["seeds"] == [3, 4] and list(ensemble["sets"]) == ["val", "test"]
+    assert ensemble["sets"]["test"]["tasks"]["bm"]["auc"] == 0.5  # the same constant twice
+    assert (folder / "ensemble_predictions.csv").is_file()
+    assert "ensemble" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (tmp_path / "run" / "comparison.json").is_file()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| bm | CNN, ensemble of 2 seeds |" in report
+    assert "| bm | prevalence, ensemble of 2 seeds |" in report
+
+
 def test_a_run_with_a_baseline_writes_the_comparison_with_p_values(tmp_path):
     raw = raw_with("prevalence", seed=[3, 4])
     raw["reports"] = ["html", "markdown"]

@@ -274,7 +274,7 @@ def dump_config(config: RunConfig) -> str:
         data.pop("ablation", None)  # likewise
     if config.evaluation.statistics == StatisticsConfig():
         data["evaluation"].pop("statistics")  # the same: recorded only when changed
-    for key, default in (("consistency", None), ("consistency_margin", 0.1)):
+    for key, default in (("consistency", None), ("consistency_margin", 0.1), ("ensemble", False)):
         if data["evaluation"].get(key) == default:
             data["evaluation"].pop(key)  # likewise
     augmentation = data["training"]["augmentation"]

@@ -467,6 +467,11 @@ class EvaluationConfig(OptionsModel):
         description="AUC confidence intervals (DeLong, bootstrap), calibration (Brier, ECE, "
         "reliability bins) and the optional Youden threshold, per binary task and set",
     )
+    ensemble: bool = Field(
+        False,
+        description="with several seeds: also score, per fold and evaluated set, the ensemble "
+        "of the seeds' models (each image's probabilities averaged), beside their mean +- SD",
+    )
 
     @field_validator("external")
     @classmethod

@@ -14,6 +14,7 @@ import numpy as np
 
 from mtlkit.components.interfaces import TaskHead
 from mtlkit.config.schema import RunConfig
+from mtlkit.errors import UsageError
 from mtlkit.evaluation.statistics import summarize
 from mtlkit.results import EvalResult, FitResult, Predictions
 from mtlkit.text import csv_cell
@@ -78,7 +79,20 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
     Every number of a task is summarised (``brier`` and ``ece`` too, and those at the
     Youden threshold); each run's own AUC intervals and reliability bins stay in ``runs``.
     """
-    documents = list(per_run.values())
+    return {
+        **_header(config),
+        "seeds": config.seeds,
+        "select": config.evaluation.select,
+        "threshold": config.evaluation.threshold,
+        "sets": summarize_sets(list(per_run.values())),
+        "runs": per_run,
+    }
+
+
+def summarize_sets(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``sets`` of several runs' metrics documents summarised (see :func:`aggregate`):
+    per set, every task's numbers and every consistency share over the runs, the sets and
+    tasks of the first run."""
     first = documents[0]
     sets: dict[str, Any] = {}
     for split, content in first["sets"].items():
@@ -104,14 +118,34 @@ def aggregate(config: RunConfig, per_run: dict[str, dict[str, Any]]) -> dict[str
                 task: _summaries([d["sets"][split]["at_youden"][task] for d in documents])
                 for task in content["at_youden"]
             }
-    return {
-        **_header(config),
-        "seeds": config.seeds,
-        "select": config.evaluation.select,
-        "threshold": config.evaluation.threshold,
-        "sets": sets,
-        "runs": per_run,
+    return sets
+
+
+ENSEMBLE_METHOD = (
+    "each image's probability averaged over the seeds' models of its fold (each class's "
+    "probability for a multiclass task), as their predictions.csv holds them (after the "
+    "constraints' adjustments); scored like one model"
+)
+
+
+def ensemble_document(
+    seeds: list[int], per_fold: dict[int, dict[str, EvalResult]]
+) -> dict[str, Any]:
+    """The ``ensemble`` block of metrics.json from each fold's (1, 2, ...) ensemble scored
+    per set: ``seeds`` (its members), ``method`` and ``sets``, a single model's set
+    metrics with one fold; with several folds, ``sets`` summarises the folds as
+    :func:`aggregate` summarises runs and ``runs`` holds each fold's (``fold_<k>``)."""
+    documents = {
+        f"fold_{fold}": {"fold": fold, "sets": {s: r.as_dict() for s, r in evals.items()}}
+        for fold, evals in per_fold.items()
     }
+    block: dict[str, Any] = {"seeds": seeds, "method": ENSEMBLE_METHOD}
+    if len(documents) == 1:
+        block["sets"] = next(iter(documents.values()))["sets"]
+    else:
+        block["sets"] = summarize_sets(list(documents.values()))
+        block["runs"] = documents
+    return block
 
 
 def _summaries(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,6 +205,61 @@ def predictions_csv(predictions: Iterable[Predictions], heads: list[TaskHead]) -
 
 def _label_text(head: TaskHead, target: float) -> str:
     return str(int(target)) if head.kind == "binary" else head.classes[int(target)]
+
+
+def read_predictions_csv(text: str, heads: list[TaskHead], where: str) -> dict[str, Predictions]:
+    """One run's predictions.csv (as :func:`predictions_csv` wrote it) as one
+    :class:`Predictions` per split, in the file's order; ids and patient ids as the file
+    holds them (:func:`~mtlkit.text.csv_cell`). Other columns, a label a head cannot have
+    or a probability that is no number in [0, 1] are a UsageError naming ``where``."""
+    reader = csv.reader(io.StringIO(text))
+    columns = ["image_id", "patient_id", "split", *prediction_columns(heads)]
+    if next(reader, None) != [csv_cell(c) for c in columns]:
+        raise UsageError(f"{where} does not have the columns {', '.join(columns)}")
+    parts: dict[str, Predictions] = {}
+    for line, row in enumerate(reader, start=2):
+        if len(row) != len(columns):
+            raise UsageError(f"{where}, line {line}: {len(row)} cells, expected {len(columns)}")
+        part = parts.get(row[2])
+        if part is None:
+            part = parts[row[2]] = Predictions(
+                row[2], [], [], {h.name: [] for h in heads}, {h.name: [] for h in heads}
+            )
+        part.image_ids.append(row[0])
+        part.patient_ids.append(row[1])
+        cells = iter(row[3:])
+        for head in heads:
+            part.targets[head.name].append(_label_value(head, next(cells), where, line))
+            width = 1 if head.kind == "binary" else len(head.classes)
+            values = [_probability(next(cells), where, line) for _ in range(width)]
+            part.probabilities[head.name].append(values[0] if head.kind == "binary" else values)
+    for part in parts.values():
+        part.targets = {k: np.array(v, dtype=np.float64) for k, v in part.targets.items()}
+        part.probabilities = {
+            k: np.array(v, dtype=np.float64) for k, v in part.probabilities.items()
+        }
+    return parts
+
+
+def _label_value(head: TaskHead, text: str, where: str, line: int) -> float:
+    if text == "":
+        return math.nan
+    names = ["0", "1"] if head.kind == "binary" else [csv_cell(c) for c in head.classes]
+    if text not in names:
+        raise UsageError(
+            f"{where}, line {line}: {head.name} label {text[:40]!r} is none of {names}"
+        )
+    return float(names.index(text))
+
+
+def _probability(text: str, where: str, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN too
+        raise UsageError(f"{where}, line {line}: {text[:40]!r} is not a probability")
+    return value
 
 
 def combine_predictions(parts: list[tuple[dict[str, str], str]]) -> str:

@@ -23,9 +23,10 @@ from mtlkit.evaluation.documents import (
     combine_predictions,
     predictions_csv,
 )
+from mtlkit.evaluation.ensemble import ensemble_results, evaluated_sets
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.split_statistics import add_youden
-from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
+from mtlkit.files import ENSEMBLE_PREDICTIONS, atomic_write_bytes, atomic_write_text, to_json
 from mtlkit.progress import Progress
 from mtlkit.readback import finished_run
 from mtlkit.text import shown
@@ -101,6 +102,7 @@ def run_baselines(
             _write(folder / name, content)
         per_run: dict[str, dict[str, Any]] = {}
         parts: list[tuple[dict[str, str], str]] = []
+        members: list[tuple[int, str, str]] = []  # (fold, file, predictions): the ensemble
         fit_seconds: dict[str, float] = {}
         # A baseline trains no constraint: the relations are checked with fresh instances.
         constraints = components.build_constraints()
@@ -116,7 +118,18 @@ def run_baselines(
                 )
             per_run[key], predictions = done
             parts.append((slot.columns, predictions))
-        metrics = _summary(baseline, config, data, folder, per_run, parts)
+            members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
+        ensemble = None
+        if config.evaluation.ensemble and len(config.seeds) > 1:  # as for the CNN
+            ensemble, ensemble_predictions = ensemble_results(
+                members,
+                lambda fold: evaluated_sets(data.for_fold(fold), evaluate),
+                config.seeds,
+                components,
+                config.evaluation,
+            )
+            atomic_write_text(folder / ENSEMBLE_PREDICTIONS, ensemble_predictions)
+        metrics = _summary(baseline, config, data, folder, per_run, parts, ensemble)
         timing: dict[str, Any] = {"prepare_seconds": round(item.seconds, 3)}
         if fit_seconds:
             timing["fit_seconds"] = (
@@ -185,9 +198,11 @@ def _summary(
     folder: Path,
     per_run: dict[str, dict[str, Any]],
     parts: list[tuple[dict[str, str], str]],
+    ensemble: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A baseline's metrics.json content over its runs (the one run's when there is one);
-    with several, the summary and the combined predictions are written into ``folder``."""
+    with several, the summary (with the ``ensemble`` block, when there is one) and the
+    combined predictions are written into ``folder``."""
     if len(per_run) == 1:
         return next(iter(per_run.values()))
     summary = aggregate(config, per_run)
@@ -195,6 +210,8 @@ def _summary(
     # without the CNN's epoch selection (`select`), which a baseline does not have
     metrics.update({k: v for k, v in summary.items() if k not in (*metrics, "select")})
     metrics["folds"] = data.n_folds
+    if ensemble is not None:
+        metrics["ensemble"] = ensemble
     atomic_write_text(folder / "metrics.json", to_json(metrics))
     atomic_write_text(folder / "predictions.csv", combine_predictions(parts))
     return metrics

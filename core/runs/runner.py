@@ -31,8 +31,16 @@ from mtlkit.evaluation.documents import (
     predictions_csv,
     timing_document,
 )
+from mtlkit.evaluation.ensemble import ensemble_results, evaluated_sets
 from mtlkit.evaluation.split_statistics import add_youden
-from mtlkit.files import RunLock, atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.files import (
+    ENSEMBLE_PREDICTIONS,
+    RunLock,
+    atomic_write_text,
+    check_run_dir,
+    prepare_run_dir,
+    to_json,
+)
 from mtlkit.files_in import MAX_CONFIG_BYTES, InputFileError, read_bytes
 from mtlkit.progress import Progress
 from mtlkit.readback import finished_run, read_json
@@ -96,8 +104,13 @@ def _run_all(
         for fold in range(data.n_folds)
         for seed in seeds
     ]
+    if config.evaluation.ensemble and len(seeds) == 1:
+        progress.console.print(
+            "[yellow]evaluation.ensemble:[/] one seed per fold, so there is no ensemble to score"
+        )
     per_run: dict[str, dict[str, Any]] = {}
     prediction_parts: list[tuple[dict[str, str], str]] = []
+    members: list[tuple[int, str, str]] = []  # (fold, file, predictions) for the ensemble
     trained_first = False  # the report plugins get the first model only if it trained here
     for slot in slots if cnn else []:
         run_dir = out / slot.label if slot.label else out
@@ -113,6 +126,7 @@ def _run_all(
             done = _train_and_evaluate(engine, run_dir, externals, resume)
         per_run[slot.label or str(slot.seed)], predictions = done
         prediction_parts.append((slot.columns, predictions))
+        members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
 
     if not per_run:
         metrics = {}
@@ -121,6 +135,15 @@ def _run_all(
     else:
         metrics = aggregate(config, per_run)
         metrics["folds"] = data.n_folds
+        if config.evaluation.ensemble and len(seeds) > 1:
+            metrics["ensemble"], ensemble_predictions = ensemble_results(
+                members,
+                lambda fold: evaluated_sets(data.for_fold(fold), EVALUATED_SPLITS, externals),
+                seeds,
+                first.components,
+                config.evaluation,
+            )
+            atomic_write_text(out / ENSEMBLE_PREDICTIONS, ensemble_predictions)
         atomic_write_text(out / "metrics.json", to_json(metrics))
         atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 

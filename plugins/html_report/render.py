@@ -12,6 +12,7 @@ from typing import Any
 
 from mtlkit import finite
 from mtlkit.plugins.plots import Plot, share_value
+from mtlkit.plugins.reports import ensemble_of
 from mtlkit.plugins.run_files import RunFiles
 
 REPORT_FILE = "report.html"
@@ -47,6 +48,7 @@ header { border-bottom: 3px solid #1f5f8b; padding-bottom: 12px; margin-bottom: 
 h1 { font-size: 26px; margin: 0 0 4px; color: #1f5f8b; }
 h2 { font-size: 19px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #dde3e9; }
 h3 { font-size: 15px; margin: 20px 0 8px; }
+h4 { font-size: 14px; margin: 14px 0 6px; }
 .meta { color: #5a6b7b; font-size: 13px; }
 .meta span { margin-right: 18px; white-space: nowrap; }
 nav { font-size: 13px; margin: 10px 0 0; }
@@ -248,6 +250,20 @@ def _percent(value: Any) -> str:
     return "-" if math.isnan(number) else f"{100 * number:.1f}%"
 
 
+def ensemble_html(metrics: Any, split: str) -> str:
+    """The ensemble of the seeds on ``split`` (metrics.json's ``ensemble`` block), to
+    follow the seeds' own table; empty without one."""
+    ensemble = ensemble_of(metrics)
+    if ensemble is None or split not in ensemble[1]:
+        return ""
+    title, sets, folds = ensemble
+    note = "Each image's probabilities averaged over the seeds' models, scored as one model"
+    note += f"; mean ± SD over the {folds} folds' ensembles." if folds > 1 else "."
+    return f'<h4>{esc(title.capitalize())}</h4><p class="note">{esc(note)}</p>' + metrics_table(
+        sets[split]
+    )
+
+
 def set_heading(split: str, content: dict[str, Any]) -> str:
     title = SPLIT_TITLES.get(split, split)
     return (
@@ -361,6 +377,7 @@ def results_html(run: RunFiles, plots: list[Plot], internal: bool) -> str:
             continue
         parts.append(set_heading(split, content))
         parts.append(metrics_table(content))
+        parts.append(ensemble_html(run.metrics, split))
     return "".join(parts)
 
 
@@ -428,6 +445,7 @@ def others_html(others: list[RunFiles]) -> str:
         for split, content in other.sets.items():
             if isinstance(content, dict):
                 parts.append(set_heading(split, content) + metrics_table(content))
+                parts.append(ensemble_html(other.metrics, split))
     return "".join(parts)
 
 
