@@ -186,3 +186,20 @@ def test_select_by_dice_needs_a_segmentation_task():
         resolve_components(load_config(raw), PluginHost())
     raw["evaluation"]["select"] = "lesion.dice"
     resolve_components(load_config(raw), PluginHost())
+
+
+def test_photometric_steps_and_trivial_augment_leave_the_mask_untouched():
+    size = 32
+    mask = torch.zeros(1, 1, size, size, dtype=torch.uint8)
+    mask[0, 0, 4:20, 6:28] = 1
+    every = {name: 1.0 for name in ("shadow", "depth_attenuation", "tgc", "haze", "speckle")}
+    aug = AugmentationConfig(
+        scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, trivial=True, ultrasound=every
+    )
+    image = torch.randint(0, 255, (1, 1, size, size), dtype=torch.uint8)
+    dataset = RoiDataset(image, np.array([0]), train_transform(aug, size), mask)
+    torch.manual_seed(0)
+    for _ in range(20):
+        augmented, augmented_mask, _ = dataset[0]
+        assert torch.equal(augmented_mask, mask[0])
+        assert not torch.equal(augmented, dataset.transform(image[0]))  # it does augment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mtlkit.config.schema import AugmentationConfig
@@ -17,13 +18,20 @@ class PhotometricTrivialAugment(v2.TrivialAugmentWide):
     """TrivialAugment Wide (one operation per image, at a uniformly drawn magnitude) with
     only the operations that leave geometry alone: no shear, translation or rotation, so a
     lesion mask stays aligned. Colour (saturation) is left out too: on one grey channel it
-    does nothing. Like torchvision's, it refuses a sample that holds a mask."""
+    does nothing. A mask in the sample (segmentation runs) passes through unchanged, which
+    torchvision's own refuses."""
 
     _AUGMENTATION_SPACE = {
         name: op
         for name, op in v2.TrivialAugmentWide._AUGMENTATION_SPACE.items()
         if name not in {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Color"}
     }
+
+    def forward(self, *inputs):
+        if len(inputs) > 1 and any(isinstance(x, tv_tensors.Mask) for x in inputs):
+            apply = super().forward  # (not inside the generator: super() needs the frame)
+            return tuple(x if isinstance(x, tv_tensors.Mask) else apply(x) for x in inputs)
+        return super().forward(*inputs)
 
 
 def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
