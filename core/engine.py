@@ -28,7 +28,7 @@ from mtlkit.config.loading import load_config
 from mtlkit.config.schema import ExternalSetConfig, RoiConfig, RunConfig
 from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
 from mtlkit.data.prepared import PreparedData, RoiDataset
-from mtlkit.data.roi import Locator
+from mtlkit.data.roi import Box, Locator, with_margin
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
 from mtlkit.errors import MtlError, UsageError
@@ -494,6 +494,34 @@ class Engine:
             resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
             rois[i, 0] = torch.tensor(np.asarray(resized))
         return self._infer(rois)[0]
+
+    def whole_image_roi(self, image: np.ndarray) -> tuple[Box, bool]:
+        """The RoI of a whole image without a drawn box, and whether a lesion was found:
+        with ``data.roi.mode: auto`` the localiser's box plus the margin, else (or where
+        it finds nothing) the whole image."""
+        height, width = image.shape[:2]
+        roi = self.config.data.roi
+        found = self.locator(roi)(image) if roi.mode == "auto" else None
+        if found is None:
+            return (0, 0, width, height), False
+        return with_margin(found, width, height, roi.margin), True
+
+    def predict_whole(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], list[Box | None]]:
+        """Probabilities per task for whole images (2-D uint8 arrays) without a drawn box,
+        each cut to :meth:`whole_image_roi`. Returns the probabilities and each image's
+        RoI box (None where the whole image was used)."""
+        rois, boxes = [], []
+        for i, image in enumerate(images):
+            if image.ndim != 2 or image.dtype != np.uint8:
+                raise UsageError(
+                    f"image {i}: expected a 2-D uint8 array, got {image.dtype} {image.shape}"
+                )
+            (x0, y0, x1, y1), found = self.whole_image_roi(image)
+            rois.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
+            boxes.append((x0, y0, x1, y1) if found else None)
+        return self.predict(rois), boxes
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load weights saved by a run into a model built from this engine's config.

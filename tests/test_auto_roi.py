@@ -155,3 +155,21 @@ def test_a_missing_localiser_is_refused_before_training(tmp_path):
     with pytest.raises((UsageError, ConfigError), match="does not exist"):
         run(load_config(raw), out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_whole_cuts_each_image_to_the_lesion_the_localiser_finds(
+    localiser_run, tmp_path
+):
+    from mtlkit import Engine
+
+    raw = tiny_raw()
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser_run), "margin": 0.0}
+    engine = Engine(load_config(raw))
+    engine.build_model()
+    stand_in = localizer()  # finds bright regions: an obvious lesion
+    engine.locator = lambda roi: stand_in
+    images = [image_with_lesion(), np.full((50, 70), 40, dtype=np.uint8)]
+    probabilities, boxes = engine.predict_whole(images)
+    assert probabilities["bm"].shape == (2,)
+    assert boxes[1] is None  # nothing found: the whole image, and said so
+    assert boxes[0] is not None and abs(boxes[0][0] - 180) <= 6

@@ -48,8 +48,13 @@ def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig, found: Box | None
         box = sample.box
         if box[2] > width or box[3] > height:
             raise DataError(f"box {box} extends outside the {width}x{height} image")
+    return with_margin(box, width, height, roi.margin)
+
+
+def with_margin(box: Box, width: int, height: int, margin: float) -> Box:
+    """``box`` grown by ``margin`` x its size on each side, clipped to the image."""
     x0, y0, x1, y1 = box
-    mx, my = roi.margin * (x1 - x0), roi.margin * (y1 - y0)
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
     x0, y0 = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
     x1, y1 = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
     return x0, y0, x1, y1

@@ -71,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_rois(paths: list[str], engine, ctx: CommandContext) -> list[Roi]:
-    """The RoIs of every input: whole images for files and folders; for a manifest the
-    RoI of training (box, mask or image, from the checkpoint's config)."""
+    """The RoIs of every input: whole images for files and folders (with ``data.roi.mode:
+    auto``, the RoI the localiser finds); for a manifest the RoI of training (box, mask,
+    image or auto, from the checkpoint's config)."""
     size = engine.config.data.image_size
     rois: list[Roi] = []
     for text in paths:
@@ -83,8 +84,13 @@ def collect_rois(paths: list[str], engine, ctx: CommandContext) -> list[Roi]:
             )
             for sample in entry.obj(options).samples:
                 image = sample.image()
+                settings = engine.config.data.roi
                 try:
-                    box = roi_box(sample, image, engine.config.data.roi)
+                    box = (
+                        engine.whole_image_roi(image)[0]
+                        if settings.mode == "auto"
+                        else roi_box(sample, image, settings)
+                    )
                 except Exception:  # no box or mask for this RoI mode: the whole image
                     box = (0, 0, image.shape[1], image.shape[0])
                 roi = crop_and_resize(image, box, size)
@@ -99,7 +105,8 @@ def collect_rois(paths: list[str], engine, ctx: CommandContext) -> list[Roi]:
             raise UsageError(f"{text}: no such file or folder")
         for file in files:
             image = load_grayscale(file)
-            roi = crop_and_resize(image, (0, 0, image.shape[1], image.shape[0]), size)
+            box, _ = engine.whole_image_roi(image)  # data.roi.mode auto: the lesion's box
+            roi = crop_and_resize(image, box, size)
             rois.append(
                 Roi(
                     file.name if not path.is_dir() else str(file.relative_to(path)),

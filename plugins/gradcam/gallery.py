@@ -93,7 +93,9 @@ def pick_gallery(
 def lesion_masks(engine: Any, indices: np.ndarray) -> np.ndarray | None:
     """The lesion masks cut like the RoIs (N, S, S), or None when the data has no masks."""
     data, config = engine.data, engine.config
-    size = config.data.image_size
+    if data.masks is not None and bool(data.has_mask[indices].all()):  # segmentation runs
+        return data.masks[indices, 0].numpy() > 0
+    size, roi = config.data.image_size, config.data.roi
     masks = []
     for index in indices:
         sample = data.samples[int(index)]
@@ -101,7 +103,9 @@ def lesion_masks(engine: Any, indices: np.ndarray) -> np.ndarray | None:
             return None
         image = sample.image()
         mask = sample.mask()
-        box = roi_box(sample, image, config.data.roi)
+        box = (
+            engine.whole_image_roi(image)[0] if roi.mode == "auto" else roi_box(sample, image, roi)
+        )
         masks.append(crop_and_resize(mask.astype(np.uint8) * 255, box, size) > 127)
     return np.stack(masks) if masks else None
 
