@@ -32,6 +32,10 @@ def mtl_register_backbones(registry: Registry) -> None:
 
     A backbone factory returns an ``nn.Module`` mapping images to pooled features, with the
     feature width in ``module.num_features`` (the timm ``num_classes=0`` contract).
+    Segmentation heads also need its feature maps: timm's ``forward_intermediates`` and
+    ``forward_head`` with ``feature_info`` (every timm model has them), or its own
+    ``forward_dense(images) -> (pooled, maps)`` with ``feature_info``; see
+    :mod:`mtlkit.training.feature_maps`.
     """
 
 
@@ -40,7 +44,9 @@ def mtl_register_heads(registry: Registry) -> None:
     """Register task heads: classes following ``mtlkit.components.interfaces.TaskHead``.
 
     A head turns backbone features into one task's output and a data row into that task's
-    target (NaN when unknown). Named heads such as ``bm`` are presets of generic ones.
+    target (NaN when unknown). Named heads such as ``bm`` are presets of generic ones. A
+    ``mtlkit.DenseHead`` (kind ``segmentation``) instead decodes the backbone's feature maps
+    into a mask per image, trained on the image's own mask.
     """
 
 
@@ -49,8 +55,9 @@ def mtl_register_task_losses(registry: Registry) -> None:
     """Register per-task losses: factories returning ``fn(logits, targets) -> per-sample loss``.
 
     The core masks samples without a label and averages over the labelled ones. A factory
-    may set ``head_kinds = ("binary",)`` (or ``"multiclass"``) so that configuring it on
-    another kind of head is a config error.
+    may set ``head_kinds = ("binary",)`` (or ``"multiclass"``, ``"segmentation"``) so that
+    configuring it on another kind of head is a config error. A segmentation loss gets
+    logits and masks of shape (N, 1, H, W).
     """
 
 
