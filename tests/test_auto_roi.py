@@ -5,11 +5,12 @@ nothing."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_raw
+from conftest import MTL, tiny_raw, write_yaml
 from torch import nn
 
 from mtlkit import DenseHead, RoiConfig, Sample, load_config, roi_box, run
@@ -157,9 +158,7 @@ def test_a_missing_localiser_is_refused_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_predict_whole_cuts_each_image_to_the_lesion_the_localiser_finds(
-    localiser_run, tmp_path
-):
+def test_predict_whole_cuts_each_image_to_the_lesion_the_localiser_finds(localiser_run, tmp_path):
     from mtlkit import Engine
 
     raw = tiny_raw()
@@ -173,3 +172,19 @@ def test_predict_whole_cuts_each_image_to_the_lesion_the_localiser_finds(
     assert probabilities["bm"].shape == (2,)
     assert boxes[1] is None  # nothing found: the whole image, and said so
     assert boxes[0] is not None and abs(boxes[0][0] - 180) <= 6
+
+
+def test_the_data_check_reads_rois_with_the_localiser(localiser_run, tmp_path):
+    raw = tiny_raw()
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser_run)}
+    config = write_yaml(tmp_path / "auto.yaml", raw)
+    done = subprocess.run(
+        [str(MTL), "data", "check", str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    raw["data"]["roi"]["localizer"] = str(tmp_path / "missing")
+    write_yaml(config, raw)
+    done = subprocess.run(
+        [str(MTL), "data", "check", str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2 and "does not exist" in " ".join(done.stderr.split())

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -19,6 +20,7 @@ from mtlkit.components.resolve import (
     resolve_source,
 )
 from mtlkit.config.loading import load_config
+from mtlkit.config.schema import RoiConfig
 from mtlkit.data.characteristics import (
     COLUMNS,
     MAX_CATEGORIES,
@@ -34,6 +36,7 @@ from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_j
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
 from mtlkit.text import shown
+from mtlkit.training.localizer import load_localizer
 
 
 def _check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +74,8 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
                     full=True,
                     external=external_name,
                     progress=images,
+                    masks=bool(components.dense_heads),
+                    locate=_locator(data.roi, ctx),
                 )
             reports.append((where, report))
     for where, report in reports:
@@ -249,6 +254,7 @@ def _describe(args: argparse.Namespace, ctx: CommandContext) -> int:
             config.data,
             config.evaluation.reference_columns,
             progress=images,
+            locate=_locator(config.data.roi, ctx),
         )
     data.save_cache()
     if not 1 <= args.fold <= data.n_folds:
@@ -350,3 +356,10 @@ def data_commands() -> dict[str, Command]:
             _evaluate,
         ),
     }
+
+
+def _locator(roi: RoiConfig, ctx: CommandContext):
+    """The localiser of ``roi.mode: auto`` (its RoIs are checked like drawn ones), else None."""
+    if roi.mode != "auto":
+        return None
+    return load_localizer(roi.localizer, ctx.host, torch.device("cpu"))

@@ -1,0 +1,93 @@
+"""Robustness to another scanner without another scanner's images: a trained run's models
+scored on its own test split as it is and under simulated acquisition shifts.
+
+Each shift is one of mtlkit's ultrasound augmentations applied to every test RoI at a fixed
+strength, with a fixed seed (the same altered images for every model): lower resolution
+(another transducer frequency), another gain and grey map, more speckle, stronger depth
+attenuation, another time-gain-compensation profile, and all of them at once. A model that
+keeps its AUC under these is less tied to the training scanner's look; the held-back
+hospital remains the real test.
+
+    python benchmarks/busi_shift.py RUN_DIR [RUN_DIR ...] [--strength 0.7] [--task bm]
+
+Prints, per run, the test AUC of each fold and seed's model per shift, and mean +- SD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtlkit import trained_engine
+from mtlkit.data.ultrasound_augment import (
+    DepthAttenuation,
+    Gain,
+    ResolutionLoss,
+    Speckle,
+    TimeGainCompensation,
+)
+from mtlkit.evaluation.auc import binary_auc
+
+SHIFTS = {
+    "none": [],
+    "resolution": [ResolutionLoss],
+    "gain": [Gain],
+    "speckle": [Speckle],
+    "depth": [DepthAttenuation],
+    "tgc": [TimeGainCompensation],
+    "all": [ResolutionLoss, DepthAttenuation, TimeGainCompensation, Speckle, Gain],
+}
+
+
+def shifted(rois: torch.Tensor, steps: list[type], strength: float, seed: int) -> torch.Tensor:
+    """``rois`` (N, 1, S, S) uint8 with each step applied to every image (p = 1)."""
+    torch.manual_seed(seed)
+    transforms = [step(p=1.0, strength=strength) for step in steps]
+    out = rois.clone()
+    for i in range(len(out)):
+        for transform in transforms:
+            out[i] = transform(out[i])
+    return out
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    found = sorted(run_dir.glob("**/checkpoints/best.safetensors"))
+    return [p for p in found if "lesion" not in p.parts]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--strength", type=float, default=0.7)
+    parser.add_argument("--task", default="bm")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for run_dir in args.runs:
+        table: dict[str, list[float]] = {name: [] for name in SHIFTS}
+        for checkpoint in checkpoints(run_dir):
+            engine = trained_engine(checkpoint, device="cpu")
+            data = engine.data  # read with the run's own config: its split, RoIs, localiser
+            fold_dir = next((p for p in checkpoint.parents if p.name.startswith("fold_")), None)
+            fold_data = data.for_fold(int(fold_dir.name[5:]) - 1) if fold_dir else data
+            test = fold_data.indices("test")
+            column = fold_data.task_names.index(args.task)
+            truth = fold_data.targets[test, column].numpy()
+            known = ~np.isnan(truth)
+            for name, steps in SHIFTS.items():
+                rois = shifted(data.cache[torch.from_numpy(test)], steps, args.strength, args.seed)
+                probabilities = engine.predict([r[0].numpy() for r in rois])[args.task]
+                auc = binary_auc(truth[known].astype(np.int64), probabilities[known])
+                table[name].append(auc)
+            print(f"{checkpoint}: " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in table.items()))
+        print(f"\n{run_dir} (test AUC of {args.task}, strength {args.strength}):")
+        for name, values in table.items():
+            sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+            print(f"  {name:<11} {statistics.fmean(values):.3f} +- {sd:.3f}  (n={len(values)})")
+
+
+if __name__ == "__main__":
+    main()
