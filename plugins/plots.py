@@ -160,7 +160,7 @@ def roc_figure(run: RunFiles, split: str, others: list[RunFiles]) -> Figure | No
     """One panel per task: the ROC of this run on ``split`` (a thin line per seed with
     several), every other model in predictions.csv and every compared run."""
     rows = [r for r in run.predictions if r.get("split") == split]
-    tasks = [t for t in run.tasks if task_classes(run.columns, t) is None]
+    tasks = [t for t in run.image_tasks if task_classes(run.columns, t) is None]
     if not rows or not tasks:
         return None
     figure, axes = new_figure(len(tasks))
@@ -220,11 +220,11 @@ def confusion_figure(run: RunFiles, split: str) -> Figure | None:
     """One panel per task: image counts of true against predicted class at the threshold
     (summed over repeated runs)."""
     rows = [r for r in run.predictions if r.get("split") == split]
-    if not rows or not run.tasks:
+    if not rows or not run.image_tasks:
         return None
     threshold = float(run.metrics.get("threshold", 0.5))
-    figure, axes = new_figure(len(run.tasks), width=2.9, height=2.7)
-    for ax, task in zip(axes, run.tasks, strict=False):
+    figure, axes = new_figure(len(run.image_tasks), width=2.9, height=2.7)
+    for ax, task in zip(axes, run.image_tasks, strict=False):
         classes = task_classes(run.columns, task)
         if classes is None:
             names = ["negative", "positive"]

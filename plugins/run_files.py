@@ -54,6 +54,14 @@ class RunFiles:
                 return list(tasks)
         return [c[: -len("_label")] for c in self.columns if c.endswith("_label")]
 
+    @property
+    def image_tasks(self) -> list[str]:
+        """The tasks predicted once per image, those with columns in predictions.csv (not a
+        segmentation task): what ROC curves and confusion matrices are drawn for."""
+        if not self.columns:
+            return self.tasks
+        return [t for t in self.tasks if f"{t}_label" in self.columns]
+
     def metric(self, split: str, task: str, name: str) -> Any:
         try:
             return self.sets[split]["tasks"][task].get(name)

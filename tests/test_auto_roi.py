@@ -107,18 +107,22 @@ def test_mode_auto_needs_a_localiser_and_the_others_refuse_one():
     assert (training.mode, training.margin, training.localizer) == ("mask", 0.3, None)
 
 
-@pytest.fixture(scope="module")
-def localiser_run(tmp_path_factory):
-    """A tiny localiser: a segmentation head alone, on whole images."""
+def localiser_raw() -> dict:
+    """A tiny localiser: the segmentation head (beside bm and alnm, which keep the
+    classifier's stratified split) on whole images."""
     raw = tiny_raw()
-    raw["heads"] = [{"type": "segmentation", "width": 8}]
+    raw["heads"] = ["bm", "alnm", {"type": "segmentation", "width": 8}]
     raw["constraints"] = []
     raw["data"]["roi"] = {"mode": "image"}
     raw["evaluation"]["select"] = "lesion.dice"
-    raw["evaluation"]["reference_columns"] = {}
-    raw["data"]["split"]["stratify"] = []
+    raw["evaluation"]["reference_columns"] = {"bm": "oracle_bm"}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def localiser_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("localiser") / "run"
-    run(load_config(raw), out_dir=out)
+    run(load_config(localiser_raw()), out_dir=out)
     return out
 
 
@@ -132,12 +136,28 @@ def test_a_classifier_trains_on_true_rois_and_is_evaluated_on_the_localisers(
         "train_mode": "mask",
         "margin": 0.2,
     }
-    run(load_config(raw), out_dir=tmp_path / "run")
+    result = run(load_config(raw), out_dir=tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     test = metrics["sets"]["test"]
     assert "auc" in test["tasks"]["bm"]
-    # A barely trained localiser finds little: whatever it missed is listed per image.
-    assert all(isinstance(i, str) for i in test.get("roi_whole_image", []))
+    data = result.engine.data
+    # Trained on the drawn boxes' crops, evaluated on the localiser's (a barely trained
+    # one finds little: the whole image, listed per image).
+    assert data.train_cache is not None and not torch.equal(data.train_cache, data.cache)
+    missed = {data.samples[i].image_id for i in data.whole_image}
+    test_ids = {data.samples[i].image_id for i in data.indices("test")}
+    assert set(test.get("roi_whole_image", [])) == missed & test_ids
+
+
+def test_a_localiser_that_trained_on_this_runs_test_images_is_refused(tmp_path):
+    raw = localiser_raw()
+    raw["data"]["split"]["seed"] = 7  # another split
+    run(load_config(raw), out_dir=tmp_path / "other-split")
+    classifier = tiny_raw()
+    classifier["data"]["roi"] = {"mode": "auto", "localizer": str(tmp_path / "other-split")}
+    with pytest.raises(UsageError, match="trained on .* of this run's validation or test"):
+        run(load_config(classifier), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_checkpoint_without_a_segmentation_head_is_no_localiser(tmp_path):
@@ -146,6 +166,10 @@ def test_a_checkpoint_without_a_segmentation_head_is_no_localiser(tmp_path):
     run(load_config(raw), out_dir=tmp_path / "classifier")
     with pytest.raises(UsageError, match="trained on box RoIs"):
         load_localizer(tmp_path / "classifier", PluginHost(), torch.device("cpu"))
+    raw["data"]["roi"] = {"mode": "image"}
+    run(load_config(raw), out_dir=tmp_path / "whole")
+    with pytest.raises(UsageError, match="has no segmentation head"):
+        load_localizer(tmp_path / "whole", PluginHost(), torch.device("cpu"))
     with pytest.raises(UsageError, match="does not exist"):
         load_localizer(tmp_path / "nowhere", PluginHost(), torch.device("cpu"))
 
@@ -188,3 +212,11 @@ def test_the_data_check_reads_rois_with_the_localiser(localiser_run, tmp_path):
         [str(MTL), "data", "check", str(config)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 2 and "does not exist" in " ".join(done.stderr.split())
+
+
+def test_the_data_check_of_a_localiser_config(tmp_path):
+    config = write_yaml(tmp_path / "localiser.yaml", localiser_raw())
+    done = subprocess.run(
+        [str(MTL), "data", "check", str(config)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

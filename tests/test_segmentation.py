@@ -202,4 +202,53 @@ def test_photometric_steps_and_trivial_augment_leave_the_mask_untouched():
     for _ in range(20):
         augmented, augmented_mask, _ = dataset[0]
         assert torch.equal(augmented_mask, mask[0])
-        assert not torch.equal(augmented, dataset.transform(image[0]))  # it does augment
+        assert not torch.equal(
+            augmented, train_transform(AugmentationConfig(enabled=False), size)(image[0])
+        )
+
+
+def test_a_localiser_alone_must_select_by_its_segmentation_metric():
+    raw = tiny_raw()
+    raw["heads"] = [{"type": "segmentation"}]
+    raw["constraints"] = []
+    raw["evaluation"]["reference_columns"] = {}
+    raw["data"]["split"]["stratify"] = ["lesion"]
+    with pytest.raises(ConfigError) as refused:
+        resolve_components(load_config(raw), PluginHost())
+    text = str(refused.value)
+    assert "no task reports auc; select lesion.dice" in text
+    assert "'lesion' is a segmentation task: only a task with one label per image" in text
+
+
+def test_segmentation_without_any_mask_is_a_data_problem():
+    from mtlkit import Sample, SampleSet
+    from mtlkit.config.schema import DataConfig
+    from mtlkit.data.inspection import inspect_data
+
+    image = np.full((20, 20), 90, dtype=np.uint8)
+    samples = [
+        Sample(f"i{k}", f"p{k}", {}, image=lambda: image, box=(2, 2, 10, 10)) for k in range(6)
+    ]
+    data = DataConfig(source={"type": "synthetic"})
+    report = inspect_data(SampleSet(samples), [], data, {}, masks=True)
+    assert any("no image has a lesion mask" in p for p in report.problems)
+
+
+def test_the_recorded_config_leaves_out_unused_automatic_roi_keys():
+    from mtlkit.config.loading import dump_config
+
+    text = dump_config(load_config(tiny_raw()))
+    assert "localizer" not in text and "train_mode" not in text
+
+
+def test_ablation_variants_of_a_run_with_a_segmentation_head(tmp_path):
+    from mtlkit.runs.ablation import plan
+
+    raw = tiny_raw()
+    raw["heads"].append({"type": "segmentation", "width": 8})
+    raw["evaluation"]["select"] = "lesion.dice"
+    reference, configs = plan(load_config(raw), tmp_path, PluginHost())
+    single_bm = configs["single_bm"]
+    assert [h["type"] if isinstance(h, dict) else h for h in single_bm.heads] == ["bm"]
+    assert single_bm.evaluation.select == "mean.auc"  # no segmentation task left
+    assert "lesion" not in single_bm.data.split.stratify

@@ -79,7 +79,7 @@ def _check(args: argparse.Namespace, ctx: CommandContext) -> int:
                 )
             reports.append((where, report))
     for where, report in reports:
-        print_report(ctx.console, where, report, components.task_names)
+        print_report(ctx.console, where, report, [h.name for h in components.heads])
     problems = sum(len(r.problems) for _, r in reports)
     for _, report in reports if not problems else ():
         if report.prepared is not None:

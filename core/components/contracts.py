@@ -218,7 +218,11 @@ def head_problems(head: Any) -> list[str]:
             f"its name is {describe(head.name)}, not a str: pass the task name to TaskHead.__init__"
         )
     if head.kind not in HEAD_KINDS:
-        return [*problems, f"its kind is {head.kind!r}: set kind = 'binary' or 'multiclass'"]
+        return [
+            *problems,
+            f"its kind is {head.kind!r}: set kind = 'binary' or 'multiclass', or derive it "
+            "from mtlkit.DenseHead",
+        ]
     if isinstance(head, DenseHead):
         return problems + decoder_problems(head)
     classes = class_problems(head)

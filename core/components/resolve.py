@@ -26,6 +26,7 @@ from mtlkit.components.contracts import (
 from mtlkit.components.host import PluginHost
 from mtlkit.components.interfaces import (
     DEFAULT_LOSSES,
+    IMAGE_KINDS,
     Baseline,
     Constraint,
     DenseHead,
@@ -177,6 +178,14 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         if resolved is not None:
             reports.append(resolved)
     baselines = _resolve_baselines(config, host, problems)
+    if baselines and config.data.roi.mode == "auto" and config.data.roi.train_mode is None:
+        problems.items.append(
+            (
+                "data.roi.train_mode",
+                "baselines cut drawn RoIs, not the localiser's: with roi.mode auto set "
+                "train_mode to box or mask (the CNN then also trains on them)",
+            )
+        )
     if problems.items:
         raise ConfigError(problems.items)
     components = Components(
@@ -334,25 +343,39 @@ def _reference_problems(
             )
         elif not dense:
             problems.append(("evaluation.select", f"no segmentation task reports {select_metric}"))
-        return problems + _task_key_problems(config, by_name, tasks)
+        return problems + _task_key_problems(config, by_name, dense, tasks)
     if select_metric not in config.evaluation.metrics:
         problems.append(
             ("evaluation.select", f"metric {select_metric!r} is not in evaluation.metrics")
         )
-    return problems + _task_key_problems(config, by_name, tasks)
+    elif select_task == "mean" and not by_name:  # every epoch would score NaN
+        problems.append(
+            (
+                "evaluation.select",
+                f"only segmentation tasks here: no task reports {select_metric}; select "
+                f"{next(iter(dense), 'TASK')}.dice",
+            )
+        )
+    return problems + _task_key_problems(config, by_name, dense, tasks)
 
 
-def _task_key_problems(config: RunConfig, by_name: dict[str, TaskHead], tasks: str) -> list:
+def _task_key_problems(
+    config: RunConfig, by_name: dict[str, TaskHead], dense: set[str], tasks: str
+) -> list:
     """``reference_columns`` and ``split.stratify`` name tasks with one value per image."""
+
+    def problem(task: str) -> str:
+        if task in dense:
+            return f"{task!r} is a segmentation task: only a task with one label per image fits"
+        return f"no task called {task!r}; tasks: {tasks}"
+
     problems = []
     for task in config.evaluation.reference_columns:
         if task not in by_name:
-            problems.append((f"evaluation.reference_columns.{task}", "no task of that name"))
+            problems.append((f"evaluation.reference_columns.{task}", problem(task)))
     for index, task in enumerate(config.data.split.stratify):
         if task not in by_name:
-            problems.append(
-                (f"data.split.stratify[{index}]", f"no task called {task!r}; tasks: {tasks}")
-            )
+            problems.append((f"data.split.stratify[{index}]", problem(task)))
     return problems
 
 
@@ -437,6 +460,16 @@ def head_loss(
 def _build_loss(host: PluginHost, spec: Any, path: str, head: TaskHead) -> TaskLossFn:
     entry, options = host.task_losses.resolve(spec, path)
     kinds = getattr(entry.obj, "head_kinds", None)
+    if kinds is None and head.kind not in IMAGE_KINDS:  # a mask needs a loss made for one
+        raise ConfigError(
+            [
+                (
+                    f"{path}.type",
+                    f"loss {entry.name!r} declares no head_kinds; a {head.kind} task needs a "
+                    f"loss with {head.kind!r} in its head_kinds (e.g. dice_bce)",
+                )
+            ]
+        )
     if kinds is not None and head.kind not in kinds:
         raise ConfigError(
             [

@@ -282,6 +282,13 @@ def dump_config(config: RunConfig) -> str:
         augmentation.pop("ultrasound")  # likewise
     if not augmentation["trivial"]:
         augmentation.pop("trivial")  # likewise
+    rois = [data["data"]["roi"]] + [
+        e["roi"] for e in data["evaluation"].get("external", []) if e.get("roi")
+    ]
+    for roi in rois:
+        for key in ("localizer", "train_mode"):
+            if roi.get(key) is None:
+                roi.pop(key, None)  # likewise: the automatic RoI's keys, only when used
     if config.data.split.folds is not None:
         # the test share is 1/folds; a recorded test_fraction would be refused on reading
         data["data"]["split"].pop("test_fraction", None)

@@ -117,7 +117,7 @@ def inspect_data(
         report.problems += missing + unlabelled
     else:
         report.warnings += missing + [f"{p}: it is not evaluated" for p in unlabelled]
-        if len(unlabelled) == len(heads):
+        if heads and len(unlabelled) == len(heads):
             report.problems.append(
                 list_problems("no image has a known label for any task:", unlabelled)
             )
@@ -138,11 +138,18 @@ def inspect_data(
                 [samples[i].where() for i in scan.whole_image],
             )
         )
+    if masks and scan.has_mask is not None and not bool(scan.has_mask.any()):
+        no_mask = "no image has a lesion mask, which a segmentation task trains on"
+        if external is None:
+            report.problems.append(no_mask)
+        else:
+            report.warnings.append(f"{no_mask}: it is not evaluated")
     training_scan = None
-    if external is None and data.roi.for_training() is not data.roi:
+    if external is None and data.roi.for_training() is not data.roi and not scan.problems:
         training_data = data.model_copy(update={"roi": data.roi.for_training()})
         training_scan = _scan(samples, training_data, progress, masks, None, hashes=False)
         report.problems += [f"{p} (roi.train_mode)" for p in training_scan.problems]
+        scan.cache_writes.entries += training_scan.cache_writes.entries
     groups = _find_duplicates(report, targets, heads, data)
     if report.problems:
         return report

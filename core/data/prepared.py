@@ -100,6 +100,9 @@ class PreparedData:
                 f"{sample.image_id}|{sample.patient_id}|{labels}|{sample.box}|{image}\n".encode()
             )
         digest.update(self.cache.numpy().tobytes())
+        for extra in (self.masks, self.has_mask, self.train_cache, self.train_masks):
+            if extra is not None:  # segmentation and roi.train_mode runs only
+                digest.update(extra.numpy().tobytes())
         return digest.hexdigest()
 
     def split_file(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ plus a margin, cut out and resized to the model's square input."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,10 +21,21 @@ Locator = Callable[[np.ndarray], "Box | None"]
 ``(x0, y0, x1, y1)`` in the image's pixels, end exclusive, or None when it finds none."""
 
 
-def roi_box(sample: Sample, image: np.ndarray, roi: RoiConfig, found: Box | None = None) -> Box:
+_NOT_LOCATED: Any = object()  # roi_box's `found` not given: no localiser ran
+
+
+def roi_box(
+    sample: Sample, image: np.ndarray, roi: RoiConfig, found: Box | None = _NOT_LOCATED
+) -> Box:
     """The crop ``(x0, y0, x1, y1)`` for one image: its box or mask extent plus the margin;
-    with ``roi.mode: auto`` the box a localiser ``found`` (the whole image when None)."""
+    with ``roi.mode: auto`` the box a localiser ``found`` (the whole image when None), which
+    must then be given."""
     height, width = image.shape[:2]
+    if roi.mode == "auto" and found is _NOT_LOCATED:
+        raise DataError(
+            "roi.mode is 'auto': its RoI is the box a localiser finds, which this step did "
+            "not run; it cuts drawn RoIs when roi.train_mode is set"
+        )
     if roi.mode == "image" or (roi.mode == "auto" and found is None):
         return 0, 0, width, height
     if roi.mode == "auto":

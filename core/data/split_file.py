@@ -117,6 +117,15 @@ def read_split_file(
     return [[assigned[i] for i in ids] for assigned in folds]
 
 
+def training_images(path: Path) -> list[set[str]]:
+    """The images each fold of a splits.json trains on."""
+    content = read_json(path, WHAT, error=DataError)
+    schema = _Folds if isinstance(content, dict) and "folds" in content else _Fold
+    document = validated(content, schema, path, WHAT, DataError)
+    parts = document.folds if isinstance(document, _Folds) else [document]
+    return [set(part.train.images) for part in parts]
+
+
 def leaks(
     samples: Sequence[Sample], splits: Sequence[str], groups: Sequence[str], fold: str = ""
 ) -> list[str]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.resolve import call_component, resolve_components
+from mtlkit.components.resolve import DENSE_METRICS, call_component, resolve_components
 from mtlkit.config.loading import apply_override, dump_config, validate_config
 from mtlkit.config.schema import AblationVariant, RunConfig
 from mtlkit.errors import ConfigError, UsageError
@@ -75,6 +75,7 @@ def variant_config(
     task_names: list[str],
     split_file: Path | None,
     where: str,
+    dense: frozenset[str] = frozenset(),
 ) -> RunConfig:
     """``config`` as ``variant`` changes it: only its tasks (and what names them), its
     overrides, and the reference's split file (``split_file``) unless the config fixes one."""
@@ -82,7 +83,7 @@ def variant_config(
     raw.pop("ablation", None)
     raw["name"] = f"{config.name}.{variant.name}"
     if variant.tasks is not None:
-        _keep_tasks(raw, variant.tasks, task_names, f"{where}.tasks")
+        _keep_tasks(raw, variant.tasks, task_names, f"{where}.tasks", dense)
     for index, item in enumerate(variant.set):
         try:
             apply_override(raw, item)
@@ -106,7 +107,13 @@ def _problems_text(exc: ConfigError) -> str:
     return "; ".join(f"{path}: {problem}" if path else problem for path, problem in exc.problems)
 
 
-def _keep_tasks(raw: dict[str, Any], keep: list[str], task_names: list[str], where: str) -> None:
+def _keep_tasks(
+    raw: dict[str, Any],
+    keep: list[str],
+    task_names: list[str],
+    where: str,
+    dense: frozenset[str] = frozenset(),
+) -> None:
     unknown = ", ".join(repr(t) for t in keep if t not in task_names)
     if unknown:
         raise ConfigError([(where, f"no task called {unknown}; tasks: {', '.join(task_names)}")])
@@ -114,7 +121,8 @@ def _keep_tasks(raw: dict[str, Any], keep: list[str], task_names: list[str], whe
         spec for spec, name in zip(raw["heads"], task_names, strict=True) if name in keep
     ]
     split = raw["data"]["split"]
-    split["stratify"] = [t for t in split.get("stratify", []) if t in keep] or list(keep)
+    per_image = [t for t in keep if t not in dense]  # a mask is no label to stratify by
+    split["stratify"] = [t for t in split.get("stratify", []) if t in keep] or per_image
     evaluation = raw["evaluation"]
     evaluation["reference_columns"] = {
         t: c for t, c in evaluation.get("reference_columns", {}).items() if t in keep
@@ -124,8 +132,14 @@ def _keep_tasks(raw: dict[str, Any], keep: list[str], task_names: list[str], whe
             pair for pair in evaluation["consistency"] if all(t in keep for t in pair)
         ]
     task, metric = evaluation["select"].split(".")
+    kept_dense = [t for t in keep if t in dense]
     if task not in ("mean", *keep):
         evaluation["select"] = f"mean.{metric}"
+    if metric in DENSE_METRICS and not kept_dense:  # no segmentation task left to score it
+        fallback = "auc" if "auc" in evaluation["metrics"] else evaluation["metrics"][0]
+        evaluation["select"] = f"mean.{fallback}"
+    elif metric not in DENSE_METRICS and kept_dense and not per_image:
+        evaluation["select"] = f"{kept_dense[0]}.dice"  # only segmentation tasks left
 
 
 def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str, RunConfig]]:
@@ -136,7 +150,9 @@ def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str,
     if reference not in [v.name for v in variants]:
         names = ", ".join(v.name for v in variants)
         raise ConfigError([("ablation.reference", f"{reference!r} is not a variant: {names}")])
-    task_names = resolve_components(config, host).task_names
+    components = resolve_components(config, host)
+    task_names = components.task_names
+    dense = frozenset(head.name for head in components.dense_heads)
     if not config.ablation.variants:
         missing = [t for t in ("bm", "alnm") if t not in task_names]
         if missing:
@@ -163,6 +179,7 @@ def plan(config: RunConfig, out: Path, host: PluginHost) -> tuple[str, dict[str,
                 task_names,
                 None if variant.name == reference else split_file,
                 where,
+                dense,
             )
             resolve_components(derived, host)
         except ConfigError as exc:

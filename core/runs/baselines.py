@@ -225,7 +225,10 @@ def _context(
     evaluate: tuple[str, ...],
 ) -> BaselineContext:
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else None
-    return BaselineContext(data, list(heads), config.data.roi, cache_dir, progress, evaluate)
+    # Under roi.mode auto a baseline cuts the drawn RoIs (roi.train_mode): the localiser's
+    # boxes depend on a model, and the radiomics features need the drawn mask anyway.
+    roi = config.data.roi.for_training()
+    return BaselineContext(data, list(heads), roi, cache_dir, progress, evaluate)
 
 
 def _checked_probabilities(

@@ -5,6 +5,7 @@ becomes the classifier's RoI, with the configured margin added by :func:`~mtlkit
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from scipy import ndimage
 from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import validate_config
 from mtlkit.data.roi import Box
+from mtlkit.data.split_file import training_images
 from mtlkit.data.transforms import normalize_batch
 from mtlkit.errors import UsageError
 from mtlkit.training.checkpoint import load_weights, read_metadata
@@ -23,6 +25,7 @@ from mtlkit.training.model import MultiTaskModel
 
 if TYPE_CHECKING:
     from mtlkit.components.host import PluginHost
+    from mtlkit.data.prepared import PreparedData
 
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")
 
@@ -81,18 +84,40 @@ def largest_region_box(mask: np.ndarray) -> Box | None:
 
 def checkpoint_of(where: str | Path) -> Path:
     """The checkpoint ``where`` names: a weights file, or a run directory (its first
-    fold's and seed's best checkpoint)."""
+    fold's and seed's best checkpoint, at any depth: ``seed_0/``, ``fold_1/seed_0/``)."""
     path = Path(where).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        for folder in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
-            for name in CHECKPOINT_NAMES:
-                candidate = folder / "checkpoints" / name
-                if candidate.is_file():
-                    return candidate
+        for name in CHECKPOINT_NAMES:
+            found = sorted(path.rglob(f"checkpoints/{name}"), key=_natural)
+            if found:
+                return min(found, key=lambda p: len(p.parts))
         raise UsageError(f"roi.localizer: {where} holds no checkpoints/best.safetensors")
     raise UsageError(f"roi.localizer: {where} does not exist")
+
+
+def localizer_leaks(where: str | Path, data: PreparedData) -> list[str] | None:
+    """This data's validation and test images (of any fold) that the localiser trained on,
+    from the splits.json of the run that trained it; None when there is none to read (a
+    checkpoint file outside its run directory)."""
+    checkpoint = checkpoint_of(where)
+    split_files = [folder / "splits.json" for folder in list(checkpoint.parents)[1:4]]
+    split_file = next((f for f in split_files if f.is_file()), None)
+    if split_file is None:
+        return None
+    seen = set().union(*training_images(split_file))
+    return [
+        f"{sample.where()} ({split}, fold {fold + 1})" if data.n_folds > 1 else sample.where()
+        for fold, splits in enumerate(data.folds)
+        for sample, split in zip(data.samples, splits, strict=True)
+        if split != "train" and sample.image_id in seen
+    ]
+
+
+def _natural(path: Path) -> list:
+    """Sort key: ``seed_2`` before ``seed_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def load_localizer(where: str | Path, host: PluginHost, device: torch.device) -> Localizer:
