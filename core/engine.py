@@ -31,7 +31,7 @@ from mtlkit.data.prepared import PreparedData, RoiDataset
 from mtlkit.data.roi import Box, Locator, with_margin
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import normalize_batch, train_transform
-from mtlkit.errors import MtlError, UsageError, list_problems
+from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.progress import Progress
@@ -39,7 +39,7 @@ from mtlkit.results import EpochLog, EvalResult, FitResult
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
-from mtlkit.training.localizer import load_localizer, localizer_leaks
+from mtlkit.training.localizer import check_localizer_split, load_localizer
 from mtlkit.training.losses import Objective
 from mtlkit.training.model import MultiTaskModel
 from mtlkit.training.resume import capture_state, check_resumable, fingerprint, restore_state
@@ -559,28 +559,6 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
-
-
-def check_localizer_split(localizer: str, data: PreparedData) -> None:
-    """Refuse a localiser that trained on this run's validation or test images: their RoIs
-    would be better than any new image's. Without the localiser's splits.json, say that it
-    could not be checked."""
-    leaked = localizer_leaks(localizer, data)
-    if leaked is None:
-        data.warnings.append(
-            f"roi.localizer {localizer} has no splits.json beside it: whether it trained on "
-            "this run's test images cannot be checked"
-        )
-    elif leaked:
-        raise UsageError(
-            list_problems(
-                f"roi.localizer {localizer} trained on {len(leaked)} of this run's validation "
-                "or test images; train it on the same split (the same data and split "
-                "settings, or data.split.file). With data.split.folds every image is "
-                "tested once, so no one localiser fits: use one train/val/test split:",
-                leaked,
-            )
-        )
 
 
 def adjusted_probabilities(

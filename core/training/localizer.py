@@ -19,7 +19,7 @@ from mtlkit.config.loading import validate_config
 from mtlkit.data.roi import Box
 from mtlkit.data.split_file import training_images
 from mtlkit.data.transforms import normalize_batch
-from mtlkit.errors import UsageError
+from mtlkit.errors import UsageError, list_problems
 from mtlkit.training.checkpoint import load_weights, read_metadata
 from mtlkit.training.model import MultiTaskModel
 
@@ -113,6 +113,28 @@ def localizer_leaks(where: str | Path, data: PreparedData) -> list[str] | None:
         for sample, split in zip(data.samples, splits, strict=True)
         if split != "train" and sample.image_id in seen
     ]
+
+
+def check_localizer_split(localizer: str, data: PreparedData) -> None:
+    """Refuse a localiser that trained on this run's validation or test images: their RoIs
+    would be better than any new image's. Without the localiser's splits.json, say that it
+    could not be checked."""
+    leaked = localizer_leaks(localizer, data)
+    if leaked is None:
+        data.warnings.append(
+            f"roi.localizer {localizer} has no splits.json beside it: whether it trained on "
+            "this run's test images cannot be checked"
+        )
+    elif leaked:
+        raise UsageError(
+            list_problems(
+                f"roi.localizer {localizer} trained on {len(leaked)} of this run's validation "
+                "or test images; train it on the same split (the same data and split "
+                "settings, or data.split.file). With data.split.folds every image is "
+                "tested once, so no one localiser fits: use one train/val/test split:",
+                leaked,
+            )
+        )
 
 
 def _natural(path: Path) -> list:
