@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=0.7)
     parser.add_argument("--task", default="bm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", default="test", help="val to choose a recipe, test to report")
     args = parser.parse_args()
     for run_dir in args.runs:
         table: dict[str, list[float]] = {name: [] for name in SHIFTS}
@@ -73,7 +74,7 @@ def main() -> None:
             data = engine.data  # read with the run's own config: its split, RoIs, localiser
             fold_dir = next((p for p in checkpoint.parents if p.name.startswith("fold_")), None)
             fold_data = data.for_fold(int(fold_dir.name[5:]) - 1) if fold_dir else data
-            test = fold_data.indices("test")
+            test = fold_data.indices(args.split)
             column = fold_data.task_names.index(args.task)
             truth = fold_data.targets[test, column].numpy()
             known = ~np.isnan(truth)
@@ -83,7 +84,7 @@ def main() -> None:
                 auc = binary_auc(truth[known].astype(np.int64), probabilities[known])
                 table[name].append(auc)
             print(f"{checkpoint}: " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in table.items()))
-        print(f"\n{run_dir} (test AUC of {args.task}, strength {args.strength}):")
+        print(f"\n{run_dir} ({args.split} AUC of {args.task}, strength {args.strength}):")
         for name, values in table.items():
             sd = statistics.stdev(values) if len(values) > 1 else float("nan")
             print(f"  {name:<11} {statistics.fmean(values):.3f} +- {sd:.3f}  (n={len(values)})")
