@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mtlkit.components.host import PluginHost
-from mtlkit.components.interfaces import Constraint, TaskWeighting
+from mtlkit.components.interfaces import Constraint, DenseHead, TaskHead, TaskWeighting
 from mtlkit.components.resolve import (
     Components,
     read_sample_set,
@@ -450,30 +450,18 @@ class Engine:
         raw_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         map_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.dense_heads}
         batch = max(self.config.training.batch_size, 64)
-        views = [False]
-        if tta and self.config.evaluation.tta == "hflip":  # mirror images: the same lesion
-            views.append(True)
+        mirror = tta and self.config.evaluation.tta == "hflip"
         for start in range(0, len(rois), batch):
             images = normalize_batch(rois[start : start + batch]).to(self.device)
-            probs: dict[str, torch.Tensor] = {}
-            maps: dict[str, torch.Tensor] = {}
-            for mirrored in views:
-                outputs = model(torch.flip(images, dims=[3]) if mirrored else images)
-                for head in self.heads:
-                    p = head.probabilities(outputs[head.name].float())
-                    probs[head.name] = probs[head.name] + p if head.name in probs else p
-                for head in self.dense_heads:
-                    m = head.probabilities(outputs[head.name].float())
-                    m = torch.flip(m, dims=[2]) if mirrored else m
-                    maps[head.name] = maps[head.name] + m if head.name in maps else m
-            probs = {name: p / len(views) for name, p in probs.items()}
-            adjusted = adjusted_probabilities(adjusting, probs)
+            adjusted, probs, maps = predicted_outputs(
+                model, self.heads, self.dense_heads, adjusting, images, mirror
+            )
             for head in self.heads:
                 parts[head.name].append(adjusted[head.name].cpu().numpy())
                 if adjusting:
                     raw_parts[head.name].append(probs[head.name].cpu().numpy())
             for name, m in maps.items():
-                map_parts[name].append((m / len(views)).half().cpu().numpy())
+                map_parts[name].append(m.half().cpu().numpy())
         final = _joined(parts)
         return final, (_joined(raw_parts) if adjusting else None), _joined(map_parts)
 
@@ -569,6 +557,36 @@ def adjusted_probabilities(
     for constraint in constraints:
         probabilities = {**probabilities, **constraint.adjust(probabilities)}
     return probabilities
+
+
+def predicted_outputs(
+    model: nn.Module,
+    heads: Sequence[TaskHead],
+    dense_heads: Sequence[DenseHead],
+    adjusting: Sequence[Constraint],
+    images: torch.Tensor,
+    mirror: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """What the model predicts for a batch of normalised images: each task's probabilities
+    after the ``adjusting`` constraints, the raw ones, and each dense task's per-pixel
+    probabilities (N, S, S). With ``mirror`` every output is the mean over each image and
+    its mirror image (the mirrored maps are mirrored back first), and the adjustment is
+    applied to that mean. The engine and the exported ONNX graph both compute this."""
+    views = [False, True] if mirror else [False]
+    probs: dict[str, torch.Tensor] = {}
+    maps: dict[str, torch.Tensor] = {}
+    for mirrored in views:
+        outputs = model(torch.flip(images, dims=[3]) if mirrored else images)
+        for head in heads:
+            p = head.probabilities(outputs[head.name].float())
+            probs[head.name] = probs[head.name] + p if head.name in probs else p
+        for head in dense_heads:
+            m = head.probabilities(outputs[head.name].float())
+            m = torch.flip(m, dims=[2]) if mirrored else m
+            maps[head.name] = maps[head.name] + m if head.name in maps else m
+    probs = {name: p / len(views) for name, p in probs.items()}
+    maps = {name: m / len(views) for name, m in maps.items()}
+    return adjusted_probabilities(adjusting, probs), probs, maps
 
 
 def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:

@@ -61,6 +61,11 @@ def trained_engine(
     meta = read_metadata(checkpoint)
     raw = meta["config"]
     raw["training"]["device"] = device
+    backbone = raw.get("backbone")
+    if isinstance(backbone, dict) and "pretrained" in backbone:
+        # The checkpoint holds the weights: no download, and no weights file that may
+        # have been moved since training.
+        backbone["pretrained"] = False
     # Inference never trains, so the optimizer and scheduler the model was trained with do
     # not matter here: their plugins need not be installed, and checkpoints written before
     # they were plugins hold options for every optimizer (momentum beside adam).
