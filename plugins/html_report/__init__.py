@@ -103,7 +103,8 @@ def _report(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise UsageError(f"{args.run_dir} is not a directory")
     path = write_report(root, [Path(p) for p in args.compare])
     ctx.console.print(f"written: {shown(path)}")
-    ctx.console.print(f"written: {shown(write_model_card(root))}")
+    if (root / "splits.json").is_file():  # a training run (not mtl evaluate's folder)
+        ctx.console.print(f"written: {shown(write_model_card(root))}")
     return 0
 
 
