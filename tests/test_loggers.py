@@ -196,6 +196,8 @@ def test_a_missing_extra_is_a_config_error_with_the_install_command(tmp_path, mo
         (["tensorbord"], "loggers[0].type", "did you mean 'tensorboard'"),
         ([{"type": "mlflow", "colour": "red"}], "loggers[0].colour", "unknown key"),
         (["mlflow", {"type": "mlflow"}], "loggers[1].type", "listed twice"),
+        ([{"type": "tensorboard", "log_dir": "../out"}], "loggers[0].log_dir", "'..'"),
+        ([{"type": "tensorboard", "log_dir": "checkpoints"}], "loggers[0].log_dir", "mtlkit"),
     ],
 )
 def test_bad_logger_entries_are_config_errors_with_their_path(loggers, path, words):

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
-from mtlkit import ExperimentLogger, LoggedFit, LoggedRun, OptionsModel, hookimpl
+from mtlkit import ExperimentLogger, LoggedFit, LoggedRun, OptionsModel, OutputName, hookimpl
 
 INSTALL = "pip install 'mtlkit[tensorboard]'"
 
@@ -20,6 +20,16 @@ class TensorBoardOptions(OptionsModel):
         min_length=1,
         description="folder of the event files: relative to the run directory, or absolute",
     )
+
+    @field_validator("log_dir")
+    @classmethod
+    def _inside_the_run_or_absolute(cls, value: str) -> str:
+        if Path(value).is_absolute():
+            return value
+        try:  # a relative folder is a plain name inside the run directory, as every output
+            return TypeAdapter(OutputName).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 class TensorBoardLogger(ExperimentLogger):
