@@ -67,10 +67,11 @@ def run(
     cnn: bool = True,
 ) -> RunResult:
     """Train and evaluate ``config`` once per fold and seed; returns the run result and
-    writes ``metrics.json``, ``predictions.csv``, ``history.json``, ``timing.json``,
-    ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints into the run
-    directory. Each of ``config.baselines`` is trained and evaluated on the same splits,
-    folds and seeds, its results in ``<run>/<baseline name>/``.
+    writes ``metrics.json``, ``predictions.csv``, ``history.json`` and ``history.csv``,
+    ``timing.json``, ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints
+    into the run directory, mirrored into the configured experiment loggers. Each of
+    ``config.baselines`` is trained and evaluated on the same splits, folds and seeds, its
+    results in ``<run>/<baseline name>/``.
 
     ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
     kept, an unfinished one continues from its last saved training state. ``cnn=False``
