@@ -72,10 +72,12 @@ class RunLoggers:
     run's plugin manager, so the training events ``mtl_fit_start`` and ``mtl_epoch_end``
     reach its loggers."""
 
-    def __init__(self, loggers: list[tuple[str, ExperimentLogger]], host: PluginHost, progress):
+    def __init__(
+        self, loggers: list[tuple[str, ExperimentLogger]], host: PluginHost, progress: Progress
+    ):
         self._loggers = loggers
         self._host = host
-        self._progress: Progress = progress
+        self._progress = progress
 
     @classmethod
     def build(
@@ -87,9 +89,6 @@ class RunLoggers:
             for index, (entry, options) in enumerate(specs)
         ]
         return cls(built, host, progress)
-
-    def __bool__(self) -> bool:
-        return bool(self._loggers)
 
     # --- what the runner calls ---------------------------------------------------------
 

@@ -43,6 +43,7 @@ class TensorBoardLogger(ExperimentLogger):
         self.options = options
         self._root: Path | None = None
         self._resume = False
+        self._single = False  # one fit, logged in the log folder itself
         self._fit: LoggedFit | None = None
         self._writer: Any = None
         self._last_epoch = 0
@@ -51,6 +52,7 @@ class TensorBoardLogger(ExperimentLogger):
         root = Path(self.options.log_dir)
         self._root = root if root.is_absolute() else run.out_dir / root
         self._resume = run.resume
+        self._single = run.fits == [""]
         if run.resume:  # the config and parameters are there from the first start
             return
         writer = self._open(self._root)
@@ -83,8 +85,8 @@ class TensorBoardLogger(ExperimentLogger):
         self._writer = None
 
     def end_run(self, final: dict[str, float], files: list[Path]) -> None:
-        if self._fit is not None and self._fit.label == "":
-            return  # a single fit: its final metrics are logged already
+        if self._single:
+            return  # its fit's final metrics are the run's, logged already
         writer = self._open(self._root)
         self._final(writer, final, self._last_epoch)
         writer.close()
