@@ -14,10 +14,10 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,radiomics,onnx]"
+	$(BIN)/pip install --quiet -e ".[dev,radiomics,onnx,tensorboard,mlflow]"
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv with mtlkit, its test tools and the radiomics and onnx extras
+setup: $(VENV)/.installed  ## create .venv with mtlkit, its test tools and the radiomics, onnx and logger extras
 
 demo: setup  ## train and evaluate the quick config on built-in synthetic data
 	$(BIN)/mtl run configs/quick.yaml

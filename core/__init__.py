@@ -6,7 +6,8 @@ This module is the public API, the one place users and plugin authors import fro
   result types;
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
   (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
-  :class:`BaselineContext` and :class:`BaselineOutput`), :func:`masked_mean` (a loss over
+  :class:`BaselineContext` and :class:`BaselineOutput`, :class:`ExperimentLogger` with
+  :class:`LoggedRun` and :class:`LoggedFit`), :func:`masked_mean` (a loss over
   the labelled samples, for a constraint's task losses), :class:`Sample` and
   :class:`SampleSet`, :class:`Command` (with :func:`add_config_arguments`), the label,
   file-reading and RoI helpers (:func:`roi_box`, :func:`crop_and_resize`), progress bars
@@ -40,6 +41,9 @@ from mtlkit.components.interfaces import (
     BaselineOutput,
     Constraint,
     DenseHead,
+    ExperimentLogger,
+    LoggedFit,
+    LoggedRun,
     MetricFn,
     TaskHead,
     TaskLossFn,
@@ -105,6 +109,9 @@ __all__ = [
     "DataError",
     "Engine",
     "EpochLog",
+    "ExperimentLogger",
+    "LoggedFit",
+    "LoggedRun",
     "EvalResult",
     "FitResult",
     "MetricFn",

@@ -82,6 +82,8 @@ class Engine:
         self._weighting: TaskWeighting | None = None
         self._constraints: nn.ModuleList | None = None
         self._locators: dict[str | None, Locator] = {}
+        # The epochs the last fit restored from its saved state (see mtl_fit_start).
+        self.restored_epochs: list[EpochLog] = []
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Engine:
@@ -232,6 +234,7 @@ class Engine:
         done = self._resume(objects, record) if resume else 0
 
         self.model = objects.evaluated
+        self.restored_epochs = list(record.history)
         self.host.fit_start(self)
         epochs = self.progress.task("epochs", total=cfg.epochs)
         for _ in range(done):

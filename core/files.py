@@ -40,6 +40,7 @@ RUN_FILES = frozenset(
         "predictions.csv",
         ENSEMBLE_PREDICTIONS,
         "history.json",
+        "history.csv",
         "timing.json",
         "checkpoints",
         LOCK_NAME,

@@ -54,11 +54,14 @@ from mtlkit.components.interfaces import (
     Baseline,
     Command,
     Constraint,
+    ExperimentLogger,
+    LoggedFit,
+    LoggedRun,
     TaskHead,
     TaskWeighting,
 )
 from mtlkit.components.registry import Entry
-from mtlkit.components.resolve import head_loss, split_loss
+from mtlkit.components.resolve import head_loss, require_extra, split_loss
 from mtlkit.config.schema import RunConfig
 from mtlkit.data.samples import SampleSet
 from mtlkit.errors import ConfigError
@@ -73,6 +76,7 @@ __all__ = [
     "check_data_source",
     "check_entry",
     "check_head",
+    "check_logger",
     "check_metric",
     "check_optimizer",
     "check_report",
@@ -706,6 +710,61 @@ def check_baseline(
     return baseline
 
 
+# --- experiment loggers ----------------------------------------------------------------------
+
+
+def check_logger(
+    cls: Any, options: Mapping[str, Any] | BaseModel | None = None, *, options_model=None
+) -> Any:
+    """Check an experiment logger class: it subclasses ``mtlkit.ExperimentLogger``, builds
+    from its options, says how to install what it ``requires``, and, where that imports,
+    logs a run of two seeds of two epochs into a temporary run directory and then a resume
+    of it (the second seed's epochs replayed) without raising. What it recorded is for
+    your own test to read back from the tracker. Returns the built logger."""
+    subject = f"logger {describe(cls)}"
+    model = _registered("logger", cls, options_model)
+    validated = _validated(subject, options, model)
+    logger = _build(subject, cls, validated)
+    problems = [] if isinstance(logger, ExperimentLogger) else [f"built {describe(logger)}"]
+    requires = getattr(cls, "requires", ())
+    if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
+        problems.append(f"requires is {requires!r}: a tuple of module names")
+    elif requires and not getattr(cls, "install", ""):
+        problems.append("requires modules but install is empty: say how to install them")
+    _fail(subject, problems)
+    try:
+        require_extra(Entry("logger", "checked", cls, "check", model, ""), "loggers[0]")
+    except ConfigError:
+        return logger  # its extra is not installed here: nothing more can be exercised
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        for resume in (False, True):
+            again = logger if not resume else _build(subject, cls, validated)
+            _log_two_seeds(subject, again, out, resume)
+    return logger
+
+
+def _log_two_seeds(subject: str, logger: Any, out: Path, resume: bool) -> None:
+    """Drive ``logger`` through a two-seed run in ``out``; a resume redoes the second seed."""
+    fits = ["seed_0", "seed_1"]
+    run = LoggedRun("check", out, {"name": "check"}, {"name": "check"}, fits, resume)
+    _call(subject, "start_run(run)", logger.start_run, run)
+    for seed, label in enumerate(fits):
+        if resume and seed == 0:
+            continue  # finished before the interruption
+        (out / label).mkdir(exist_ok=True)
+        (out / label / "metrics.json").write_text("{}", encoding="utf-8")
+        fit = LoggedFit(label, out / label, None, seed)
+        _call(subject, "start_fit(fit)", logger.start_fit, fit)
+        for epoch in (1, 2):
+            values = {"train_loss": 1.0 / epoch, "val_metrics.bm.auc": math.nan}
+            _call(subject, "log_epoch(epoch, values)", logger.log_epoch, epoch, values)
+        files = [out / label / "metrics.json"]
+        _call(subject, "end_fit(final, files)", logger.end_fit, {"test.tasks.bm.auc": 0.5}, files)
+    final = {"test.tasks.bm.auc.mean": 0.5}
+    _call(subject, "end_run(final, files)", logger.end_run, final, [])
+
+
 # --- one registry entry ----------------------------------------------------------------------
 
 
@@ -745,4 +804,6 @@ def check_entry(entry: Entry, options: Mapping[str, Any] | None = None, **contex
         return check_optimizer(entry.obj, options, options_model=model)
     if kind == "scheduler":
         return check_scheduler(entry.obj, options, options_model=model)
+    if kind == "logger":
+        return check_logger(entry.obj, options, options_model=model)
     raise AssertionError(f"no conformance check for components of kind {kind!r}")

@@ -243,6 +243,9 @@ BUILTIN_OWNERS = {
     "mtlkit.busi": ["busi"],
     "mtlkit.reports": ["summary", "markdown"],
     "mtlkit.radiomics": ["radiomics"],
+    "mtlkit.model_card": ["model_card"],
+    "mtlkit.tensorboard": ["tensorboard"],
+    "mtlkit.mlflow": ["mlflow"],
 }
 
 

@@ -119,6 +119,9 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("report", "gradcam"): ({}, {}),  # without an engine (files only) it writes nothing
     ("report", "plots"): ({}, {}),
     ("report", "html"): ({}, {}),
+    ("report", "model_card"): ({}, {}),
+    ("logger", "tensorboard"): ({}, {}),
+    ("logger", "mlflow"): ({}, {}),
     ("command", "data synth"): ({}, {}),
     ("command", "radiomics"): ({}, {}),
     ("baseline", "radiomics"): ({}, {}),

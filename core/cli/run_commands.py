@@ -136,6 +136,7 @@ KIND_TITLES = {
     "data_source": "data sources",
     "report": "reports",
     "baseline": "baselines",
+    "logger": "experiment loggers",
     "command": "commands",
 }
 

@@ -27,6 +27,7 @@ from mtlkit.components.interfaces import (
     Command,
     Constraint,
     DenseHead,
+    ExperimentLogger,
     TaskHead,
     TaskWeighting,
 )
@@ -130,6 +131,12 @@ def _baseline_class(obj: Any) -> list[str]:
     return []
 
 
+def _logger_class(obj: Any) -> list[str]:
+    if not (isinstance(obj, type) and issubclass(obj, ExperimentLogger)):
+        return [f"it is {describe(obj)}: register a subclass of mtlkit.ExperimentLogger"]
+    return []
+
+
 def baseline_problem(baseline: Any) -> str | None:
     """What is wrong with a built baseline, or None."""
     if not isinstance(baseline, Baseline):
@@ -157,6 +164,7 @@ _REGISTRATION: dict[str, Callable[[Any], list[str]]] = {
     "report": _callable("register a function returning fn(run_result, console)"),
     "command": _command,
     "baseline": _baseline_class,
+    "logger": _logger_class,
     "optimizer": _callable("register a function fn(options, params) -> torch.optim.Optimizer"),
     "scheduler": _callable("register a function fn(options, optimizer, epochs) -> scheduler"),
 }

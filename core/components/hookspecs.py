@@ -146,6 +146,23 @@ def mtl_register_baselines(registry: Registry) -> None:
 
 
 @hookspec
+def mtl_register_loggers(registry: Registry) -> None:
+    """Register experiment loggers: classes following ``mtlkit.ExperimentLogger``, built as
+    ``Logger(options)`` from a ``loggers: [NAME or {type: NAME, ...}]`` config entry.
+
+    A logger mirrors a run into an experiment tracker (TensorBoard, MLflow); the run
+    directory stays the record. It is built once per ``mtl run`` (and ``mtl resume``) and
+    told, in this order: ``start_run`` (the config and its flattened parameters), for
+    every fold and seed ``start_fit``, ``log_epoch`` after each epoch (through the
+    training events ``mtl_fit_start`` and ``mtl_epoch_end``) and ``end_fit`` once that
+    run's metrics.json is written, then ``end_run`` with the run's final metrics. A resumed
+    fit replays the epochs it restored, so a logger must log each epoch once. A logger
+    listing ``requires`` (modules of an optional extra) that do not import is a config
+    error with its ``install`` hint.
+    """
+
+
+@hookspec
 def mtl_register_commands(registry: Registry) -> None:
     """Register CLI commands, as ``mtlkit.cli.Command`` objects; a space in the name nests
     the command under a group (``"data synth"``)."""
@@ -160,7 +177,10 @@ def mtl_fit_start(engine: Engine) -> None:
 
     During the fit ``engine.model`` is the model that is validated and saved: with
     ``training.ema`` that is the weight average, not the weights the optimiser steps.
-    ``engine.weighting`` and ``engine.constraints`` are the instances this fit trains."""
+    ``engine.weighting`` and ``engine.constraints`` are the instances this fit trains.
+    ``engine.restored_epochs`` holds the logs (:class:`mtlkit.results.EpochLog`) of the
+    epochs a resumed fit restored from its saved state, which ``mtl_epoch_end`` is not
+    called for again; it is empty for a fit from the start."""
 
 
 @hookspec
@@ -185,6 +205,7 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "mtl_register_data_sources": "data_source",
     "mtl_register_reports": "report",
     "mtl_register_baselines": "baseline",
+    "mtl_register_loggers": "logger",
     "mtl_register_commands": "command",
 }
 """Registration hook name -> the kind of component its registry holds."""

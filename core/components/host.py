@@ -134,6 +134,10 @@ class PluginHost:
         return self.registries["baseline"]
 
     @property
+    def loggers(self) -> Registry:
+        return self.registries["logger"]
+
+    @property
     def commands(self) -> Registry:
         return self.registries["command"]
 

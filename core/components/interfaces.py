@@ -340,3 +340,72 @@ class Baseline:
         """Train on ``context.data``'s train split with ``seed``; probabilities for
         ``context.evaluate``. Its ``files`` go to this fold's and seed's folder."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What an experiment logger is told when a run starts (or resumes).
+
+    ``out_dir``: the run directory; ``config``: the run's config as JSON values;
+    ``params``: the same flattened to ``{"training.epochs": "3", "heads[0].type": "bm"}``;
+    ``fits``: the label of every fold and seed's sub-folder, in training order (``[""]``
+    for a single fit, else ``seed_1``, ``fold_2/seed_1``, ...); ``resume``: whether this
+    continues an interrupted run whose earlier logs a logger should extend, not repeat.
+    """
+
+    name: str
+    out_dir: Path
+    config: dict[str, Any]
+    params: dict[str, str]
+    fits: list[str]
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class LoggedFit:
+    """One fold and seed as a logger sees it: its label (``""`` for a run's only fit),
+    its folder in the run directory, its fold (1-based, None without folds) and seed."""
+
+    label: str
+    run_dir: Path
+    fold: int | None
+    seed: int
+
+
+class ExperimentLogger:
+    """Mirrors a run into an experiment tracker, turned on by ``loggers: [NAME]`` or
+    ``loggers: [{type: NAME, ...}]``; built as ``Logger(options)`` once per run.
+
+    The core calls, in this order: :meth:`start_run`; for every fold and seed
+    :meth:`start_fit`, :meth:`log_epoch` per epoch and :meth:`end_fit`; then :meth:`end_run`.
+    A fit finished before a resume is not logged again; the fit a resume continues gets
+    ``log_epoch`` again for the epochs it restored (one that was logged before the
+    interruption, and one that may not have been): log each epoch once.
+
+    - ``requires``: modules it imports lazily (an optional extra); when one does not
+      import, the config is refused before any training, with ``install`` as the fix.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+
+    def start_run(self, run: LoggedRun) -> None:
+        """The run starts: record its config and parameters."""
+
+    def start_fit(self, fit: LoggedFit) -> None:
+        """One fold and seed starts training (or continues, on resume)."""
+
+    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        """The numbers of one epoch of the current fit, flattened as history.csv's columns
+        (``train_loss``, ``val_metrics.bm.auc``, ...); NaN where a metric is undefined."""
+
+    def end_fit(self, final: dict[str, float], files: list[Path]) -> None:
+        """The current fit is evaluated: ``final`` holds the numbers of its metrics.json
+        (``best_epoch``, ``test.tasks.bm.auc``, ...), ``files`` its main files (metrics,
+        predictions, history)."""
+
+    def end_run(self, final: dict[str, float], files: list[Path]) -> None:
+        """The run is finished and its reports written: ``final`` holds the numbers of the
+        run's metrics.json (over folds and seeds when there are several:
+        ``test.tasks.bm.auc.mean``), ``files`` the run directory's main files (the model
+        card and the report among them)."""

@@ -71,6 +71,8 @@ class Components:
     source_options: BaseModel | None
     source_columns: ColumnMap
     reports: list[tuple[Entry, BaseModel | None]]
+    loggers: list[tuple[Entry, BaseModel | None]] = field(default_factory=list)
+    """Each configured experiment logger's entry and options; built once per run."""
     baselines: list[Baseline] = field(default_factory=list)
     consistency: list[tuple[str, str]] = field(default_factory=list)
     """The (parent, child) relations whose consistency every evaluation measures."""
@@ -177,6 +179,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         resolved = attempt(lambda spec=spec, i=index: host.reports.resolve(spec, f"reports[{i}]"))
         if resolved is not None:
             reports.append(resolved)
+    loggers = _resolve_loggers(config, host, problems)
     baselines = _resolve_baselines(config, host, problems)
     if baselines and config.data.roi.mode == "auto" and config.data.roi.train_mode is None:
         problems.items.append(
@@ -202,6 +205,7 @@ def resolve_components(config: RunConfig, host: PluginHost) -> Components:
         source_options=source[1],
         source_columns=source[2],
         reports=reports,
+        loggers=loggers,
         baselines=baselines,
         consistency=list(config.evaluation.consistency)
         if config.evaluation.consistency is not None
@@ -276,6 +280,24 @@ def _resolve_baselines(config: RunConfig, host: PluginHost, problems: _Problems)
         else:
             baselines.append(built)
     return baselines
+
+
+def _resolve_loggers(
+    config: RunConfig, host: PluginHost, problems: _Problems
+) -> list[tuple[Entry, BaseModel | None]]:
+    """The experiment loggers of ``config``, each with its extra installed, each named once."""
+    loggers: list[tuple[Entry, BaseModel | None]] = []
+    for index, spec in enumerate(config.loggers):
+        path = f"loggers[{index}]"
+        resolved = problems.attempt(lambda s=spec, p=path: host.loggers.resolve(s, p))
+        if resolved is None:
+            continue
+        if any(entry.name == resolved[0].name for entry, _ in loggers):
+            problems.items.append((f"{path}.type", f"logger {resolved[0].name!r} is listed twice"))
+            continue
+        if problems.attempt(lambda e=resolved[0], p=path: require_extra(e, p)) is not None:
+            loggers.append(resolved)
+    return loggers
 
 
 def _resolve_metrics(
@@ -483,10 +505,10 @@ def _build_loss(host: PluginHost, spec: Any, path: str, head: TaskHead) -> TaskL
     return call_component(entry, options, path)
 
 
-def _build_baseline(host: PluginHost, spec: dict[str, Any], path: str) -> Baseline:
-    """A baseline from its config entry; one whose optional extra is not installed is a
-    config error naming the install command (checked here, before any data or training)."""
-    entry, options = host.baselines.resolve(spec, path)
+def require_extra(entry: Entry, path: str) -> Entry:
+    """``entry``, when every module its component ``requires`` imports; else a config error
+    at ``{path}.type`` naming the missing modules and the component's ``install`` command
+    (checked while the config is validated, before any data or training)."""
     missing = []
     for module in getattr(entry.obj, "requires", ()):
         try:
@@ -501,11 +523,19 @@ def _build_baseline(host: PluginHost, spec: dict[str, Any], path: str) -> Baseli
             [
                 (
                     f"{path}.type",
-                    f"baseline {entry.name!r} needs {', '.join(missing)}, which cannot be "
-                    f"imported here; install it: {install}",
+                    f"{kind_label(entry.kind)} {entry.name!r} needs {', '.join(missing)}, which "
+                    f"cannot be imported here; install it: {install}",
                 )
             ]
         )
+    return entry
+
+
+def _build_baseline(host: PluginHost, spec: dict[str, Any], path: str) -> Baseline:
+    """A baseline from its config entry; one whose optional extra is not installed is a
+    config error naming the install command (checked here, before any data or training)."""
+    entry, options = host.baselines.resolve(spec, path)
+    require_extra(entry, path)
     baseline = call_component(entry, options, path)
     if not isinstance(baseline, Baseline):
         raise ConfigError(

@@ -1,9 +1,9 @@
 """The run configuration's schema: one pydantic model per section, unknown keys refused.
 
-Components (backbone, heads, constraints, weighting, data source, reports) are mappings
-with a ``type`` key (``name`` for ``training.optimizer`` and ``training.scheduler``); their
-other keys are validated by the registered component's own options model when the engine
-resolves them (see :mod:`mtlkit.components.resolve`).
+Components (backbone, heads, constraints, weighting, data source, reports, loggers) are
+mappings with a ``type`` key (``name`` for ``training.optimizer`` and
+``training.scheduler``); their other keys are validated by the registered component's own
+options model when the engine resolves them (see :mod:`mtlkit.components.resolve`).
 """
 
 from __future__ import annotations
@@ -548,7 +548,12 @@ class RunConfig(OptionsModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     reports: list[Component] = Field(
-        default_factory=lambda: [{"type": "summary"}, {"type": "gradcam"}, {"type": "html"}]
+        default_factory=lambda: [
+            {"type": "summary"},
+            {"type": "gradcam"},
+            {"type": "html"},
+            {"type": "model_card"},
+        ]
     )
     baselines: list[Component] = Field(
         default_factory=list,
@@ -558,10 +563,15 @@ class RunConfig(OptionsModel):
     ablation: AblationConfig = Field(
         default_factory=AblationConfig, description="the variants mtl ablate trains"
     )
+    loggers: list[Component] = Field(
+        default_factory=list,
+        description="experiment trackers the run is mirrored into, e.g. [tensorboard, mlflow] "
+        "or [{type: mlflow, tracking_uri: ...}]; each entry's other keys are its options",
+    )
 
     _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)
 
-    @field_validator("heads", "constraints", "reports", "baselines", mode="before")
+    @field_validator("heads", "constraints", "reports", "baselines", "loggers", mode="before")
     @classmethod
     def _components(cls, value: Any) -> Any:
         return [component_spec(v) for v in value] if isinstance(value, list) else value

@@ -1,13 +1,13 @@
 """The content of a run directory's result files: metrics.json (one run, repeated runs,
-an external evaluation), predictions.csv and timing.json. One builder each, so every
-command writes the same schema."""
+an external evaluation), predictions.csv, history.csv and timing.json. One builder each,
+so every command writes the same schema."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from mtlkit.components.interfaces import TaskHead
 from mtlkit.config.schema import RunConfig
 from mtlkit.errors import UsageError
 from mtlkit.evaluation.statistics import summarize
-from mtlkit.results import EvalResult, FitResult, Predictions
+from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions
 from mtlkit.text import csv_cell
 
 METRICS_SCHEMA = "mtlkit.metrics/1"
@@ -169,6 +169,40 @@ def timing_document(fit: FitResult) -> dict[str, Any]:
         "train_images_per_second": round(fit.train_images_per_second, 2),
         "resumed_from_epoch": fit.resumed_from,
     }
+
+
+def flat_numbers(log: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested mapping (one epoch's :meth:`EpochLog.as_dict`, a
+    metrics.json) flat, nested keys joined with dots (``val_metrics.bm.auc``), in the
+    mapping's own order; anything else (text, lists) left out. History.csv's columns and
+    what experiment loggers record."""
+    flat: dict[str, float] = {}
+    for key, value in log.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flat_numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def history_csv(history: Iterable[EpochLog]) -> str:
+    """history.csv content: one row per epoch, one column per logged number (the columns
+    of :func:`flat_numbers`, in the order they first appear), empty where an epoch lacks one
+    and ``nan`` where it is undefined; the same numbers as history.json."""
+    rows = [flat_numbers(log.as_dict()) for log in history]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([csv_cell(c) for c in columns])
+    for row in rows:
+        writer.writerow([_number_text(row[c]) if c in row else "" for c in columns])
+    return buffer.getvalue()
+
+
+def _number_text(value: float) -> str:
+    # repr round-trips a float exactly, so the CSV and history.json hold the same numbers.
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 def prediction_columns(heads: Iterable[TaskHead]) -> list[str]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
 
 from mtlkit.components.host import PluginHost
+from mtlkit.components.interfaces import LoggedFit
 from mtlkit.components.resolve import call_component
 from mtlkit.components.usage import components_used
 from mtlkit.config.loading import dump_config
@@ -27,6 +28,7 @@ from mtlkit.evaluation.comparison import compare_models, comparison_csv, single_
 from mtlkit.evaluation.documents import (
     aggregate,
     combine_predictions,
+    history_csv,
     metrics_document,
     predictions_csv,
     timing_document,
@@ -46,6 +48,7 @@ from mtlkit.progress import Progress
 from mtlkit.readback import finished_run, read_json
 from mtlkit.results import RunResult
 from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
+from mtlkit.runs.loggers import RunLoggers
 from mtlkit.runs.provenance import environment
 from mtlkit.text import shown
 
@@ -64,10 +67,11 @@ def run(
     cnn: bool = True,
 ) -> RunResult:
     """Train and evaluate ``config`` once per fold and seed; returns the run result and
-    writes ``metrics.json``, ``predictions.csv``, ``history.json``, ``timing.json``,
-    ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints into the run
-    directory. Each of ``config.baselines`` is trained and evaluated on the same splits,
-    folds and seeds, its results in ``<run>/<baseline name>/``.
+    writes ``metrics.json``, ``predictions.csv``, ``history.json`` and ``history.csv``,
+    ``timing.json``, ``config.yaml``, ``splits.json``, ``environment.json`` and checkpoints
+    into the run directory, mirrored into the configured experiment loggers. Each of
+    ``config.baselines`` is trained and evaluated on the same splits, folds and seeds, its
+    results in ``<run>/<baseline name>/``.
 
     ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
     kept, an unfinished one continues from its last saved training state. ``cnn=False``
@@ -91,7 +95,7 @@ def _run_all(
     first, host, progress, console, resume, out, data, externals, baselines, cnn
 ) -> RunResult:
     """Every fold and seed, the summary over them, the baselines and the reports, in the
-    locked ``out``."""
+    locked ``out``, mirrored into the configured experiment loggers."""
     config = first.config
     seeds = config.seeds
     slots = [
@@ -112,6 +116,8 @@ def _run_all(
     prediction_parts: list[tuple[dict[str, str], str]] = []
     members: list[tuple[int, str, str]] = []  # (fold, file, predictions) for the ensemble
     trained_first = False  # the report plugins get the first model only if it trained here
+    loggers = RunLoggers.build(first.components.loggers if cnn else [], host, progress)
+    loggers.start_run(config, out, [slot.label for slot in slots], resume)
     for slot in slots if cnn else []:
         run_dir = out / slot.label if slot.label else out
         done = finished_run(run_dir) if resume else None
@@ -123,7 +129,10 @@ def _run_all(
                 engine = Engine(
                     config, host=host, seed=slot.seed, progress=progress, data=fold_data
                 )
-            done = _train_and_evaluate(engine, run_dir, externals, resume)
+            fold = slot.fold + 1 if data.n_folds > 1 else None
+            with loggers.fit(LoggedFit(slot.label, run_dir, fold, slot.seed)):
+                done = _train_and_evaluate(engine, run_dir, externals, resume)
+            loggers.end_fit(run_dir, done[0])
         per_run[slot.label or str(slot.seed)], predictions = done
         prediction_parts.append((slot.columns, predictions))
         members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
@@ -165,6 +174,7 @@ def _run_all(
     )
     for index, (entry, options) in enumerate(first.components.reports):
         call_component(entry, options, f"reports[{index}]")(result, console)
+    loggers.end_run(out, metrics)
     return result
 
 
@@ -267,6 +277,7 @@ def _train_and_evaluate(
     predictions = predictions_csv([e.predictions for e in evals.values()], engine.heads)
     atomic_write_text(run_dir / "predictions.csv", predictions)
     atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
+    atomic_write_text(run_dir / "history.csv", history_csv(fit.history))
     atomic_write_text(run_dir / "timing.json", to_json(timing_document(fit)))
     atomic_write_text(run_dir / "metrics.json", to_json(document))  # written last: done
     if engine.state_path is not None:

@@ -1,5 +1,6 @@
 """The ``html`` report (report.html and the figures in plots/, written by every run) and
-``mtl report RUN_DIR``, which makes both again from a finished run's files."""
+``mtl report RUN_DIR``, which makes both, and the model card, again from a finished run's
+files."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mtlkit import (
 )
 from mtlkit.plugins.html_report.comparison import comparison_html
 from mtlkit.plugins.html_report.render import REPORT_FILE, render
+from mtlkit.plugins.model_card import write_model_card
 from mtlkit.plugins.plots import write_plots
 from mtlkit.plugins.run_files import RunFiles, ablation_siblings, other_results, read_run
 
@@ -101,6 +103,8 @@ def _report(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise UsageError(f"{args.run_dir} is not a directory")
     path = write_report(root, [Path(p) for p in args.compare])
     ctx.console.print(f"written: {shown(path)}")
+    if (root / "splits.json").is_file():  # a training run (not mtl evaluate's folder)
+        ctx.console.print(f"written: {shown(write_model_card(root))}")
     return 0
 
 
@@ -114,7 +118,7 @@ def mtl_register_commands(registry):
     registry.register(
         "report",
         Command(
-            "make report.html and the figures again from a finished run's files",
+            "make report.html, the figures and model_card.md again from a finished run's files",
             _report_arguments,
             _report,
         ),
