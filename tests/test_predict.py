@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import tiny_raw
 from PIL import Image
-from test_auto_roi import image_with_lesion, localizer
+from test_auto_roi import image_with_lesion, localiser_raw, localizer
 from test_dicom import write_dicom
 
 from mtlkit import (
@@ -185,6 +185,23 @@ def test_the_localisers_lesion_is_the_roi_with_roi_mode_auto(tmp_path):
     probabilities, _ = engine.predict_whole([image_with_lesion(), np.full((50, 70), 40, np.uint8)])
     assert found["bm_prob"] == pytest.approx(float(probabilities["bm"][0]), abs=1e-6)
     assert blank["bm_prob"] == pytest.approx(float(probabilities["bm"][1]), abs=1e-6)
+
+
+def test_a_trained_localisers_checkpoint_cuts_the_roi(phantoms, tmp_path):
+    localiser = tmp_path / "localiser"
+    run(load_config(localiser_raw()), out_dir=localiser)
+    raw = tiny_raw(heads=["bm", "alnm"], constraints=[])
+    raw["evaluation"]["reference_columns"] = {}
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser), "margin": 0.1}
+    engine = Engine(load_config(raw))
+    engine.build_model()
+    files = sorted((phantoms / "images").iterdir())[:4]
+    records = predict_files(engine, files)
+    for record, file in zip(records, files, strict=True):
+        image = np.asarray(Image.open(file))
+        box, found = engine.whole_image_roi(image)  # the localiser of the checkpoint
+        assert record["roi_source"] == ("localizer" if found else "whole_image")
+        assert (record["x0"], record["y0"], record["x1"], record["y1"]) == box
 
 
 # --- the command line ----------------------------------------------------------------------
