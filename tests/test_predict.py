@@ -161,10 +161,12 @@ def test_strict_stops_at_the_first_bad_file(trained, phantoms, tmp_path):
         predict_files(trained, [good, tmp_path / "broken.png"], device="cpu", strict=True)
 
 
-def test_no_images_at_all_is_a_usage_error(trained, tmp_path):
+def test_no_images_at_all_and_a_batch_of_none_are_usage_errors(trained, phantoms, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no images found"):
         predict_files(trained, [tmp_path / "empty"], device="cpu")
+    with pytest.raises(UsageError, match="batch size must be at least 1"):
+        predict_files(trained, [phantoms / "images"], device="cpu", batch_size=0)
 
 
 def test_the_localisers_lesion_is_the_roi_with_roi_mode_auto(tmp_path):

@@ -112,7 +112,7 @@ def predict_files(
     if not inputs:
         raise UsageError("no images found in " + ", ".join(str(p) for p in paths))
     columns = prediction_columns(engine)
-    size = batch_size or engine.config.training.batch_size
+    size = engine.config.training.batch_size if batch_size is None else batch_size
     if size < 1:
         raise UsageError(f"batch size must be at least 1, got {size}")
     progress = progress or Progress(enabled=False)
