@@ -3,7 +3,7 @@
 This module is the public API, the one place users and plugin authors import from:
 
 - running: :class:`Engine`, :func:`run`, :func:`load_config`, :class:`RunConfig` and the
-  result types;
+  result types; predictions for new image files (:func:`predict_files`);
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
   (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
   :class:`BaselineContext` and :class:`BaselineOutput`, :class:`ExperimentLogger` with
@@ -54,6 +54,7 @@ from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import OptionsModel, OutputName, RoiConfig, RunConfig
 from mtlkit.data.labels import MISSING, as_count, as_number, canonical
 from mtlkit.data.reading import (
+    IMAGE_SUFFIXES,
     Box,
     is_dicom,
     load_grayscale,
@@ -85,9 +86,17 @@ from mtlkit.evaluation.calibration import calibration
 from mtlkit.evaluation.comparison import finite, p_value_text
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.statistics import paired_t_test
-from mtlkit.files import atomic_write_bytes, atomic_write_text, to_json
+from mtlkit.files import atomic_write_bytes, atomic_write_text, check_output_file, to_json
 from mtlkit.progress import Progress
-from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RunResult
+from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RoiOutputs, RunResult
+from mtlkit.runs.prediction import (
+    PredictedRoi,
+    load_predictor,
+    predict_files,
+    prediction_columns,
+    records_csv,
+    records_frame,
+)
 from mtlkit.runs.runner import run
 from mtlkit.text import csv_cell, shown
 from mtlkit.training.checkpoint import state_dict_mismatch
@@ -97,6 +106,7 @@ from mtlkit.version import __version__
 __all__ = [
     "DEFAULT_LOSSES",
     "HEAD_KINDS",
+    "IMAGE_SUFFIXES",
     "MISSING",
     "Baseline",
     "BaselineContext",
@@ -120,10 +130,12 @@ __all__ = [
     "OutputName",
     "OutputError",
     "PluginError",
+    "PredictedRoi",
     "Predictions",
     "Progress",
     "RegistryError",
     "RoiConfig",
+    "RoiOutputs",
     "RunConfig",
     "RunResult",
     "Sample",
@@ -147,6 +159,7 @@ __all__ = [
     "bootstrap_ci",
     "calibration",
     "canonical",
+    "check_output_file",
     "crop_and_resize",
     "csv_cell",
     "delong_ci",
@@ -156,14 +169,19 @@ __all__ = [
     "load_config",
     "load_grayscale",
     "load_mask",
+    "load_predictor",
     "masked_mean",
     "normalize_batch",
     "paired_bootstrap",
     "paired_delong",
     "paired_t_test",
     "parse_box",
+    "predict_files",
+    "prediction_columns",
     "read_csv_rows",
     "read_dicom",
+    "records_csv",
+    "records_frame",
     "require_columns",
     "resolve_data_file",
     "roi_box",

@@ -35,7 +35,7 @@ from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.progress import Progress
-from mtlkit.results import EpochLog, EvalResult, FitResult
+from mtlkit.results import EpochLog, EvalResult, FitResult, RoiOutputs
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
@@ -431,6 +431,22 @@ class Engine:
         the adjustment is applied to that mean."""
         probabilities, raw, _ = self._forward_all(rois, tta)
         return probabilities, raw
+
+    def predict_rois(self, rois: torch.Tensor) -> RoiOutputs:
+        """Everything the model predicts for uint8 RoIs (N, 1, S, S) already cut and resized
+        to its input size (:func:`~mtlkit.crop_and_resize`), computed exactly as evaluation
+        computes it (``evaluation.tta`` included): adjusted and raw probabilities and the
+        segmentation tasks' lesion maps."""
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        size = self.config.data.image_size
+        if rois.dtype != torch.uint8 or rois.ndim != 4 or tuple(rois.shape[1:]) != (1, size, size):
+            raise UsageError(
+                f"expected uint8 RoIs of shape (N, 1, {size}, {size}), got {rois.dtype} "
+                f"{tuple(rois.shape)}"
+            )
+        probabilities, raw, masks = self._forward_all(rois)
+        return RoiOutputs(probabilities, raw, masks)
 
     def predict_masks(self, rois: torch.Tensor) -> dict[str, np.ndarray]:
         """Per-pixel lesion probabilities (N, S, S) of every segmentation task for uint8

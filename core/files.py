@@ -100,6 +100,23 @@ def check_run_dir(path: Path) -> None:
         raise UsageError(f"cannot create output directory {path}: {ancestor} is not writable")
 
 
+def check_output_file(path: Path, overwrite: bool = False) -> None:
+    """Refuse, before any long work starts, an output file that exists (unless
+    ``overwrite``), a folder in its place, and a place where it could not be written."""
+    if path.is_dir():
+        raise UsageError(f"output file {path} is a folder; name a file")
+    if path.exists() and not overwrite:
+        raise UsageError(
+            f"output file {path} already exists; nothing was written. Choose another name or "
+            "pass --force to replace it."
+        )
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write output file {path}: {ancestor} is not a writable folder")
+
+
 class RunLock:
     """An OS lock (``flock``) on a run directory's lock file, held by the one process that
     writes the run; a second writer (``mtl run`` into the same ``--out``, ``mtl resume`` of

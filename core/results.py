@@ -56,6 +56,18 @@ class Predictions:
 
 
 @dataclass
+class RoiOutputs:
+    """What the model predicts for a batch of RoIs (``Engine.predict_rois``): each task's
+    probabilities ((N,) binary, (N, classes) multiclass) after the constraints that adjust
+    outputs, the raw ones before them (None when no constraint adjusts), and each
+    segmentation task's per-pixel lesion probabilities (N, S, S)."""
+
+    probabilities: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray] | None
+    masks: dict[str, np.ndarray]
+
+
+@dataclass
 class EvalResult:
     """Metrics of one split: ``tasks[task][metric]``, plus constraint violation shares.
 

@@ -126,6 +126,7 @@ CASES: dict[tuple[str, str], tuple[dict[str, Any] | Callable[[Path], dict], dict
     ("command", "radiomics"): ({}, {}),
     ("baseline", "radiomics"): ({}, {}),
     ("command", "explain"): ({}, {}),
+    ("command", "predict"): ({}, {}),
     ("command", "report"): ({}, {}),
     ("optimizer", "adam"): ({"lr": 0.01}, {}),
     ("optimizer", "adamw"): ({"lr": 0.01, "weight_decay": 0.01}, {}),

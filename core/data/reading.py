@@ -30,6 +30,9 @@ from mtlkit.files_in import (
 )
 
 Box = tuple[int, int, int, int]
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"})
+"""File name endings of the image formats :func:`load_grayscale` reads (DICOM files are
+also recognised without one, by their ``DICM`` marker: :func:`is_dicom`)."""
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from mtlkit.readback import parse_json, validated
 
 FORMAT = "mtlkit-weights/1"
 WHAT = "mtlkit weights file"
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")
+"""A run directory's checkpoints, in the order :func:`checkpoint_of` prefers them."""
 
 
 class _Open(BaseModel):
@@ -128,3 +131,24 @@ def state_dict_mismatch(own: dict[str, Any], saved: dict[str, Any]) -> str | Non
         if items
     ]
     return "; ".join(parts) or None
+
+
+def checkpoint_of(where: str | Path, option: str = "--checkpoint") -> Path:
+    """The checkpoint ``where`` names: a weights file, or a run directory (its first
+    fold's and seed's best checkpoint, else its last, at any depth: ``seed_0/``,
+    ``fold_1/seed_0/``). ``option`` names the setting in the error when there is none."""
+    path = Path(where).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            found = sorted(path.rglob(f"checkpoints/{name}"), key=_natural)
+            if found:
+                return min(found, key=lambda p: len(p.parts))
+        raise UsageError(f"{option}: {where} holds no checkpoints/best.safetensors")
+    raise UsageError(f"{option}: {where} does not exist")
+
+
+def _natural(path: Path) -> list:
+    """Sort key: ``seed_2`` before ``seed_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]

@@ -5,7 +5,6 @@ becomes the classifier's RoI, with the configured margin added by :func:`~mtlkit
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,14 +19,12 @@ from mtlkit.data.roi import Box
 from mtlkit.data.split_file import training_images
 from mtlkit.data.transforms import normalize_batch
 from mtlkit.errors import UsageError, list_problems
-from mtlkit.training.checkpoint import load_weights, read_metadata
+from mtlkit.training.checkpoint import checkpoint_of, load_weights, read_metadata
 from mtlkit.training.model import MultiTaskModel
 
 if TYPE_CHECKING:
     from mtlkit.components.host import PluginHost
     from mtlkit.data.prepared import PreparedData
-
-CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors")
 
 
 class Localizer:
@@ -82,26 +79,11 @@ def largest_region_box(mask: np.ndarray) -> Box | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def checkpoint_of(where: str | Path) -> Path:
-    """The checkpoint ``where`` names: a weights file, or a run directory (its first
-    fold's and seed's best checkpoint, at any depth: ``seed_0/``, ``fold_1/seed_0/``)."""
-    path = Path(where).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in CHECKPOINT_NAMES:
-            found = sorted(path.rglob(f"checkpoints/{name}"), key=_natural)
-            if found:
-                return min(found, key=lambda p: len(p.parts))
-        raise UsageError(f"roi.localizer: {where} holds no checkpoints/best.safetensors")
-    raise UsageError(f"roi.localizer: {where} does not exist")
-
-
 def localizer_leaks(where: str | Path, data: PreparedData) -> list[str] | None:
     """This data's validation and test images (of any fold) that the localiser trained on,
     from the splits.json of the run that trained it; None when there is none to read (a
     checkpoint file outside its run directory)."""
-    checkpoint = checkpoint_of(where)
+    checkpoint = checkpoint_of(where, "roi.localizer")
     split_files = [folder / "splits.json" for folder in list(checkpoint.parents)[1:4]]
     split_file = next((f for f in split_files if f.is_file()), None)
     if split_file is None:
@@ -137,15 +119,10 @@ def check_localizer_split(localizer: str, data: PreparedData) -> None:
         )
 
 
-def _natural(path: Path) -> list:
-    """Sort key: ``seed_2`` before ``seed_10``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-
-
 def load_localizer(where: str | Path, host: PluginHost, device: torch.device) -> Localizer:
     """The localiser a checkpoint (or its run directory) holds; :class:`UsageError` when it
     is not one: no segmentation head, or trained on crops rather than whole images."""
-    path = checkpoint_of(where)
+    path = checkpoint_of(where, "roi.localizer")
     raw = read_metadata(path)["config"]
     backbone = raw.get("backbone")
     if isinstance(backbone, dict) and "pretrained" in backbone:

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from mtlkit import (
+    IMAGE_SUFFIXES,
     CommandContext,
     UsageError,
     atomic_write_bytes,
     atomic_write_text,
     crop_and_resize,
+    csv_cell,
     load_grayscale,
     normalize_batch,
     roi_box,
@@ -28,7 +30,7 @@ from mtlkit.plugins.gradcam.cam import METHODS, cam_targets, compute_cams
 from mtlkit.plugins.gradcam.gallery import npy_bytes, safe_name
 from mtlkit.plugins.gradcam.overlay import overlay_image, png_bytes
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm"}
+INDEX_COLUMNS = ["image_id", "source", "task", "probability", "predicted", "heatmap", "cam"]
 
 
 @dataclass
@@ -179,13 +181,18 @@ def run_explain(args: argparse.Namespace, ctx: CommandContext) -> int:
     tasks = check_tasks(args.task, engine)
     rois = collect_rois(args.paths, engine, ctx)
     rows = explain_rois(engine, rois, tasks, args, out)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image_id", "source", "task", "probability", "predicted", "heatmap", "cam"])
-    writer.writerows(rows)
-    atomic_write_text(out / "index.csv", buffer.getvalue())
+    write_index(out, rows)
     ctx.console.print(f"{len(rows)} heatmaps of {len(rois)} images written to {out}")
     return 0
+
+
+def write_index(out: Path, rows: list[list[str]]) -> None:
+    """``index.csv`` under ``out``: one row per heatmap (:func:`explain_rois`'s rows)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows([[csv_cell(cell) for cell in row] for row in rows])
+    atomic_write_text(out / "index.csv", buffer.getvalue())
 
 
 def check_tasks(requested: list[str], engine) -> list[str]:
