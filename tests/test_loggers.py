@@ -247,3 +247,19 @@ def test_config_params_flatten_every_key_to_text():
     assert params["seed.0"] == "3" and params["training.epochs"] == "2"
     assert params["heads.2.min_nodes"] == "2" and params["data.split.file"] == "null"
     assert all(isinstance(v, str) for v in params.values())
+
+
+def test_a_resumed_fits_event_file_sorts_after_the_killed_ones(tmp_path):
+    # TensorBoard reads a folder's event files in name order, and a name starts with its
+    # creation second: a resume within the killed run's second must still come after it.
+    import time
+
+    from mtlkit.plugins.loggers.tensorboard_logger import TensorBoardLogger
+
+    now = int(time.time())
+    killed = tmp_path / f"events.out.tfevents.{now}.vm.99999.0"
+    killed.write_bytes(b"")
+    writer = TensorBoardLogger._open(tmp_path, purge_step=1)
+    writer.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == killed.name and len(names) == 2

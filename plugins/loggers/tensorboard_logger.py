@@ -3,6 +3,7 @@ one event folder per fold and seed, the config as text."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,25 @@ class TensorBoardLogger(ExperimentLogger):
     def _open(folder: Path, purge_step: int | None = None) -> Any:
         from torch.utils.tensorboard import SummaryWriter
 
+        if purge_step is not None:
+            _after_existing_files(folder)
         return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+
+def _after_existing_files(folder: Path) -> None:
+    """Wait, if need be, until the clock's second is later than every event file's in
+    ``folder``: TensorBoard reads a folder's files in name order, and a name starts with
+    its creation second, so a resumed fit's file opened in the same second as the killed
+    one's could sort before it (then its purge would be read first and undo nothing)."""
+    seconds = []
+    for path in folder.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            seconds.append(int(stamp))
+    if seconds:
+        wait = max(seconds) + 1 - time.time()
+        if wait > 0:
+            time.sleep(min(wait, 1.0))
 
 
 def _tag(key: str) -> str:
