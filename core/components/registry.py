@@ -13,6 +13,22 @@ from mtlkit.components.contracts import check_registration
 from mtlkit.config.problems import validation_problems
 from mtlkit.errors import ConfigError, RegistryError
 
+KIND_TITLES = {
+    "backbone": "backbones",
+    "head": "task heads",
+    "task_loss": "task losses",
+    "constraint": "constraints",
+    "weighting": "task weightings",
+    "optimizer": "optimizers",
+    "scheduler": "learning-rate schedulers",
+    "metric": "metrics",
+    "data_source": "data sources",
+    "report": "reports",
+    "baseline": "baselines",
+    "command": "commands",
+}
+"""What each registry kind is called in listings (``mtl plugins``, the config reference)."""
+
 
 @dataclass(frozen=True)
 class Entry:
