@@ -15,6 +15,7 @@ from rich.console import Console
 
 from mtlkit.cli.ablate_command import ablate_commands
 from mtlkit.cli.base import Command, CommandContext
+from mtlkit.cli.config_commands import config_commands
 from mtlkit.cli.data_commands import data_commands
 from mtlkit.cli.run_commands import run_commands
 from mtlkit.components.host import PluginHost
@@ -106,7 +107,12 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}
     commands = [
         ("mtlkit", name, cmd)
-        for name, cmd in {**data_commands(), **run_commands(), **ablate_commands()}.items()
+        for name, cmd in {
+            **data_commands(),
+            **run_commands(),
+            **ablate_commands(),
+            **config_commands(),
+        }.items()
     ]
     commands += [(e.owner, e.name, e.obj) for e in host.commands]
     taken = {}
