@@ -69,7 +69,7 @@ def _expand(node: Any, context: _Context) -> None:
 def _union(slot: ComponentSlot, context: _Context) -> list[dict[str, Any]]:
     """A bare component name, or one mapping per registered component."""
     registry = context.host.registries[slot.kind]
-    core_keys = slot.core_keys.model_json_schema() if slot.core_keys else {}
+    core_keys = _options_schema(slot.core_keys, f"{slot.kind}.core.", context)
     return [
         {
             "type": "string",
@@ -85,7 +85,7 @@ def _branch(
 ) -> dict[str, Any]:
     """One component's mapping: its ``key`` constant, its options and the core's keys."""
     key = slot.key
-    options = _options_schema(entry.options, f"{entry.kind}.{entry.name}.", context.definitions)
+    options = _options_schema(entry.options, f"{entry.kind}.{entry.name}.", context)
     properties = {
         key: {"const": entry.name, "description": entry.description or entry.name},
         **options.get("properties", {}),
@@ -107,10 +107,10 @@ def _branch(
 
 
 def _options_schema(
-    model: type[BaseModel] | None, prefix: str, definitions: dict[str, Any]
+    model: type[BaseModel] | None, prefix: str, context: _Context
 ) -> dict[str, Any]:
-    """The JSON schema of an options model, its definitions moved into ``definitions``
-    under ``prefix`` (two plugins may both call a model ``Options``)."""
+    """The JSON schema of an options model, its definitions (slots expanded) moved into
+    the schema's under ``prefix`` (two plugins may both call a model ``Options``)."""
     if model is None:
         return {"properties": {}, "additionalProperties": False}
     try:
@@ -118,5 +118,6 @@ def _options_schema(
     except PydanticUserError:  # an option type with no JSON form: the keys stay free
         return {"additionalProperties": True}
     for name, definition in schema.pop("$defs", {}).items():
-        definitions[prefix + name] = definition
+        _expand(definition, context)
+        context.definitions[prefix + name] = definition
     return schema
