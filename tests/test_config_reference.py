@@ -161,3 +161,13 @@ def test_in_process_plugins_appear_unless_only_builtin_ones_are_asked_for():
     assert "#### `toy`" in everything and "distribution `in-process`" in everything
     assert rows(everything)["depth"][3].strip() == "layers of the toy"
     assert "#### `toy`" not in config_reference(host, [BUILTIN_DISTRIBUTION])
+
+
+def test_mtl_config_reference_prints_or_writes_it(tmp_path, capsys, reference):
+    from mtlkit.cli import main
+
+    assert main(["config", "reference", "--builtin"]) == 0
+    assert capsys.readouterr().out == reference
+    out = tmp_path / "config.md"
+    assert main(["config", "reference", "--builtin", "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == reference

@@ -35,12 +35,12 @@ values and meaning. A key written nowhere keeps its default; `mtl config show CO
 prints a config with every default filled in, and `mtl config schema` the JSON schema
 that editors use for completion.
 
-A **component** (`backbone`, each of `heads`, `constraints`, `reports`, `baselines`,
-`weighting`, `data.source`, a head's `loss`) is a mapping whose `type` picks a registered
-component and whose other keys are that component's options; a bare name is shorthand
-for `{{type: name}}`. `training.optimizer` and `training.scheduler` are picked by `name`
-instead, and a mapping without `name` keeps the default one. Each registered component
-and its options are listed under [Components](#components).
+A key of type **component** is a mapping whose `type` picks a registered component
+and whose other keys are that component's options; a bare name is shorthand for
+`{{type: name}}`. `training.optimizer` and `training.scheduler` are picked by `name`
+instead, and a mapping without `name` keeps the default one. Each kind of component,
+where the config takes it, every registered one and its options are listed under
+[Components](#components).
 """
 
 
