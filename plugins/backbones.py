@@ -22,8 +22,12 @@ class BackboneOptions(OptionsModel):
         False, description="false, true (timm download) or a local .safetensors/.pth file"
     )
     in_chans: int = Field(1, ge=1, le=4, description="input channels (1 = grayscale)")
-    drop_rate: float = Field(0.0, ge=0, lt=1)
-    drop_path_rate: float = Field(0.0, ge=0, lt=1)
+    drop_rate: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the pooled features (timm's drop_rate)"
+    )
+    drop_path_rate: float = Field(
+        0.0, ge=0, lt=1, description="stochastic depth: chance of skipping a residual block"
+    )
 
     @field_validator("pretrained")
     @classmethod

@@ -31,7 +31,9 @@ class BinaryOptions(OptionsModel):
         description="column -> values that make the target 0 whatever the label column says "
         "(e.g. bm: [benign] for nodal tasks: benign tumours have no nodal metastasis)",
     )
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the features before the head's linear layer"
+    )
 
     @model_validator(mode="after")
     def _one_rule(self) -> BinaryOptions:
@@ -158,7 +160,7 @@ class ALNMHead(BinaryHead):
 
 
 class BurdenOptions(ALNMOptions):
-    name: str = ""  # default: alnm_ge{min_nodes}
+    name: str = Field("", description="task name, unique in the run; empty: alnm_ge{min_nodes}")
     min_nodes: int = Field(2, ge=1, le=50, description="positive when alnm_count >= min_nodes")
     threshold: float | None = None
 
@@ -181,7 +183,9 @@ class MulticlassOptions(OptionsModel):
     name: str = Field(description="task name, unique in the run")
     label: str = Field(description="data column holding the class")
     classes: list[str] = Field(min_length=2, description="class values, in output order")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the features before the head's linear layer"
+    )
 
 
 class MulticlassHead(TaskHead):

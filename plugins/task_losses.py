@@ -30,7 +30,9 @@ bce_loss.head_kinds = ("binary",)
 
 
 class CrossEntropyOptions(OptionsModel):
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="share of the target spread evenly over all classes"
+    )
 
 
 def cross_entropy_loss(options: CrossEntropyOptions):

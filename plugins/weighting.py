@@ -48,7 +48,9 @@ class UncertaintyOptions(OptionsModel):
 
 class UncertaintyWeighting(TaskWeighting):
     """Homoscedastic uncertainty weighting (Kendall, Gal and Cipolla 2018, CVPR): one learned
-    log variance ``s_i = log(sigma_i^2)`` per task, optimised with the model, and
+    log variance per task, optimised with the model.
+
+    With ``s_i = log(sigma_i^2)``,
 
         loss = sum_i exp(-s_i) * L_i + s_i
 
@@ -84,7 +86,9 @@ class DWAOptions(OptionsModel):
 
 class DynamicWeightAverage(TaskWeighting):
     """Dynamic weight average (Liu, Johns and Davison 2019, CVPR, MTAN): each epoch's weights
-    follow how fast each task's loss fell over the two epochs before::
+    follow how fast each task's loss fell over the two epochs before.
+
+    The weights are::
 
         w_k(t) = K exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T),  r_k(t-1) = L_k(t-1) / L_k(t-2)
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from mtlkit.cli.ablate_command import ablate_commands
 from mtlkit.cli.base import Command, CommandContext
+from mtlkit.cli.config_commands import config_commands
 from mtlkit.cli.data_commands import data_commands
 from mtlkit.cli.export_command import export_commands
 from mtlkit.cli.run_commands import run_commands
@@ -112,6 +113,7 @@ def build_parser(host: PluginHost) -> argparse.ArgumentParser:
             **run_commands(),
             **ablate_commands(),
             **export_commands(),
+            **config_commands(),
         }.items()
     ]
     commands += [(e.owner, e.name, e.obj) for e in host.commands]

@@ -16,6 +16,7 @@ from mtlkit.cli.base import (
     add_output_arguments,
     check_resume,
 )
+from mtlkit.components.registry import KIND_TITLES
 from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import load_config
 from mtlkit.errors import UsageError
@@ -122,23 +123,6 @@ def _plugins(args: argparse.Namespace, ctx: CommandContext) -> int:
     if host.disabled:
         ctx.console.print(f"disabled: {shown(', '.join(sorted(host.disabled)))}")
     return 0
-
-
-KIND_TITLES = {
-    "backbone": "backbones",
-    "head": "task heads",
-    "task_loss": "task losses",
-    "constraint": "constraints",
-    "weighting": "task weightings",
-    "optimizer": "optimizers",
-    "scheduler": "learning-rate schedulers",
-    "metric": "metrics",
-    "data_source": "data sources",
-    "report": "reports",
-    "baseline": "baselines",
-    "logger": "experiment loggers",
-    "command": "commands",
-}
 
 
 def _describe(obj: Any, description: str) -> str:

@@ -13,6 +13,23 @@ from mtlkit.components.contracts import check_registration
 from mtlkit.config.problems import validation_problems
 from mtlkit.errors import ConfigError, RegistryError
 
+KIND_TITLES = {
+    "backbone": "backbones",
+    "head": "task heads",
+    "task_loss": "task losses",
+    "constraint": "constraints",
+    "weighting": "task weightings",
+    "optimizer": "optimizers",
+    "scheduler": "learning-rate schedulers",
+    "metric": "metrics",
+    "data_source": "data sources",
+    "report": "reports",
+    "baseline": "baselines",
+    "logger": "experiment loggers",
+    "command": "commands",
+}
+"""What each registry kind is called in listings (``mtl plugins``, the config reference)."""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -61,8 +78,10 @@ class Registry:
         if options is None:
             options = getattr(obj, "Options", None)
         if description is None:
+            # The docstring's first paragraph (its lines wrap: a first line alone may stop
+            # mid-sentence).
             doc = (getattr(obj, "__doc__", None) or "").strip()
-            description = doc.splitlines()[0] if doc else ""
+            description = " ".join(doc.split("\n\n")[0].split())
         entry = Entry(self.kind, name, obj, owner, options, description)
         self._entries[name] = entry
         return entry

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 import types
 import typing
+from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -27,6 +30,31 @@ from mtlkit.data.duplicates import DuplicateSettings
 from mtlkit.files import output_name_problem
 
 Component = dict[str, Any]
+
+COMPONENT_MARK = "x-mtlkit-component"
+"""The JSON-schema keyword that marks a component slot (its registry kind and key)."""
+
+
+@dataclass(frozen=True)
+class ComponentSlot:
+    """Marks a config value as a plugin component: a mapping whose ``key`` (``type``, or
+    ``name`` for the optimizer and scheduler) names a registered component of registry
+    ``kind``, its other keys being that component's options. ``default`` is the component a
+    mapping without ``key`` means; ``core_keys`` is a model of the keys the core, not the
+    component, handles (a head's ``loss``, a data source's ``columns``).
+
+    The config reference, ``mtl config schema`` and ``mtl config show`` find the slots by
+    this mark, so a new component key only needs it."""
+
+    kind: str
+    key: str = "type"
+    default: str | None = None
+    core_keys: type[BaseModel] | None = None
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema[COMPONENT_MARK] = {"kind": self.kind, "key": self.key}
+        return schema
 
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
@@ -80,6 +108,26 @@ def component_spec(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
+def component(kind: str, core_keys: type[BaseModel] | None = None) -> Any:
+    """The type of a ``type``-selected component slot of registry ``kind``; a bare name
+    is shorthand for ``{type: name}``."""
+    return Annotated[
+        Component,
+        BeforeValidator(component_spec, json_schema_input_type=str | Component),
+        ComponentSlot(kind, core_keys=core_keys),
+    ]
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+TaskNames = Annotated[
+    list[str], BeforeValidator(_one_or_many, json_schema_input_type=str | list[str])
+]
+"""A list of task names; one name alone is shorthand for a list of it."""
+
+
 class SplitConfig(OptionsModel):
     """Patient-level, label-stratified split."""
 
@@ -87,7 +135,7 @@ class SplitConfig(OptionsModel):
     val_fraction: float = Field(
         0.15, ge=0, lt=1, description="share of all patients for validation (best epoch)"
     )
-    stratify: list[str] = Field(
+    stratify: TaskNames = Field(
         default_factory=lambda: ["bm"], description="task names whose labels stratify the split"
     )
     seed: int = Field(
@@ -118,11 +166,6 @@ class SplitConfig(OptionsModel):
     @property
     def test_share(self) -> float:
         return 1 / self.folds if self.folds else self.test_fraction
-
-    @field_validator("stratify", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class RoiConfig(OptionsModel):
@@ -184,12 +227,43 @@ class DuplicatesConfig(OptionsModel):
         return DuplicateSettings(self.method, self.hash_size, self.max_distance)
 
 
+class SourceCoreKeys(OptionsModel):
+    """Keys every data source takes, handled by the core (:mod:`mtlkit.data.columns`)."""
+
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="head-side column name -> the file's column it is read from, e.g. {bm: label}",
+    )
+
+
+class HeadCoreKeys(OptionsModel):
+    """Keys every head takes, handled by the core (:func:`mtlkit.components.resolve.split_loss`)."""
+
+    loss: component("task_loss") | None = Field(
+        None,
+        description="the task loss: a registered loss name or {type: NAME, options...}; "
+        "null: the head's default (bce for binary, cross_entropy for multiclass heads)",
+    )
+
+
 class DataConfig(OptionsModel):
-    source: Component
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    roi: RoiConfig = Field(default_factory=RoiConfig)
+    """The training data: where it comes from, how it is split and cut to the RoI."""
+
+    source: component("data_source", SourceCoreKeys) = Field(
+        description="type picks a registered data source (synthetic, manifest, busi, ...); "
+        "the other keys are its options"
+    )
+    split: SplitConfig = Field(
+        default_factory=SplitConfig, description="how patients are split into train/val/test"
+    )
+    roi: RoiConfig = Field(
+        default_factory=RoiConfig, description="the region of interest cut from each image"
+    )
     image_size: int = Field(256, ge=16, le=2048, description="square input side in pixels")
-    duplicates: DuplicatesConfig = Field(default_factory=DuplicatesConfig)
+    duplicates: DuplicatesConfig = Field(
+        default_factory=DuplicatesConfig,
+        description="near-duplicate detection; a group of near-duplicates stays in one split",
+    )
     exclude: list[str] = Field(
         default_factory=list, description="image ids to leave out (each must exist)"
     )
@@ -198,8 +272,6 @@ class DataConfig(OptionsModel):
         description="folder for decoded RoIs, keyed by file content and preprocessing "
         "settings, reused by later runs; null: keep them in memory only",
     )
-
-    _as_component = field_validator("source", mode="before")(component_spec)
 
     @field_validator("cache_dir")
     @classmethod
@@ -213,10 +285,12 @@ class ExternalSetConfig(OptionsModel):
     """An extra test set, e.g. another hospital's images, evaluated after training."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", description="name in the results")
-    source: Component
-    roi: RoiConfig | None = Field(None, description="default: the training data's roi")
-
-    _as_component = field_validator("source", mode="before")(component_spec)
+    source: component("data_source", SourceCoreKeys) = Field(
+        description="type picks a registered data source; the other keys are its options"
+    )
+    roi: RoiConfig | None = Field(
+        None, description="the RoI settings of this set; null: the training data's roi"
+    )
 
     @field_validator("name")
     @classmethod
@@ -248,63 +322,77 @@ def _step_spec(value: Any) -> Any:
 
 _STEP = "probability, or {p, strength}: "
 
+Step = Annotated[
+    UltrasoundStep, BeforeValidator(_step_spec, json_schema_input_type=float | UltrasoundStep)
+]
+"""An ultrasound augmentation step; a number alone is its probability ``p``."""
+
 
 class UltrasoundAugmentConfig(OptionsModel):
     """Photometric augmentations that mimic other scanners, probes and settings (training
     only; they change grey levels, never geometry). All off by default."""
 
-    shadow: UltrasoundStep = Field(
+    shadow: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "an acoustic shadow, a darkened vertical band below a random depth",
     )
-    depth_attenuation: UltrasoundStep = Field(
+    depth_attenuation: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "brightness falling exponentially with depth (rows)",
     )
-    tgc: UltrasoundStep = Field(
+    tgc: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "another time-gain compensation, a smooth gain profile over depth",
     )
-    haze: UltrasoundStep = Field(
+    haze: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "near-field haze, a speckled veil fading with depth",
     )
-    speckle: UltrasoundStep = Field(
+    speckle: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "multiplicative Rayleigh speckle noise",
     )
-    blur: UltrasoundStep = Field(
+    blur: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "resolution loss: down-sampling and back, axially and laterally",
     )
-    gain: UltrasoundStep = Field(
+    gain: Step = Field(
         default_factory=UltrasoundStep,
         description=_STEP + "another overall gain and grey map (brightness and gamma)",
     )
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return _step_spec(value)
 
 
 class AugmentationConfig(OptionsModel):
     """Strong augmentation as in the paper: random crop and scale, flips, colour distortion;
     optionally TrivialAugment's photometric operations and ultrasound-specific ones."""
 
-    enabled: bool = True
-    scale: tuple[float, float] = (0.6, 1.0)
-    ratio: tuple[float, float] = (0.75, 1.3333)
-    hflip: float = Field(0.5, ge=0, le=1)
-    vflip: float = Field(0.0, ge=0, le=1)
-    brightness: float = Field(0.25, ge=0, le=1)
-    contrast: float = Field(0.25, ge=0, le=1)
+    enabled: bool = Field(
+        True, description="false: no augmentation at all (every key below is then ignored)"
+    )
+    scale: tuple[float, float] = Field(
+        (0.6, 1.0),
+        description="random resized crop: [low, high] share of the RoI's area kept",
+    )
+    ratio: tuple[float, float] = Field(
+        (0.75, 1.3333), description="random resized crop: [low, high] aspect ratio of the crop"
+    )
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    brightness: float = Field(
+        0.25, ge=0, le=1, description="colour jitter: brightness factor drawn in [1-b, 1+b]"
+    )
+    contrast: float = Field(
+        0.25, ge=0, le=1, description="colour jitter: contrast factor drawn in [1-c, 1+c]"
+    )
     trivial: bool = Field(
         False,
         description="TrivialAugment Wide restricted to its photometric operations "
         "(brightness, contrast, sharpness, posterize, solarize, autocontrast, equalize)",
     )
-    ultrasound: UltrasoundAugmentConfig = Field(default_factory=UltrasoundAugmentConfig)
+    ultrasound: UltrasoundAugmentConfig = Field(
+        default_factory=UltrasoundAugmentConfig,
+        description="ultrasound-specific photometric augmentations (all off by default)",
+    )
 
     @field_validator("scale", "ratio")
     @classmethod
@@ -328,22 +416,37 @@ def named_spec(value: Any, default: str) -> Any:
     return value
 
 
+def named_component(kind: str, default: str) -> Any:
+    """The type of a ``name``-selected component slot (the optimizer, the scheduler)."""
+    return Annotated[
+        Component,
+        BeforeValidator(
+            partial(named_spec, default=default), json_schema_input_type=str | Component
+        ),
+        ComponentSlot(kind, key="name", default=default),
+    ]
+
+
 class TrainingConfig(OptionsModel):
-    epochs: int = Field(200, ge=1)
+    """How each model trains: epochs, batches, optimizer, schedule, augmentation, device."""
+
+    epochs: int = Field(200, ge=1, description="training epochs per model (fold and seed)")
     batch_size: int = Field(
         32, ge=2, description="images per step; at least 2, as batch normalisation needs"
     )
-    optimizer: Component = Field(
+    optimizer: named_component("optimizer", DEFAULT_OPTIMIZER) = Field(
         default_factory=lambda: {"name": DEFAULT_OPTIMIZER},
         description="name picks a registered optimizer (adam, adamw, sgd, ...); the other "
         "keys are its options (lr, weight_decay, ...)",
     )
-    scheduler: Component = Field(
+    scheduler: named_component("scheduler", DEFAULT_SCHEDULER) = Field(
         default_factory=lambda: {"name": DEFAULT_SCHEDULER},
         description="name picks a registered learning-rate scheduler (step, cosine, none, "
         "...), stepped once per epoch; the other keys are its options",
     )
-    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    augmentation: AugmentationConfig = Field(
+        default_factory=AugmentationConfig, description="training-time augmentation"
+    )
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
@@ -361,16 +464,6 @@ class TrainingConfig(OptionsModel):
         description="save the complete training state every N epochs, so that a killed run "
         "can resume (mtl resume); 0: never",
     )
-
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _optimizer_spec(cls, value: Any) -> Any:
-        return named_spec(value, DEFAULT_OPTIMIZER)
-
-    @field_validator("scheduler", mode="before")
-    @classmethod
-    def _scheduler_spec(cls, value: Any) -> Any:
-        return named_spec(value, DEFAULT_SCHEDULER)
 
     @field_validator("device")
     @classmethod
@@ -428,9 +521,12 @@ class StatisticsConfig(OptionsModel):
 
 
 class EvaluationConfig(OptionsModel):
+    """How the trained models are scored: metrics, epoch selection, extra test sets."""
+
     threshold: float = Field(0.5, gt=0, lt=1, description="probability cut-off for ACC/SE/SP/...")
     metrics: list[str] = Field(
-        default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"]
+        default_factory=lambda: ["acc", "se", "sp", "precision", "f1", "auc"],
+        description="registered metric names scored per task on every evaluated set",
     )
     select: str = Field(
         "mean.auc", description="validation score for the best epoch: TASK.METRIC or mean.METRIC"
@@ -537,25 +633,47 @@ class AblationConfig(OptionsModel):
 class RunConfig(OptionsModel):
     """Everything one ``mtl run`` needs."""
 
-    name: str = "run"
+    name: str = Field("run", description="the run's name, in its results and output_dir")
     seed: int | list[int] = Field(0, description="one seed, or a list for repeated runs")
-    output_dir: str = Field("runs/{name}/{timestamp}", description="{name}, {timestamp} expand")
-    data: DataConfig
-    backbone: Component = Field(default_factory=lambda: {"type": "resnet50"})
-    heads: list[Component] = Field(min_length=1)
-    constraints: list[Component] = Field(default_factory=list)
-    weighting: Component = Field(default_factory=lambda: {"type": "equal"})
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    reports: list[Component] = Field(
+    output_dir: str = Field(
+        "runs/{name}/{timestamp}",
+        description="run directory when --out is not given; {name} and {timestamp} expand",
+    )
+    data: DataConfig = Field(description="the training data, its split and preprocessing")
+    backbone: component("backbone") = Field(
+        default_factory=lambda: {"type": "resnet50"},
+        description="type picks a registered backbone (timm, resnet50); the other keys are "
+        "its options",
+    )
+    heads: list[component("head", HeadCoreKeys)] = Field(
+        min_length=1,
+        description="one task head per task; type picks a registered head (bm, alnm, binary, ...)",
+    )
+    constraints: list[component("constraint")] = Field(
+        default_factory=list,
+        description="constraint losses over the tasks' outputs, e.g. hierarchical_hinge",
+    )
+    weighting: component("weighting") = Field(
+        default_factory=lambda: {"type": "equal"},
+        description="how the task losses combine into one (equal, uncertainty, dwa)",
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="how each model trains"
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="how the trained models are scored"
+    )
+    reports: list[component("report")] = Field(
         default_factory=lambda: [
             {"type": "summary"},
             {"type": "gradcam"},
             {"type": "html"},
             {"type": "model_card"},
-        ]
+        ],
+        description="reports written after the run, in this order (summary, markdown, "
+        "gradcam, html, plots, model_card)",
     )
-    baselines: list[Component] = Field(
+    baselines: list[component("baseline")] = Field(
         default_factory=list,
         description="models trained and evaluated beside the CNN on the same splits, e.g. "
         "[radiomics]; each entry's other keys are that baseline's options",
@@ -563,18 +681,11 @@ class RunConfig(OptionsModel):
     ablation: AblationConfig = Field(
         default_factory=AblationConfig, description="the variants mtl ablate trains"
     )
-    loggers: list[Component] = Field(
+    loggers: list[component("logger")] = Field(
         default_factory=list,
         description="experiment trackers the run is mirrored into, e.g. [tensorboard, mlflow] "
         "or [{type: mlflow, tracking_uri: ...}]; each entry's other keys are its options",
     )
-
-    _as_component = field_validator("backbone", "weighting", mode="before")(component_spec)
-
-    @field_validator("heads", "constraints", "reports", "baselines", "loggers", mode="before")
-    @classmethod
-    def _components(cls, value: Any) -> Any:
-        return [component_spec(v) for v in value] if isinstance(value, list) else value
 
     @field_validator("output_dir")
     @classmethod

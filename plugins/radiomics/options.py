@@ -43,7 +43,7 @@ class ForestOptions(OptionsModel):
 
     n_estimators: int = Field(100, ge=1, description="trees")
     max_depth: int | None = Field(300, ge=1, description="maximum depth; null: unlimited")
-    min_samples_leaf: int = Field(1, ge=1)
+    min_samples_leaf: int = Field(1, ge=1, description="fewest images in a leaf")
     max_features: Literal["sqrt", "log2"] | float | None = Field(
         "sqrt", description="features per split: sqrt, log2, a share (0, 1], or null (all)"
     )
