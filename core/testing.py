@@ -63,6 +63,7 @@ from mtlkit.config.schema import RunConfig
 from mtlkit.data.samples import SampleSet
 from mtlkit.errors import ConfigError
 from mtlkit.evaluation.documents import aggregate, metrics_document
+from mtlkit.evaluation.metrics import metric_values
 from mtlkit.results import EvalResult, FitResult, Predictions, RunResult
 
 __all__ = [
@@ -471,9 +472,11 @@ def check_weighting(
 
 
 def check_metric(fn: Any) -> Any:
-    """Check a metric: ``fn(y_true, y_prob, threshold)`` gives a number (NaN where undefined)
-    for binary (N,) and multiclass (N, C) probabilities with integer labels, and for a split
-    with one class only, without changing its inputs. Returns ``fn``."""
+    """Check a metric: ``fn(y_true, y_prob, threshold)`` gives a number (NaN where undefined),
+    or one number per class (a per-class metric), for binary (N,) and multiclass (N, C)
+    probabilities with integer labels, and for a split with one class only, as the core
+    records it (:func:`~mtlkit.evaluation.metrics.metric_values`), without changing its
+    inputs. Returns ``fn``."""
     subject = f"metric {describe(fn)}"
     _registered("metric", fn, None)
     rng = np.random.default_rng(0)
@@ -488,8 +491,17 @@ def check_metric(fn: Any) -> Any:
     for name, y_true, y_prob in cases:
         before = (y_true.copy(), y_prob.copy())
         value = _call(subject, f"fn(y_true, y_prob, 0.5) on {name} input", fn, y_true, y_prob, 0.5)
-        if not _real(value):
-            problems.append(f"{name}: gave {describe(value)}, not a float (NaN if undefined)")
+        classes = [str(c) for c in range(y_prob.shape[1] if y_prob.ndim == 2 else 2)]
+        per_class = not _real(value) and np.ndim(value) == 1 and not isinstance(value, str)
+        try:
+            if not (_real(value) or per_class):
+                raise TypeError
+            metric_values("fn", value, classes)
+        except (TypeError, ValueError):
+            problems.append(
+                f"{name}: gave {describe(value)}, not a float (NaN if undefined) nor one "
+                f"float per class ({len(classes)} here)"
+            )
         if not (np.array_equal(before[0], y_true) and np.array_equal(before[1], y_prob)):
             problems.append(f"{name}: changed its input arrays")
     flag = getattr(fn, "higher_is_better", True)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mtlkit import finite
+from mtlkit import finite, split_metric_name
 from mtlkit.plugins.plots import Plot, share_value
 from mtlkit.plugins.reports import ensemble_of
 from mtlkit.plugins.run_files import RunFiles
@@ -162,7 +162,10 @@ def metric_names(tasks: dict[str, Any]) -> list[str]:
             names += [  # a run's AUC intervals ([low, high]) are left to metrics.json
                 m
                 for m, value in metrics.items()
-                if m not in ("n", "n_positive") and not isinstance(value, list) and m not in names
+                if m not in ("n", "n_positive")
+                and not isinstance(value, list)
+                and split_metric_name(m)[1] is None  # per-class values: metrics.json, summary
+                and m not in names
             ]
     return names
 
