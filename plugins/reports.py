@@ -348,6 +348,7 @@ def markdown_report(options: MarkdownOptions):
                     + " |"
                 )
             lines.append("")
+            lines += class_markdown(rows, side_by_side)
         if result.comparison:
             lines += comparison_markdown(
                 result.comparison, "models", "model", "CNN against the baselines"
@@ -357,6 +358,32 @@ def markdown_report(options: MarkdownOptions):
         atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
 
     return report
+
+
+def class_markdown(rows: list[tuple[str, str, dict[str, Any]]], side_by_side: bool) -> list[str]:
+    """The per-class metrics of the tasks of ``rows`` as a Markdown table (as the summary's
+    :func:`class_table`); no lines when no task has any."""
+    md = markdown_text
+    per_task = [(task, model, class_metrics(m)) for task, model, m in rows]
+    per_task = [row for row in per_task if row[2]]
+    if not per_task:
+        return []
+    names = list(dict.fromkeys(m for _, _, per in per_task for row in per.values() for m in row))
+    model_cell = " model |" if side_by_side else ""
+    lines = [
+        "Per class (one-vs-rest):",
+        "",
+        f"| task |{model_cell} class | "
+        + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names)
+        + " |",
+        "|---|" + ("---|" if side_by_side else "") + "---|" + "---|" * len(names),
+    ]
+    for task, model, classes in per_task:
+        model_text = f" {md(model)} |" if side_by_side else ""
+        for class_name, values in classes.items():
+            cells = " | ".join(md(format_value(values.get(n))) for n in names)
+            lines.append(f"| {md(task)} |{model_text} {md(class_name)} | {cells} |")
+    return [*lines, ""]
 
 
 COMPARED_METRICS = ("acc", "se", "sp", "precision", "f1", "auc", "reference_auc", "raw_auc")

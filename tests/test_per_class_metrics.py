@@ -14,7 +14,14 @@ from rich.console import Console
 from mtlkit import MulticlassHead, MulticlassOptions, RunResult, load_config, split_metric_name
 from mtlkit.evaluation.documents import aggregate
 from mtlkit.evaluation.metrics import class_metric_name, metric_values, task_metrics
-from mtlkit.plugins.reports import SummaryOptions, metric_names, summary_report
+from mtlkit.plugins.html_report.render import class_metrics_table
+from mtlkit.plugins.reports import (
+    MarkdownOptions,
+    SummaryOptions,
+    markdown_report,
+    metric_names,
+    summary_report,
+)
 from mtlkit.testing import check_metric
 
 CLASSES = ["small", "medium", "large"]
@@ -98,3 +105,17 @@ def test_per_class_values_are_summarised_over_runs_like_any_number():
     summary = aggregate(config, {"seed_0": _document(0.7), "seed_1": _document(0.9)})
     row = summary["sets"]["test"]["tasks"]["size"]["auc[small]"]
     assert row["mean"] == pytest.approx(0.8) and row["values"] == [0.7, 0.9]
+
+
+def test_report_md_has_the_per_class_table(tmp_path):
+    markdown_report(MarkdownOptions())(RunResult(tmp_path, _document(0.75)), Console())
+    text = (tmp_path / "report.md").read_text()
+    assert "Per class (one-vs-rest):" in text
+    assert "| size | small | 0.750 |" in text and "| size | large | 0.500 |" in text
+
+
+def test_report_html_has_the_per_class_table():
+    tasks = _document(0.75)["sets"]["test"]["tasks"]
+    html = class_metrics_table(tasks)
+    assert "Per class" in html and ">small<" in html and ">0.750<" in html
+    assert class_metrics_table({"bm": tasks["bm"]}) == ""
