@@ -29,8 +29,9 @@ PACKAGE = EXAMPLE / "mtlkit_molecular_subtype"
 CONFIG = ROOT / "configs" / "molecular_subtype.yaml"
 MAX_LINES = 40
 """The aim: a new task with its metric in under 40 lines. Past it, improve the public API."""
-SUBTYPE_AUC_BOUND = 0.6
-"""Chance is 0.5; see the slow test for the runs it is set from."""
+SUBTYPE_AUC_BOUND = 0.65
+"""Chance is 0.5. configs/molecular_subtype.yaml gave 0.736 (each subtype 0.67-0.82) on the
+test split; the oracle reaches 0.98."""
 SUBTYPES = ["luminal A", "luminal B", "HER2-enriched", "triple-negative"]
 
 
@@ -109,7 +110,7 @@ def test_tiny_run_records_the_per_class_auc(installed, tmp_path):
     assert "mtlkit-molecular-subtype" in json.dumps(environment["plugins"])
 
 
-@pytest.mark.slow  # about a minute of training on 2 CPU cores
+@pytest.mark.slow  # about two minutes of training on one CPU thread
 def test_shipped_config_learns_the_subtype(tmp_path):
     """configs/molecular_subtype.yaml through ``mtl run``, the example installed for it."""
     site = install_example("molecular_subtype", tmp_path / "site")
@@ -128,4 +129,4 @@ def test_shipped_config_learns_the_subtype(tmp_path):
     assert subtype["n"] > 50  # malignant, typed images only
     assert subtype["ovr_auc"] == pytest.approx(subtype["auc"])  # the same macro mean
     assert subtype["ovr_auc"] > SUBTYPE_AUC_BOUND, subtype
-    assert all(subtype[f"ovr_auc[{name}]"] > 0.5 for name in SUBTYPES), subtype
+    assert all(subtype[f"ovr_auc[{name}]"] > 0.55 for name in SUBTYPES), subtype
