@@ -471,6 +471,17 @@ def check_weighting(
 # --- metrics ---------------------------------------------------------------------------------
 
 
+def _per_class(value: Any, classes: list[str]) -> bool:
+    """Whether a metric's ``value`` is one number per class, as the core records it."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
+        return False
+    try:
+        metric_values("fn", value, classes)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def check_metric(fn: Any) -> Any:
     """Check a metric: ``fn(y_true, y_prob, threshold)`` gives a number (NaN where undefined),
     or one number per class (a per-class metric), for binary (N,) and multiclass (N, C)
@@ -492,12 +503,7 @@ def check_metric(fn: Any) -> Any:
         before = (y_true.copy(), y_prob.copy())
         value = _call(subject, f"fn(y_true, y_prob, 0.5) on {name} input", fn, y_true, y_prob, 0.5)
         classes = [str(c) for c in range(y_prob.shape[1] if y_prob.ndim == 2 else 2)]
-        per_class = not _real(value) and np.ndim(value) == 1 and not isinstance(value, str)
-        try:
-            if not (_real(value) or per_class):
-                raise TypeError
-            metric_values("fn", value, classes)
-        except (TypeError, ValueError):
+        if not (_real(value) or _per_class(value, classes)):
             problems.append(
                 f"{name}: gave {describe(value)}, not a float (NaN if undefined) nor one "
                 f"float per class ({len(classes)} here)"
