@@ -5,9 +5,11 @@ This module is the public API, the one place users and plugin authors import fro
 - running: :class:`Engine`, :func:`run`, :func:`load_config`, :class:`RunConfig` and the
   result types; predictions for new image files (:func:`predict_files`);
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
-  (:class:`TaskHead`, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
+  (:class:`TaskHead` and the ready-made :class:`MulticlassHead` that a multiclass task is
+  a preset of, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
   :class:`BaselineContext` and :class:`BaselineOutput`, :class:`ExperimentLogger` with
-  :class:`LoggedRun` and :class:`LoggedFit`), :func:`masked_mean` (a loss over
+  :class:`LoggedRun` and :class:`LoggedFit`), :func:`split_metric_name` (the
+  per-class entries of metrics.json), :func:`masked_mean` (a loss over
   the labelled samples, for a constraint's task losses), :class:`Sample` and
   :class:`SampleSet`, :class:`Command` (with :func:`add_config_arguments`), the label,
   file-reading and RoI helpers (:func:`roi_box`, :func:`crop_and_resize`), progress bars
@@ -49,6 +51,7 @@ from mtlkit.components.interfaces import (
     TaskLossFn,
     TaskWeighting,
 )
+from mtlkit.components.multiclass_head import MulticlassHead, MulticlassOptions
 from mtlkit.config.loading import load_config
 from mtlkit.config.problems import validation_problems
 from mtlkit.config.schema import OptionsModel, OutputName, RoiConfig, RunConfig
@@ -85,6 +88,7 @@ from mtlkit.evaluation.bootstrap import bootstrap_ci, paired_bootstrap
 from mtlkit.evaluation.calibration import calibration
 from mtlkit.evaluation.comparison import finite, p_value_text
 from mtlkit.evaluation.external import trained_engine
+from mtlkit.evaluation.metrics import split_metric_name
 from mtlkit.evaluation.statistics import paired_t_test
 from mtlkit.files import atomic_write_bytes, atomic_write_text, check_output_file, to_json
 from mtlkit.progress import Progress
@@ -125,6 +129,8 @@ __all__ = [
     "EvalResult",
     "FitResult",
     "MetricFn",
+    "MulticlassHead",
+    "MulticlassOptions",
     "MtlError",
     "OptionsModel",
     "OutputName",
@@ -187,6 +193,7 @@ __all__ = [
     "roi_box",
     "run",
     "shown",
+    "split_metric_name",
     "state_dict_mismatch",
     "to_json",
     "trained_engine",

@@ -66,6 +66,7 @@ from mtlkit.config.schema import RunConfig
 from mtlkit.data.samples import SampleSet
 from mtlkit.errors import ConfigError
 from mtlkit.evaluation.documents import aggregate, metrics_document
+from mtlkit.evaluation.metrics import metric_values
 from mtlkit.results import EvalResult, FitResult, Predictions, RunResult
 
 __all__ = [
@@ -474,10 +475,23 @@ def check_weighting(
 # --- metrics ---------------------------------------------------------------------------------
 
 
+def _per_class(value: Any, classes: list[str]) -> bool:
+    """Whether a metric's ``value`` is one number per class, as the core records it."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
+        return False
+    try:
+        metric_values("fn", value, classes)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def check_metric(fn: Any) -> Any:
-    """Check a metric: ``fn(y_true, y_prob, threshold)`` gives a number (NaN where undefined)
-    for binary (N,) and multiclass (N, C) probabilities with integer labels, and for a split
-    with one class only, without changing its inputs. Returns ``fn``."""
+    """Check a metric: ``fn(y_true, y_prob, threshold)`` gives a number (NaN where undefined),
+    or one number per class (a per-class metric), for binary (N,) and multiclass (N, C)
+    probabilities with integer labels, and for a split with one class only, as the core
+    records it (:func:`~mtlkit.evaluation.metrics.metric_values`), without changing its
+    inputs. Returns ``fn``."""
     subject = f"metric {describe(fn)}"
     _registered("metric", fn, None)
     rng = np.random.default_rng(0)
@@ -492,8 +506,12 @@ def check_metric(fn: Any) -> Any:
     for name, y_true, y_prob in cases:
         before = (y_true.copy(), y_prob.copy())
         value = _call(subject, f"fn(y_true, y_prob, 0.5) on {name} input", fn, y_true, y_prob, 0.5)
-        if not _real(value):
-            problems.append(f"{name}: gave {describe(value)}, not a float (NaN if undefined)")
+        classes = [str(c) for c in range(y_prob.shape[1] if y_prob.ndim == 2 else 2)]
+        if not (_real(value) or _per_class(value, classes)):
+            problems.append(
+                f"{name}: gave {describe(value)}, not a float (NaN if undefined) nor one "
+                f"float per class ({len(classes)} here)"
+            )
         if not (np.array_equal(before[0], y_true) and np.array_equal(before[1], y_prob)):
             problems.append(f"{name}: changed its input arrays")
     flag = getattr(fn, "higher_is_better", True)

@@ -3,7 +3,9 @@
 The targets come from label columns, so BM (``bm == malignant``), ALNM (``alnm_count >= 1``)
 and nodal burden (``alnm_count >= k``) are configurations of one binary head, not code. Each
 head trains with its kind's default loss (``bce``, ``cross_entropy``) unless the config gives
-``heads[i].loss``, a key the core handles for every head.
+``heads[i].loss``, a key the core handles for every head. The multiclass head is
+:class:`mtlkit.MulticlassHead`, in the public API so that other plugins' tasks are presets
+of it too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from mtlkit import OptionsModel, TaskHead, as_count, as_number, canonical, hookimpl
+from mtlkit import (
+    MulticlassHead,
+    OptionsModel,
+    TaskHead,
+    as_count,
+    as_number,
+    canonical,
+    hookimpl,
+)
 from mtlkit.plugins.segmentation import SegmentationHead
 
 
@@ -177,46 +187,6 @@ class BurdenHead(BinaryHead):
     """Nodal burden: at least ``min_nodes`` metastatic nodes (2, 3, 4 in the paper)."""
 
     Options = BurdenOptions
-
-
-class MulticlassOptions(OptionsModel):
-    name: str = Field(description="task name, unique in the run")
-    label: str = Field(description="data column holding the class")
-    classes: list[str] = Field(min_length=2, description="class values, in output order")
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="dropout on the features before the head's linear layer"
-    )
-
-
-class MulticlassHead(TaskHead):
-    """Softmax over named classes, e.g. molecular subtype (luminal A, luminal B, ...)."""
-
-    kind = "multiclass"
-    Options = MulticlassOptions
-
-    def __init__(self, options: MulticlassOptions):
-        keys = [canonical(c) for c in options.classes]
-        if len(set(keys)) != len(keys):
-            raise ValueError("classes must be distinct")
-        super().__init__(options.name, dropout=options.dropout, classes=list(options.classes))
-        self.options = options
-        self._index = {key: i for i, key in enumerate(keys)}
-
-    @property
-    def label_columns(self) -> tuple[str, ...]:
-        return (self.options.label,)
-
-    def target(self, labels: Mapping[str, Any]) -> float:
-        raw = labels.get(self.options.label)
-        value = canonical(raw)
-        if value is None:
-            return float("nan")
-        if value not in self._index:
-            raise ValueError(
-                f"{self.options.label}={raw!r} is not one of the classes "
-                f"{', '.join(self.options.classes)}"
-            )
-        return float(self._index[value])
 
 
 @hookimpl

@@ -19,6 +19,7 @@ from mtlkit import (
     hookimpl,
     p_value_text,
     shown,
+    split_metric_name,
 )
 from mtlkit.text import printable
 
@@ -87,15 +88,58 @@ def format_count(value: Any) -> str:
 
 def metric_names(tasks: dict[str, dict[str, Any]]) -> list[str]:
     """The columns of a metrics table: every number but the counts (a run's AUC intervals,
-    ``[low, high]`` lists, are left to metrics.json)."""
+    ``[low, high]`` lists, are left to metrics.json) and the per-class values (their own
+    table, :func:`class_metrics`)."""
     names: list[str] = []
     for metrics in tasks.values():
         names += [
             m
             for m, value in metrics.items()
-            if m not in ("n", "n_positive") and not isinstance(value, list) and m not in names
+            if m not in ("n", "n_positive")
+            and not isinstance(value, list)
+            and split_metric_name(m)[1] is None
+            and m not in names
         ]
     return names
+
+
+def class_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A task's per-class values (``auc[luminal A]``) as ``{class: {metric: value}}``, the
+    classes in the order metrics.json holds them."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in metrics.items():
+        metric, class_name = split_metric_name(key)
+        if class_name is not None:
+            out.setdefault(class_name, {})[metric] = value
+    return out
+
+
+def class_table(rows: list[tuple[str, str, dict[str, Any]]], side_by_side: bool) -> Table | None:
+    """The per-class metrics of the tasks of ``rows`` that have any, one row per class; None
+    when no task has one."""
+    per_task = [(task, model, class_metrics(m)) for task, model, m in rows]
+    per_task = [row for row in per_task if row[2]]
+    if not per_task:
+        return None
+    names = list(
+        dict.fromkeys(m for _, _, classes in per_task for v in classes.values() for m in v)
+    )
+    table = Table(title="per class (one-vs-rest)", box=box.SIMPLE_HEAD)
+    table.add_column("task", style="bold")
+    if side_by_side:
+        table.add_column("model")
+    table.add_column("class")
+    for name in names:
+        table.add_column(shown(METRIC_TITLES.get(name, name)), justify="right")
+    for task, model, classes in per_task:
+        for class_name, values in classes.items():
+            table.add_row(
+                shown(task),
+                *([shown(model)] if side_by_side else []),
+                shown(class_name),
+                *(format_value(values.get(n)) for n in names),
+            )
+    return table
 
 
 CNN = "CNN"
@@ -240,6 +284,9 @@ def summary_report(options: SummaryOptions):
                     *(format_value(metrics.get(n)) for n in names),
                 )
             console.print(table)
+            per_class = class_table(rows, side_by_side)
+            if per_class is not None:
+                console.print(per_class)
             for model, metrics in models:
                 consistency = metrics.get("sets", {}).get(split, {}).get("consistency", {})
                 for relation, share in consistency.items():
@@ -301,6 +348,7 @@ def markdown_report(options: MarkdownOptions):
                     + " |"
                 )
             lines.append("")
+            lines += class_markdown(rows, side_by_side)
         if result.comparison:
             lines += comparison_markdown(
                 result.comparison, "models", "model", "CNN against the baselines"
@@ -310,6 +358,32 @@ def markdown_report(options: MarkdownOptions):
         atomic_write_text(result.out_dir / options.filename, "\n".join(lines))
 
     return report
+
+
+def class_markdown(rows: list[tuple[str, str, dict[str, Any]]], side_by_side: bool) -> list[str]:
+    """The per-class metrics of the tasks of ``rows`` as a Markdown table (as the summary's
+    :func:`class_table`); no lines when no task has any."""
+    md = markdown_text
+    per_task = [(task, model, class_metrics(m)) for task, model, m in rows]
+    per_task = [row for row in per_task if row[2]]
+    if not per_task:
+        return []
+    names = list(dict.fromkeys(m for _, _, per in per_task for row in per.values() for m in row))
+    model_cell = " model |" if side_by_side else ""
+    lines = [
+        "Per class (one-vs-rest):",
+        "",
+        f"| task |{model_cell} class | "
+        + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names)
+        + " |",
+        "|---|" + ("---|" if side_by_side else "") + "---|" + "---|" * len(names),
+    ]
+    for task, model, classes in per_task:
+        model_text = f" {md(model)} |" if side_by_side else ""
+        for class_name, values in classes.items():
+            cells = " | ".join(md(format_value(values.get(n))) for n in names)
+            lines.append(f"| {md(task)} |{model_text} {md(class_name)} | {cells} |")
+    return [*lines, ""]
 
 
 COMPARED_METRICS = ("acc", "se", "sp", "precision", "f1", "auc", "reference_auc", "raw_auc")

@@ -35,6 +35,37 @@ METRICS = ["acc", "se", "sp", "precision", "f1", "auc"]
 _QUICK_RAW: dict[str, Any] | None = None
 
 
+def install_example(folder: str, site: Path) -> Path | None:
+    """Make ``site`` hold what ``pip install examples/<folder>`` leaves: the example's package
+    and its dist-info with the entry points its pyproject.toml declares, so that mtlkit
+    finds it as it finds an installed plugin once ``site`` is on the path. Returns ``site``,
+    or None when the example is installed in this environment already."""
+    import importlib.metadata
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    source = ROOT / "examples" / folder
+    project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    try:
+        importlib.metadata.distribution(project["name"])
+        return None
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    entry_points = project["entry-points"]["mtlkit"]
+    for module in {target.split(":")[0].split(".")[0] for target in entry_points.values()}:
+        shutil.copytree(source / module, site / module)
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[mtlkit]\n{lines}")
+    return site
+
+
 def tiny_raw(**overrides: Any) -> dict[str, Any]:
     """configs/quick.yaml shrunk to seconds on a CPU; a fresh deep copy on every call.
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import QUICK, ROOT, write_yaml
+from conftest import QUICK, ROOT, install_example, write_yaml
+from test_shipped_configs import EXAMPLE_PLUGINS
 
 from mtlkit.cli import main
 from mtlkit.components.filled import filled_config
@@ -133,8 +134,15 @@ def test_the_schema_is_a_valid_json_schema(schema):
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_every_shipped_config_validates_against_the_schema(schema, path, problems):
+def test_every_shipped_config_validates_against_the_schema(
+    schema, path, problems, tmp_path, monkeypatch
+):
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if path.name in EXAMPLE_PLUGINS:  # its schema knows the example plugin's components
+        site = install_example(EXAMPLE_PLUGINS[path.name], tmp_path / "site")
+        if site is not None:
+            monkeypatch.syspath_prepend(str(site))
+        schema = config_json_schema(PluginHost())
     assert problems(schema, raw) == []
     assert problems(config_json_schema(), raw) == []  # the base schema too
 

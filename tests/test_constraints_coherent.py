@@ -15,7 +15,15 @@ from conftest import TASKS, tiny_raw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtlkit import ConfigError, Engine, TaskHead, load_config, run
+from mtlkit import (
+    ConfigError,
+    Engine,
+    MulticlassHead,
+    MulticlassOptions,
+    TaskHead,
+    load_config,
+    run,
+)
 from mtlkit.engine import adjusted_probabilities
 from mtlkit.plugins.constraints import (
     Coherent,
@@ -23,7 +31,6 @@ from mtlkit.plugins.constraints import (
     HierarchicalHinge,
     HierarchicalHingeOptions,
 )
-from mtlkit.plugins.heads import MulticlassHead, MulticlassOptions
 from mtlkit.plugins.task_losses import BCEOptions, bce_loss
 from mtlkit.plugins.weighting import EqualOptions, EqualWeighting
 from mtlkit.training.losses import Objective, masked_task_loss

@@ -23,6 +23,7 @@ from mtlkit import (
     Constraint,
     DataError,
     Engine,
+    MulticlassOptions,
     OptionsModel,
     PluginError,
     Sample,
@@ -37,7 +38,7 @@ from mtlkit import (
 from mtlkit.components.host import PluginHost
 from mtlkit.components.resolve import resolve_components
 from mtlkit.data.targets import build_targets
-from mtlkit.plugins.heads import BinaryHead, BinaryOptions, MulticlassOptions
+from mtlkit.plugins.heads import BinaryHead, BinaryOptions
 from mtlkit.testing import (
     check_backbone,
     check_baseline,

@@ -255,7 +255,8 @@ def test_a_column_the_heads_read_through_the_columns_option_is_no_metadata(
     shutil.rmtree(tmp_path / "described")
     document, _, _ = describe(mapped, tmp_path, capsys)
     assert "diagnosis" not in document["categorical"] and "bm" not in document["categorical"]
-    assert set(document["categorical"]) == {"side", "device"}
+    # subtype: the phantoms' molecular subtype, which no head of this config reads
+    assert set(document["categorical"]) == {"side", "device", "subtype"}
 
 
 def test_an_existing_out_folder_is_refused_before_reading(dataset, tmp_path, capsys):
@@ -327,7 +328,8 @@ def test_synthetic_data_with_folds(tmp_path, capsys):
     assert set(document["tasks"]) == {"bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4"}
     assert document["counts"]["total"]["patients"] == 24
     assert 7 <= document["counts"]["test"]["patients"] <= 9  # one third
-    assert not document["numeric"] and not document["categorical"]  # oracle_*: references
+    assert not document["numeric"]  # oracle_*: references
+    assert set(document["categorical"]) == {"subtype"}  # the phantoms' subtype: no head reads it
     assert "fold 2 of 3" in text and "alnm_ge4 (patients/images)" in text
     assert (out / "characteristics.csv").read_text().startswith("characteristic,level,")
     assert main(["data", "describe", str(config), "--quiet", "--fold", "4"]) == 2

@@ -15,10 +15,9 @@ from pydantic import Field
 from rich.console import Console
 
 import mtlkit
-from mtlkit import Engine, UsageError, hookimpl, load_config
+from mtlkit import Engine, MulticlassHead, MulticlassOptions, UsageError, hookimpl, load_config
 from mtlkit.errors import DataError
 from mtlkit.files import to_json
-from mtlkit.plugins.heads import MulticlassHead, MulticlassOptions
 from mtlkit.plugins.synthetic.source import SyntheticOptions, synthetic_source
 from mtlkit.results import FitResult
 from mtlkit.training.checkpoint import read_metadata

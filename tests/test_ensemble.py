@@ -16,14 +16,22 @@ import pytest
 import torch
 from conftest import tiny_raw
 
-from mtlkit import UsageError, binary_auc, csv_cell, load_config, run
+from mtlkit import (
+    MulticlassHead,
+    MulticlassOptions,
+    UsageError,
+    binary_auc,
+    csv_cell,
+    load_config,
+    run,
+)
 from mtlkit.cli import main
 from mtlkit.config.schema import EvaluationConfig
 from mtlkit.data.prepared import PreparedData
 from mtlkit.data.samples import Sample
 from mtlkit.evaluation.documents import predictions_csv, read_predictions_csv
 from mtlkit.evaluation.ensemble import mean_predictions, score_ensemble
-from mtlkit.plugins.heads import BMHead, BMOptions, MulticlassHead, MulticlassOptions
+from mtlkit.plugins.heads import BMHead, BMOptions
 from mtlkit.plugins.metrics import accuracy, auc, f1, precision, sensitivity, specificity
 from mtlkit.results import Predictions
 

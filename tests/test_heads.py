@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from mtlkit import MulticlassHead, MulticlassOptions
 from mtlkit.config.schema import DataConfig
 from mtlkit.data.inspection import prepare_data
 from mtlkit.data.samples import Sample, SampleSet
@@ -22,8 +23,6 @@ from mtlkit.plugins.heads import (
     BMOptions,
     BurdenHead,
     BurdenOptions,
-    MulticlassHead,
-    MulticlassOptions,
 )
 
 

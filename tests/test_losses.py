@@ -9,11 +9,11 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
+from mtlkit import MulticlassHead, MulticlassOptions
 from mtlkit.components.interfaces import TaskHead
 from mtlkit.evaluation.metrics import selection_score, task_metrics
 from mtlkit.plugins import metrics as M
 from mtlkit.plugins.constraints import HierarchicalHinge, HierarchicalHingeOptions
-from mtlkit.plugins.heads import MulticlassHead, MulticlassOptions
 from mtlkit.plugins.task_losses import BCEOptions, CrossEntropyOptions, bce_loss, cross_entropy_loss
 from mtlkit.plugins.weighting import EqualOptions, EqualWeighting
 from mtlkit.training.losses import masked_task_loss

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 from conftest import tiny_raw, write_yaml
 from PIL import Image
 
-from mtlkit import DataError, load_config, run
+from mtlkit import DataError, MulticlassHead, MulticlassOptions, load_config, run
 from mtlkit.plugins.manifest import ManifestOptions, load_grayscale, manifest_source
 from mtlkit.plugins.synthetic.phantoms import (
     PhantomSettings,
@@ -30,6 +31,25 @@ def source(path, **options):
     return manifest_source(ManifestOptions(path=str(path), **options))
 
 
+def test_a_subtype_column_feeds_a_multiclass_head(phantom_set):
+    """Real data's subtype: a column of the CSV (empty = unknown), read by a head that names
+    it; as the synthetic manifest writes it."""
+    head = MulticlassHead(
+        MulticlassOptions(
+            name="subtype",
+            label="subtype",
+            classes=["luminal A", "luminal B", "HER2-enriched", "triple-negative"],
+        )
+    )
+    samples = source(phantom_set).samples
+    targets = [head.target(s.labels) for s in samples]
+    for sample, target in zip(samples, targets, strict=True):
+        if sample.labels["bm"] == "benign":
+            assert math.isnan(target)
+    assert {t for t in targets if not math.isnan(t)} <= {0.0, 1.0, 2.0, 3.0}
+    assert any(not math.isnan(t) for t in targets)
+
+
 def test_reads_the_synthetic_manifest(phantom_set):
     sample_set = source(phantom_set)
     first = sample_set.samples[0]
@@ -37,7 +57,7 @@ def test_reads_the_synthetic_manifest(phantom_set):
     assert first.image().dtype == np.uint8 and first.image().shape == (32, 32)
     assert first.mask().dtype == bool and first.mask().any()
     assert first.box is not None
-    assert {"bm", "alnm_count", "oracle_bm"} <= set(sample_set.columns)
+    assert {"bm", "alnm_count", "subtype", "oracle_bm"} <= set(sample_set.columns)
     assert "image" not in first.labels and "x0" not in first.labels
 
 

@@ -12,15 +12,17 @@ import pytest
 from PIL import Image
 
 from mtlkit.plugins.synthetic.phantoms import (
+    SUBTYPES,
     Phantom,
     PhantomSettings,
     generate_phantoms,
     oracle_aucs,
+    oracle_subtype_auc,
     write_phantom_set,
 )
 
 MANIFEST_COLUMNS = [
-    "image", "mask", "patient_id", "x0", "y0", "x1", "y1", "bm", "alnm_count",
+    "image", "mask", "patient_id", "x0", "y0", "x1", "y1", "bm", "alnm_count", "subtype",
     "oracle_bm", "oracle_alnm", "oracle_alnm_ge2", "oracle_alnm_ge3", "oracle_alnm_ge4",
 ]  # fmt: skip
 ORACLE_KEYS = {"bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4"}
@@ -236,6 +238,7 @@ def test_write_phantom_set(tmp_path: Path) -> None:
         assert (row["patient_id"], row["bm"]) == (p.patient_id, p.bm)
         assert tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")) == p.box
         assert row["alnm_count"] == ("" if p.alnm_count is None else str(p.alnm_count))
+        assert row["subtype"] == (p.subtype or "")
         assert row["oracle_alnm_ge3"] == f"{p.oracle['alnm_ge3']:.6f}"
         assert len(row["oracle_bm"].split(".")[1]) == 6
     assert sorted(f.name for f in out.iterdir()) == ["images", "manifest.csv", "masks"]
@@ -302,3 +305,49 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no out dir, no staging folder
     monkeypatch.setattr(module, "_save_png", real_save)
     assert write_phantom_set(images, out).is_file()  # and a retry works
+
+
+# --- the molecular subtype ---------------------------------------------------------------------
+
+
+def test_subtype_only_for_malignant_lesions(population: list[Phantom]) -> None:
+    views = first_views(population)
+    assert all(p.subtype is None for p in views if p.bm == "benign")
+    malignant = [p for p in views if p.bm == "malignant"]
+    typed = [p.subtype for p in malignant if p.subtype is not None]
+    assert 0.8 < len(typed) / len(malignant) < 0.97  # subtype_missing_fraction 0.1
+    shares = {s: typed.count(s) / len(typed) for s in SUBTYPES}
+    assert all(0.08 < share < 0.6 for share in shares.values()), shares
+    assert max(shares, key=shares.get) == "luminal A"  # the most common, as in clinical series
+
+
+def test_subtype_draw_leaves_images_and_other_labels_unchanged() -> None:
+    """The subtype has a random stream of its own: its settings move nothing else."""
+    kwargs = {"patients": 6, "image_size": 48}
+    typed = generate_phantoms(PhantomSettings(**kwargs, subtype_missing_fraction=0.0), seed=2)
+    untyped = generate_phantoms(PhantomSettings(**kwargs, subtype_missing_fraction=1.0), seed=2)
+    assert all(p.subtype is None for p in untyped)
+    assert any(p.subtype is not None for p in typed)
+    for a, b in zip(typed, untyped, strict=True):
+        assert a.pixels.tobytes() == b.pixels.tobytes() and np.array_equal(a.mask, b.mask)
+        assert (a.box, a.bm, a.alnm_count, a.oracle) == (b.box, b.bm, b.alnm_count, b.oracle)
+
+
+def test_subtype_follows_the_lesion_traits(population: list[Phantom]) -> None:
+    """Learnable from the image: the oracle (the traits alone) separates the subtypes well,
+    and the traits that drive a subtype differ between subtypes as designed."""
+    assert 0.85 < oracle_subtype_auc(population) < 0.99
+    typed = [p for p in first_views(population) if p.subtype is not None]
+
+    def mean(trait: str, subtype: str) -> float:
+        return float(np.mean([p.features[trait] for p in typed if p.subtype == subtype]))
+
+    assert mean("posterior", "triple-negative") > mean("posterior", "luminal A")  # enhancement
+    assert mean("echogenicity", "HER2-enriched") > mean("echogenicity", "triple-negative")
+    assert mean("heterogeneity", "luminal B") > mean("heterogeneity", "luminal A")
+
+
+def test_subtype_oracle_is_a_distribution(small: list[Phantom]) -> None:
+    for p in small:
+        assert list(p.subtype_oracle) == list(SUBTYPES)
+        assert sum(p.subtype_oracle.values()) == pytest.approx(1.0)

@@ -1,10 +1,12 @@
-"""Every config in configs/ validates with the built-in plugins."""
+"""Every config in configs/ validates with the built-in plugins (and the example plugin a
+config is written for: configs/molecular_subtype.yaml needs examples/molecular_subtype)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from conftest import install_example
 
 from mtlkit import load_config
 from mtlkit.components.host import PluginHost
@@ -13,8 +15,16 @@ from mtlkit.components.resolve import resolve_components
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
+EXAMPLE_PLUGINS = {"molecular_subtype.yaml": "molecular_subtype"}
+"""Config -> the folder under examples/ of the example plugin it needs."""
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_config_is_valid(path):
+def test_shipped_config_is_valid(path, tmp_path, monkeypatch):
+    if path.name in EXAMPLE_PLUGINS:
+        site = install_example(EXAMPLE_PLUGINS[path.name], tmp_path / "site")
+        if site is not None:
+            monkeypatch.syspath_prepend(str(site))
     config = load_config(path)
     components = resolve_components(config, PluginHost())
     assert components.task_names

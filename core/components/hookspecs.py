@@ -105,6 +105,10 @@ def mtl_register_schedulers(registry: Registry) -> None:
 def mtl_register_metrics(registry: Registry) -> None:
     """Register metrics: ``fn(y_true, y_prob, threshold) -> float`` over a whole split.
 
+    A metric may instead return one value per class of the task (``MetricFn`` in
+    :mod:`mtlkit.components.interfaces`): each is recorded as ``metric[class]`` in
+    metrics.json, their mean as ``metric``, and the summary report shows them per class.
+
     Set ``fn.higher_is_better = False`` on a metric where lower is better, so that selecting
     the best epoch on it picks the lowest value.
     """

@@ -39,10 +39,14 @@ targets (N,); multiclass heads pass logits (N, classes) and class indices as flo
 segmentation heads pass logits (N, 1, H, W) and float masks (N, 1, H, W) of 0/1 (all 0 for
 an image without a mask, which the core then masks out)."""
 
-MetricFn = Callable[[np.ndarray, np.ndarray, float], float]
+MetricFn = Callable[[np.ndarray, np.ndarray, float], "float | Sequence[float]"]
 """``fn(y_true, y_prob, threshold) -> float`` over a whole split: ``y_true`` integer labels
 (N,) (0/1, or class indices), ``y_prob`` probabilities (N,) for binary tasks and (N, classes)
-for multiclass ones; only samples with a known label are passed. NaN where undefined."""
+for multiclass ones; only samples with a known label are passed. NaN where undefined.
+
+A per-class metric returns one value per class instead (a sequence as long as the task's
+classes, e.g. each class's one-vs-rest AUC): metrics.json then holds each under
+``metric[class]`` and their mean (undefined classes left out) under ``metric``."""
 
 
 class TaskHead:

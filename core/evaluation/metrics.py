@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,38 @@ from mtlkit.evaluation.split_statistics import add_statistics
 from mtlkit.results import EvalResult, Predictions
 
 
+def class_metric_name(metric: str, class_name: str) -> str:
+    """The metrics.json key of one class's value of a per-class metric: ``auc[luminal A]``."""
+    return f"{metric}[{class_name}]"
+
+
+def split_metric_name(key: str) -> tuple[str, str | None]:
+    """A task's metrics.json key as ``(metric, class)``; class None for a whole-task value
+    (``auc`` -> ``("auc", None)``, ``auc[luminal A]`` -> ``("auc", "luminal A")``)."""
+    metric, bracket, rest = key.partition("[")
+    if bracket and metric and rest.endswith("]") and len(rest) > 1:
+        return metric, rest[:-1]
+    return key, None
+
+
+def metric_values(name: str, value: Any, classes: Sequence[str]) -> dict[str, float]:
+    """What a metric returned as metrics.json entries: one number under its name, or one per
+    class (a sequence as long as ``classes``) under :func:`class_metric_name` with their mean
+    (undefined classes left out) under its name. Raises ``TypeError`` for anything else."""
+    if np.ndim(value) == 0:  # a float, a numpy scalar or a 0-d array
+        return {name: float(value)}
+    values = [float(v) for v in np.asarray(value, dtype=float).reshape(-1)]
+    if np.ndim(value) != 1 or len(values) != len(classes):
+        raise TypeError(
+            f"metric {name!r} returned values of shape {np.shape(value)} for a task with "
+            f"{len(classes)} classes: give one number, or one per class"
+        )
+    defined = [v for v in values if not math.isnan(v)]
+    out = {name: float(np.mean(defined)) if defined else math.nan}
+    out.update({class_metric_name(name, c): v for c, v in zip(classes, values, strict=True)})
+    return out
+
+
 def task_metrics(
     head: TaskHead,
     targets: np.ndarray,
@@ -28,8 +61,9 @@ def task_metrics(
     """Every configured metric for one task over the samples whose target is known.
 
     Returns ``{"n": ..., "n_positive": ..., metric: value, ...}``; a metric that is
-    undefined on this split (e.g. AUC with one class) is NaN. ``reference`` adds the AUC of
-    a reference probability (an oracle, a radiologist) on the same samples.
+    undefined on this split (e.g. AUC with one class) is NaN, a per-class one adds its
+    classes' values (:func:`metric_values`). ``reference`` adds the AUC of a reference
+    probability (an oracle, a radiologist) on the same samples.
     """
     known = ~np.isnan(targets)
     y_true = targets[known].astype(np.int64)
@@ -38,7 +72,10 @@ def task_metrics(
     if head.kind == "binary":
         row["n_positive"] = int(y_true.sum())
     for name, fn in metrics.items():
-        row[name] = float(fn(y_true, y_prob, threshold)) if len(y_true) else math.nan
+        if len(y_true):
+            row.update(metric_values(name, fn(y_true, y_prob, threshold), head.classes))
+        else:
+            row[name] = math.nan
     if reference is not None:
         ref = reference[known]
         usable = ~np.isnan(ref)

@@ -10,9 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mtlkit import finite
+from mtlkit import finite, split_metric_name
 from mtlkit.plugins.plots import Plot, share_value
-from mtlkit.plugins.reports import ensemble_of
+from mtlkit.plugins.reports import class_metrics, ensemble_of
 from mtlkit.plugins.run_files import RunFiles
 
 REPORT_FILE = "report.html"
@@ -162,9 +162,29 @@ def metric_names(tasks: dict[str, Any]) -> list[str]:
             names += [  # a run's AUC intervals ([low, high]) are left to metrics.json
                 m
                 for m, value in metrics.items()
-                if m not in ("n", "n_positive") and not isinstance(value, list) and m not in names
+                if m not in ("n", "n_positive")
+                and not isinstance(value, list)
+                and split_metric_name(m)[1] is None  # per-class values: metrics.json, summary
+                and m not in names
             ]
     return names
+
+
+def class_metrics_table(tasks: dict[str, Any]) -> str:
+    """The per-class values (``auc[luminal A]``) of the tasks that have any, one row per task
+    and class; empty when none has."""
+    per_class = {task: class_metrics(m) for task, m in tasks.items() if isinstance(m, dict)}
+    per_class = {task: classes for task, classes in per_class.items() if classes}
+    if not per_class:
+        return ""
+    names = list(dict.fromkeys(n for c in per_class.values() for row in c.values() for n in row))
+    rows = [
+        [task, class_name, *(format_value(values.get(n)) for n in names)]
+        for task, classes in per_class.items()
+        for class_name, values in classes.items()
+    ]
+    headers = ["task", "class", *(METRIC_TITLES.get(n, n) for n in names)]
+    return "<p>Per class (one-vs-rest):</p>" + table(headers, rows, text_columns=2)
 
 
 INTERVALS = {"auc_ci_delong": "DeLong", "auc_ci_bootstrap": "bootstrap"}
@@ -221,7 +241,7 @@ def metrics_table(content: dict[str, Any]) -> str:
         for task, m in tasks.items()
         if isinstance(m, dict)
     ]
-    out = table(headers, rows) + statistics_note(content)
+    out = table(headers, rows) + statistics_note(content) + class_metrics_table(tasks)
     youden = content.get("at_youden")
     if isinstance(youden, dict) and youden:
         shown_names = metric_names(youden)

@@ -15,7 +15,10 @@ The generative model, per patient:
    with the intercept ``b`` calibrated so the expected malignant share is as requested;
 3. for malignant patients, nodal metastasis ``sigmoid((c . z + c0) / difficulty)`` and a
    node count ``1 + Poisson(lambda(z))``;
-4. several views of the same lesion, each with its own anatomy, speckle and gain.
+4. several views of the same lesion, each with its own anatomy, speckle and gain;
+5. for malignant patients, a molecular subtype from a softmax over visible traits (internal
+   echogenicity, heterogeneity, posterior feature, spiculation, halo), drawn from a stream
+   of its own so that the other labels and every image stay what they were without it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,6 +48,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "y1",
     "bm",
     "alnm_count",
+    "subtype",
     "oracle_bm",
     "oracle_alnm",
     "oracle_alnm_ge2",
@@ -82,6 +86,32 @@ MAX_NODE_RATE = 30.0
 # positives for the burden tasks).
 ALNM_POSITIVE_SHARE = 0.35
 
+# Molecular subtypes, and how each shows in the lesion. Rows: SUBTYPES; columns:
+# SUBTYPE_TRAITS, standardised. Luminal A: posterior shadowing, echogenic halo, homogeneous;
+# luminal B: heterogeneous; HER2-enriched: a brighter, heterogeneous interior
+# (microcalcified); triple-negative: markedly hypoechoic, posterior enhancement, no halo.
+# Spiculation hardly shows at small image sizes, so it weighs little.
+SUBTYPES: tuple[str, ...] = ("luminal A", "luminal B", "HER2-enriched", "triple-negative")
+SUBTYPE_TRAITS: tuple[str, ...] = (
+    "echogenicity",
+    "heterogeneity",
+    "posterior",
+    "spiculation",
+    "halo",
+)
+SUBTYPE_WEIGHTS = np.array(
+    [
+        [0.0, -0.8, -1.6, 0.4, 1.0],
+        [0.0, 1.8, -0.4, 0.0, 0.0],
+        [2.0, 0.6, 0.0, 0.0, -0.3],
+        [-1.6, -0.4, 1.8, -0.4, -0.8],
+    ]
+)
+# Shares the intercepts aim at (luminal A the most common, as in clinical series); the
+# drawn shares also follow the malignant lesions' traits.
+SUBTYPE_PRIOR = np.array([0.40, 0.25, 0.15, 0.20])
+SUBTYPE_STRENGTH = 2.5
+
 # Large fixed draw used to standardise features and calibrate intercepts; independent of
 # the user's seed so that calibration never changes with it.
 _REFERENCE_SEED = 20_240_601
@@ -104,6 +134,7 @@ class PhantomSettings:
     malignant_fraction: float = 0.5
     difficulty: float = 1.0
     alnm_missing_fraction: float = 0.1
+    subtype_missing_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         """Reject impossible settings with a ValueError that names the field."""
@@ -117,7 +148,7 @@ class PhantomSettings:
             )
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
-        for name in ("malignant_fraction", "alnm_missing_fraction"):
+        for name in ("malignant_fraction", "alnm_missing_fraction", "subtype_missing_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -139,6 +170,8 @@ class Phantom:
     alnm_count: int | None
     oracle: dict[str, float]
     features: dict[str, float]
+    subtype: str | None = None  # None: benign, or a malignant lesion never typed
+    subtype_oracle: dict[str, float] = field(default_factory=dict)  # P(subtype | traits)
 
 
 @dataclass(frozen=True)
@@ -223,10 +256,15 @@ def _predictor_matrix(features: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def _reference_features() -> dict[str, np.ndarray]:
+    """Features of a large fixed population, used for standardisation and calibration."""
+    return _draw_features(np.random.default_rng(_REFERENCE_SEED), _REFERENCE_DRAWS)
+
+
+@lru_cache(maxsize=1)
 def _reference_predictors() -> np.ndarray:
-    """Predictors of a large fixed population, used for standardisation and calibration."""
-    rng = np.random.default_rng(_REFERENCE_SEED)
-    return _predictor_matrix(_draw_features(rng, _REFERENCE_DRAWS))
+    """Predictors of the reference population (:func:`_reference_features`)."""
+    return _predictor_matrix(_reference_features())
 
 
 def _solve_intercept(linear: np.ndarray, weights: np.ndarray, target: float, scale: float) -> float:
@@ -333,6 +371,37 @@ def _draw_patient(
         alnm_count=count,
         oracle={task: probs[task] for task in TASKS},
     )
+
+
+@lru_cache(maxsize=1)
+def _trait_scale() -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD of SUBTYPE_TRAITS over the fixed reference population."""
+    traits = np.stack([_reference_features()[t] for t in SUBTYPE_TRAITS], axis=-1)
+    return traits.mean(axis=0), traits.std(axis=0)
+
+
+def subtype_probabilities(features: dict[str, float], difficulty: float = 1.0) -> np.ndarray:
+    """P(subtype | the lesion's traits) of a malignant lesion, in SUBTYPES order: the oracle
+    of the subtype task."""
+    mean, sd = _trait_scale()
+    z = (np.array([features[t] for t in SUBTYPE_TRAITS]) - mean) / sd
+    logits = SUBTYPE_STRENGTH * (SUBTYPE_WEIGHTS @ z) / difficulty + np.log(SUBTYPE_PRIOR)
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _draw_subtype(
+    seq: np.random.SeedSequence, patient: _Patient, settings: PhantomSettings
+) -> tuple[str | None, dict[str, float]]:
+    """A patient's molecular subtype (None when benign or untyped) and its oracle, from a
+    seed sequence of their own: no other draw moves with it."""
+    probs = subtype_probabilities(patient.features, settings.difficulty)
+    u_class, u_missing = np.random.default_rng(seq).random(2)
+    oracle = dict(zip(SUBTYPES, map(float, probs), strict=True))
+    if patient.bm != "malignant" or u_missing < settings.subtype_missing_fraction:
+        return None, oracle
+    index = min(int(np.searchsorted(np.cumsum(probs), u_class, side="right")), len(SUBTYPES) - 1)
+    return SUBTYPES[index], oracle
 
 
 # --------------------------------------------------------------------------- rendering
@@ -623,8 +692,10 @@ def generate_phantoms(
     width = max(4, len(str(settings.patients - 1)))
     phantoms: list[Phantom] = []
     for k, seq in enumerate(np.random.SeedSequence(seed).spawn(settings.patients)):
-        latent_seq, view_seq = seq.spawn(2)
+        # A third child for the subtype: spawning it leaves the first two unchanged.
+        latent_seq, view_seq, subtype_seq = seq.spawn(3)
         patient = _draw_patient(latent_seq, settings, calib)
+        subtype, subtype_oracle = _draw_subtype(subtype_seq, patient, settings)
         view_rng = np.random.default_rng(view_seq)
         count = int(view_rng.integers(settings.images_min, settings.images_max + 1))
         patient_id = f"p{k:0{width}d}"
@@ -643,6 +714,8 @@ def generate_phantoms(
                     alnm_count=patient.alnm_count,
                     oracle=dict(patient.oracle),
                     features=dict(patient.features),
+                    subtype=subtype,
+                    subtype_oracle=dict(subtype_oracle),
                 )
             )
     return phantoms
@@ -658,6 +731,7 @@ def _manifest_row(p: Phantom) -> list[str]:
         *(str(v) for v in p.box),
         p.bm,
         count,
+        p.subtype or "",
         *(f"{p.oracle[task]:.6f}" for task in TASKS),
     ]
 
@@ -733,3 +807,14 @@ def oracle_aucs(phantoms: list[Phantom]) -> dict[str, float]:
             continue
         result[task] = float(roc_auc_score(labels, [score for _, score in pairs]))
     return result
+
+
+def oracle_subtype_auc(phantoms: list[Phantom]) -> float:
+    """Macro one-vs-rest AUC of the generator's subtype probabilities over the typed images:
+    the best the subtype task can reach on this data; NaN unless every subtype occurs."""
+    typed = [p for p in phantoms if p.subtype is not None]
+    labels = np.array([SUBTYPES.index(p.subtype) for p in typed], dtype=int)
+    if len(np.unique(labels)) < len(SUBTYPES):
+        return float("nan")
+    scores = np.array([[p.subtype_oracle[s] for s in SUBTYPES] for p in typed])
+    return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro"))

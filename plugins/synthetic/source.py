@@ -21,10 +21,12 @@ from mtlkit import (
     validation_problems,
 )
 from mtlkit.plugins.synthetic.phantoms import (
+    SUBTYPES,
     Phantom,
     PhantomSettings,
     generate_phantoms,
     oracle_aucs,
+    oracle_subtype_auc,
     write_phantom_set,
 )
 
@@ -41,6 +43,9 @@ class SyntheticOptions(OptionsModel):
     alnm_missing_fraction: float = Field(
         0.1, ge=0, le=1, description="share of malignant patients with an unknown node count"
     )
+    subtype_missing_fraction: float = Field(
+        0.1, ge=0, le=1, description="share of malignant patients with an unknown subtype"
+    )
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="generator seed (independent of the training seed)"
     )
@@ -55,12 +60,14 @@ class SyntheticOptions(OptionsModel):
 
 
 def to_samples(phantoms: list[Phantom]) -> list[Sample]:
-    """Phantoms as engine samples; the oracle probabilities travel as ``oracle_*`` columns."""
+    """Phantoms as engine samples; the oracle probabilities travel as ``oracle_*`` columns.
+    ``subtype`` is None (unknown) for benign lesions and untyped malignant ones."""
     samples = []
     for p in phantoms:
         labels = {
             "bm": p.bm,
             "alnm_count": p.alnm_count,
+            "subtype": p.subtype,
             **{f"oracle_{task}": p.oracle[task] for task in ORACLE_TASKS},
         }
         samples.append(
@@ -77,13 +84,14 @@ def to_samples(phantoms: list[Phantom]) -> list[Sample]:
 
 
 def synthetic_source(options: SyntheticOptions) -> SampleSet:
-    """Synthetic B-mode phantoms with BM, ALNM and node-count labels and oracle probabilities."""
+    """Synthetic B-mode phantoms with BM, ALNM, node-count and molecular-subtype labels and
+    oracle probabilities."""
     settings = options.settings()
     phantoms = generate_phantoms(settings, seed=options.seed)
     return SampleSet(
         samples=to_samples(phantoms),
         description=f"synthetic phantoms: {settings.patients} patients, seed {options.seed}",
-        columns=("bm", "alnm_count", *(f"oracle_{t}" for t in ORACLE_TASKS)),
+        columns=("bm", "alnm_count", "subtype", *(f"oracle_{t}" for t in ORACLE_TASKS)),
     )
 
 
@@ -127,6 +135,12 @@ def _synth(args: argparse.Namespace, ctx: CommandContext) -> int:
         positives, labelled = _prevalence(phantoms, task)
         table.add_row(task, str(positives), str(labelled), f"{aucs[task]:.3f}")
     ctx.console.print(table)
+    typed = [p.subtype for p in phantoms if p.subtype is not None]
+    shares = ", ".join(f"{s} {typed.count(s)}" for s in SUBTYPES)
+    ctx.console.print(
+        f"subtype: {len(typed)} typed images ({shares}), "
+        f"oracle macro AUC {oracle_subtype_auc(phantoms):.3f}"
+    )
     return 0
 
 
