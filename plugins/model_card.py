@@ -16,6 +16,7 @@ from rich.console import Console
 from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
 from mtlkit.plugins.reports import METRIC_TITLES, format_value, markdown_text, metric_names
 from mtlkit.plugins.run_files import RunFiles, read_run
+from mtlkit.plugins.segmentation import SegmentationOptions
 
 CARD_FILE = "model_card.md"
 SMALL_TEST_PATIENTS = 100
@@ -155,8 +156,10 @@ def _tasks(run: RunFiles, config: dict[str, Any]) -> str:
                 cut += f" (Youden on validation: {chosen:.3f})"
         elif kind == "multiclass":
             cut = "the most probable class"
-        else:
-            cut = "0.5 per pixel"
+        else:  # a dense head's pixel threshold, as its spec sets it
+            spec = specs.get(task) if isinstance(specs.get(task), dict) else {}
+            pixel = spec.get("threshold", SegmentationOptions.model_fields["threshold"].default)
+            cut = f"{md(pixel)} per pixel"
         shown_classes = "negative / positive" if kind == "binary" else ", ".join(map(md, classes))
         spec = _spec(specs[task]) if task in specs else "-"
         lines.append(f"| {md(task)} | {kind} | {spec} | {shown_classes or '-'} | {cut} |")

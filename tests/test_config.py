@@ -202,6 +202,26 @@ def test_override_list_item_of_a_shorthand_head(tiny_config):
     assert config.heads[0] == {"type": "bm", "dropout": 0.1}
 
 
+@pytest.mark.parametrize("key", ["reports", "loggers", "baselines", "constraints"])
+def test_override_inside_any_shorthand_component_list(tiny_config, key):
+    # every list of components takes shorthands, in the file or from an earlier --set
+    name = {"reports": "summary", "loggers": "tensorboard", "baselines": "radiomics"}.get(
+        key, "hierarchical_hinge"
+    )
+    tiny_config[key] = [name]
+    raw = load_config(tiny_config, [f"{key}[0].extra=1"]).model_dump()[key]
+    assert raw[0] == {"type": name, "extra": 1}
+    later = load_config({**tiny_config, key: []}, [f"{key}=[{name}]", f"{key}[0].extra=1"])
+    assert later.model_dump()[key][0] == {"type": name, "extra": 1}
+
+
+def test_a_config_without_loggers_is_recorded_as_before_they_existed(tiny_config):
+    # resuming compares the recorded text: runs made before `loggers` existed still resume
+    assert "loggers" not in yaml.safe_load(dump_config(load_config(tiny_config)))
+    with_one = load_config({**tiny_config, "loggers": ["tensorboard"]})
+    assert yaml.safe_load(dump_config(with_one))["loggers"] == [{"type": "tensorboard"}]
+
+
 def test_override_result_is_validated(tiny_config):
     assert "training.epochs" in problems_of(tiny_config, ["training.epochs=abc"])
 

@@ -114,3 +114,13 @@ def test_hostile_names_cannot_inject_markdown(tmp_path, runs):
     card = model_card(read_run(tmp_path))
     assert "<script>" not in card and "&lt;script&gt;" in card
     assert "\\[x\\](http" in card and "\\| cell" in card  # no link, no extra table cell
+
+
+def test_a_dense_heads_pixel_threshold_is_the_one_it_trained_with(tmp_path):
+    raw = tiny_raw(name="card-seg", reports=["model_card"])
+    raw["heads"].append({"type": "segmentation", "width": 8, "threshold": 0.3})
+    raw["training"]["epochs"] = 1
+    run(load_config(raw), out_dir=tmp_path / "seg")
+    tasks_table = card_of(tmp_path / "seg").split("## Tasks", 1)[1].split("##", 1)[0]
+    line = next(x for x in tasks_table.splitlines() if x.startswith("| lesion |"))
+    assert line.rstrip(" |").endswith("0.3 per pixel"), line

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from mtlkit.config.fields import component_slot
 from mtlkit.config.problems import format_loc, validation_problems
 from mtlkit.config.schema import (
     AblationConfig,
@@ -41,6 +42,7 @@ def load_config(
         expand_shorthand(raw)  # so that --set heads[0].dropout=0.1 works on a `- bm` head
     for item in overrides:
         apply_override(raw, item)
+        expand_shorthand(raw)  # and on a shorthand an earlier override wrote
     return validate_config(raw, label)
 
 
@@ -48,12 +50,14 @@ def expand_shorthand(raw: Any) -> None:
     """Turn component shorthands (``bm``) into mappings (``{type: bm}``) in place."""
     if not isinstance(raw, dict):
         return
-    for key in ("backbone", "weighting"):
-        if key in raw:
-            raw[key] = component_spec(raw[key])
-    for key in ("heads", "constraints", "reports", "baselines"):
-        if isinstance(raw.get(key), list):
-            raw[key] = [component_spec(v) for v in raw[key]]
+    for key, field in RunConfig.model_fields.items():  # every top-level component key
+        slot = component_slot(field)
+        if slot is None or slot.key != "type" or key not in raw:
+            continue
+        value = raw[key]
+        raw[key] = (
+            [component_spec(v) for v in value] if isinstance(value, list) else component_spec(value)
+        )
     if isinstance(raw.get("data"), dict) and "source" in raw["data"]:
         raw["data"]["source"] = component_spec(raw["data"]["source"])
 
@@ -266,10 +270,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 def dump_config(config: RunConfig) -> str:
     """The resolved configuration as YAML, as recorded in every run directory."""
     data = config.model_dump(mode="json")
-    if not data.get("baselines"):
-        # recorded only when used: a run without baselines records what it did before the
-        # key existed, so it can still be resumed (which compares this text)
-        data.pop("baselines", None)
+    for key in ("baselines", "loggers"):
+        if not data.get(key):
+            # recorded only when used: a run without them records what it did before the
+            # key existed, so it can still be resumed (which compares this text)
+            data.pop(key, None)
     if data.get("ablation") == AblationConfig().model_dump(mode="json"):
         data.pop("ablation", None)  # likewise
     if config.evaluation.statistics == StatisticsConfig():
