@@ -177,6 +177,17 @@ def test_mtl_config_schema_prints_or_writes_the_schema(tmp_path, capsys, schema)
     assert json.loads(capsys.readouterr().out) == config_json_schema()
 
 
+@pytest.mark.parametrize("command", [["schema"], ["reference"], ["show", str(QUICK)]])
+def test_an_existing_out_file_is_kept_unless_forced(tmp_path, capsys, command):
+    out = tmp_path / "mine.yaml"
+    out.write_text("# my commented config\n", encoding="utf-8")
+    assert main(["config", *command, "--out", str(out)]) == 2
+    assert "already exists" in " ".join(capsys.readouterr().err.split())
+    assert out.read_text(encoding="utf-8") == "# my commented config\n"
+    assert main(["config", *command, "--out", str(out), "--force"]) == 0
+    assert out.read_text(encoding="utf-8") != "# my commented config\n"
+
+
 def test_config_show_fills_in_defaults_not_written_in_the_file(capsys):
     assert main(["config", "show", str(QUICK)]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)

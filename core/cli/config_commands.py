@@ -13,12 +13,20 @@ from mtlkit.components.filled import filled_config
 from mtlkit.config.json_schema import config_json_schema
 from mtlkit.config.loading import load_config
 from mtlkit.config.reference import BUILTIN_DISTRIBUTION, config_reference
-from mtlkit.files import atomic_write_text, to_json
+from mtlkit.files import atomic_write_text, check_output_file, to_json
 from mtlkit.text import printable, shown
 
 
 def _out_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--out", metavar="FILE", help=f"write the {what} to FILE, not stdout")
+    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    # before any work: `config show cfg.yaml --out cfg.yaml` must not replace a commented
+    # config unasked
+    if args.out:
+        check_output_file(Path(args.out), overwrite=args.force)
 
 
 def _emit(text: str, out: str | None, ctx: CommandContext) -> int:
@@ -42,6 +50,7 @@ def _schema_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _schema(args: argparse.Namespace, ctx: CommandContext) -> int:
+    _check_out(args)
     schema = config_json_schema(None if args.base else ctx.host)
     return _emit(to_json(schema), args.out, ctx)
 
@@ -52,6 +61,7 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace, ctx: CommandContext) -> int:
+    _check_out(args)
     config = load_config(args.config, args.overrides)
     shown_config = filled_config(config, ctx.host)
     return _emit(yaml.safe_dump(shown_config, sort_keys=False), args.out, ctx)
@@ -67,6 +77,7 @@ def _reference_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _reference(args: argparse.Namespace, ctx: CommandContext) -> int:
+    _check_out(args)
     distributions = [BUILTIN_DISTRIBUTION] if args.builtin else None
     return _emit(config_reference(ctx.host, distributions), args.out, ctx)
 
