@@ -263,3 +263,19 @@ def test_a_resumed_fits_event_file_sorts_after_the_killed_ones(tmp_path):
     writer.close()
     names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
     assert names[0] == killed.name and len(names) == 2
+
+
+def test_a_run_that_fails_closes_its_tracker_runs_as_failed(tmp_path, monkeypatch):
+    import mtlkit.runs.runner as runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runner, "_train_and_evaluate", broken)
+    out = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(load_config(logged_raw()), out_dir=out)
+    mlflow, parent, children = mlflow_runs(out)
+    assert parent.info.status == "FAILED"
+    assert "disk on fire" in parent.data.tags["mtlkit.error"]
+    assert [child.info.status for child in children.values()] == ["FAILED"]

@@ -413,3 +413,8 @@ class ExperimentLogger:
         run's metrics.json (over folds and seeds when there are several:
         ``test.tasks.bm.auc.mean``), ``files`` the run directory's main files (the model
         card and the report among them)."""
+
+    def fail_run(self, error: str, interrupted: bool) -> None:
+        """The run stopped before its end: an error (``error`` says which) or, with
+        ``interrupted``, Ctrl-C or a signal. Close what is open and mark the tracker's
+        runs as failed or killed; ``mtl resume`` may continue them later."""

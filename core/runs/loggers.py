@@ -126,6 +126,11 @@ class RunLoggers:
         """The run is finished (its reports written)."""
         self._tell("end_run", final_numbers(metrics), _existing(out, RUN_FILES))
 
+    def fail_run(self, error: BaseException) -> None:
+        """The run stopped with ``error`` (Ctrl-C included) before its end."""
+        interrupted = not isinstance(error, Exception)
+        self._tell("fail_run", f"{type(error).__name__}: {error}", interrupted)
+
     # --- the training events -------------------------------------------------------------
 
     @hookimpl

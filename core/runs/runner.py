@@ -118,63 +118,75 @@ def _run_all(
     trained_first = False  # the report plugins get the first model only if it trained here
     loggers = RunLoggers.build(first.components.loggers if cnn else [], host, progress)
     loggers.start_run(config, out, [slot.label for slot in slots], resume)
-    for slot in slots if cnn else []:
-        run_dir = out / slot.label if slot.label else out
-        done = finished_run(run_dir) if resume else None
-        if done is None:
-            if slot is slots[0]:
-                engine, trained_first = first, True
-            else:
-                fold_data = data.for_fold(slot.fold)
-                engine = Engine(
-                    config, host=host, seed=slot.seed, progress=progress, data=fold_data
+    try:
+        for slot in slots if cnn else []:
+            run_dir = out / slot.label if slot.label else out
+            done = finished_run(run_dir) if resume else None
+            if done is None:
+                if slot is slots[0]:
+                    engine, trained_first = first, True
+                else:
+                    fold_data = data.for_fold(slot.fold)
+                    engine = Engine(
+                        config, host=host, seed=slot.seed, progress=progress, data=fold_data
+                    )
+                fold = slot.fold + 1 if data.n_folds > 1 else None
+                with loggers.fit(LoggedFit(slot.label, run_dir, fold, slot.seed)):
+                    done = _train_and_evaluate(engine, run_dir, externals, resume)
+                loggers.end_fit(run_dir, done[0])
+            per_run[slot.label or str(slot.seed)], predictions = done
+            prediction_parts.append((slot.columns, predictions))
+            members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
+
+        if not per_run:
+            metrics = {}
+        elif len(per_run) == 1:
+            metrics = next(iter(per_run.values()))
+        else:
+            metrics = aggregate(config, per_run)
+            metrics["folds"] = data.n_folds
+            if config.evaluation.ensemble and len(seeds) > 1:
+                metrics["ensemble"], ensemble_predictions = ensemble_results(
+                    members,
+                    lambda fold: evaluated_sets(data.for_fold(fold), EVALUATED_SPLITS, externals),
+                    seeds,
+                    first.components,
+                    config.evaluation,
                 )
-            fold = slot.fold + 1 if data.n_folds > 1 else None
-            with loggers.fit(LoggedFit(slot.label, run_dir, fold, slot.seed)):
-                done = _train_and_evaluate(engine, run_dir, externals, resume)
-            loggers.end_fit(run_dir, done[0])
-        per_run[slot.label or str(slot.seed)], predictions = done
-        prediction_parts.append((slot.columns, predictions))
-        members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
+                atomic_write_text(out / ENSEMBLE_PREDICTIONS, ensemble_predictions)
+            atomic_write_text(out / "metrics.json", to_json(metrics))
+            atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
 
-    if not per_run:
-        metrics = {}
-    elif len(per_run) == 1:
-        metrics = next(iter(per_run.values()))
-    else:
-        metrics = aggregate(config, per_run)
-        metrics["folds"] = data.n_folds
-        if config.evaluation.ensemble and len(seeds) > 1:
-            metrics["ensemble"], ensemble_predictions = ensemble_results(
-                members,
-                lambda fold: evaluated_sets(data.for_fold(fold), EVALUATED_SPLITS, externals),
-                seeds,
-                first.components,
-                config.evaluation,
-            )
-            atomic_write_text(out / ENSEMBLE_PREDICTIONS, ensemble_predictions)
-        atomic_write_text(out / "metrics.json", to_json(metrics))
-        atomic_write_text(out / "predictions.csv", combine_predictions(prediction_parts))
-
-    baseline_metrics = run_baselines(
-        baselines, slots, first.components, config, data, out, progress, EVALUATED_SPLITS, resume
-    )
-    comparison = None
-    if metrics and baseline_metrics:
-        comparison = write_comparison(
-            config, out, metrics, baseline_metrics, first.components.metrics
+        baseline_metrics = run_baselines(
+            baselines,
+            slots,
+            first.components,
+            config,
+            data,
+            out,
+            progress,
+            EVALUATED_SPLITS,
+            resume,
         )
-    result = RunResult(
-        out_dir=out,
-        metrics=metrics,
-        task_names=[h.name for h in first.heads],
-        baselines=baseline_metrics,
-        engine=first if trained_first else None,
-        comparison=comparison,
-    )
-    for index, (entry, options) in enumerate(first.components.reports):
-        call_component(entry, options, f"reports[{index}]")(result, console)
-    loggers.end_run(out, metrics)
+        comparison = None
+        if metrics and baseline_metrics:
+            comparison = write_comparison(
+                config, out, metrics, baseline_metrics, first.components.metrics
+            )
+        result = RunResult(
+            out_dir=out,
+            metrics=metrics,
+            task_names=[h.name for h in first.heads],
+            baselines=baseline_metrics,
+            engine=first if trained_first else None,
+            comparison=comparison,
+        )
+        for index, (entry, options) in enumerate(first.components.reports):
+            call_component(entry, options, f"reports[{index}]")(result, console)
+        loggers.end_run(out, metrics)
+    except BaseException as exc:  # the trackers' runs are closed as failed, not left open
+        loggers.fail_run(exc)
+        raise
     return result
 
 

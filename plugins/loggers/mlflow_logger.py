@@ -108,6 +108,15 @@ class MlflowLogger(ExperimentLogger):
         if self._current != self._parent:
             self._client.set_terminated(self._current)
 
+    def fail_run(self, error: str, interrupted: bool) -> None:
+        if self._client is None:
+            return
+        status = "KILLED" if interrupted else "FAILED"
+        for run_id in dict.fromkeys((self._current, self._parent)):  # the fit's, then the run's
+            if run_id:
+                self._client.set_tag(run_id, "mtlkit.error", error[:500])
+                self._client.set_terminated(run_id, status)
+
     def end_run(self, final: dict[str, float], files: list[Path]) -> None:
         if self._run.fits != [""]:  # a single fit's final metrics are the run's, logged
             self._log_final(self._parent, final)

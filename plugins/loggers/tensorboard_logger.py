@@ -85,6 +85,11 @@ class TensorBoardLogger(ExperimentLogger):
         self._writer.close()
         self._writer = None
 
+    def fail_run(self, error: str, interrupted: bool) -> None:
+        if self._writer is not None:  # what was logged stays on disk; a resume purges on
+            self._writer.close()
+            self._writer = None
+
     def end_run(self, final: dict[str, float], files: list[Path]) -> None:
         if self._single:
             return  # its fit's final metrics are the run's, logged already
