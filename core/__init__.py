@@ -20,7 +20,7 @@ This module is the public API, the one place users and plugin authors import fro
   (:func:`binary_auc`) with its DeLong interval (:func:`delong_ci`), the stratified
   (cluster) bootstrap (:func:`bootstrap_ci`), paired comparisons of two models
   (:func:`paired_delong`, :func:`paired_bootstrap`, :func:`paired_t_test` over repeated
-  runs) and :func:`calibration`;
+  runs) and :func:`calibration`; the binary decision at a threshold (:func:`positive_at`);
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -90,6 +90,7 @@ from mtlkit.evaluation.comparison import finite, p_value_text
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.metrics import split_metric_name
 from mtlkit.evaluation.statistics import paired_t_test
+from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.files import atomic_write_bytes, atomic_write_text, check_output_file, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RoiOutputs, RunResult
@@ -182,6 +183,7 @@ __all__ = [
     "paired_delong",
     "paired_t_test",
     "parse_box",
+    "positive_at",
     "predict_files",
     "prediction_columns",
     "read_csv_rows",

@@ -82,7 +82,7 @@ def test_a_manifest_with_boxes_gets_the_runs_own_probabilities(trained, phantoms
         for column in ("bm_prob", "alnm_prob", "bm_class_prob_benign", "bm_class_prob_malignant"):
             assert record[column] == pytest.approx(float(row[column]), abs=2e-6), column
     for record in records:
-        assert record["bm_pred"] == int(record["bm_prob"] >= 0.5)
+        assert record["bm_pred"] == int(record["bm_prob"] > 0.5)
         assert record["bm_class_pred"] in ("benign", "malignant")
         assert record["alnm_prob"] <= record["bm_prob"] + 1e-7  # coherent: by construction
         assert record["alnm_raw_prob"] is not None and record["bm_raw_prob"] is not None
@@ -154,6 +154,23 @@ def test_an_image_smaller_than_the_input_is_upscaled_and_said_so(trained, tmp_pa
     assert record["error"] is None and "smaller than the model's 32x32 input" in record["warning"]
 
 
+def test_a_probability_at_the_threshold_is_negative_as_in_the_metrics(trained, phantoms):
+    engine = load_predictor(trained, device="cpu")
+    paths = [phantoms / "images" / "p0000_i0.png"]
+    (before,) = predict_files(engine, paths)
+    engine.config.evaluation.threshold = before["bm_prob"]  # exactly the probability
+    (record,) = predict_files(engine, paths)
+    assert record["bm_prob"] == engine.config.evaluation.threshold and record["bm_pred"] == 0
+
+
+def test_the_whole_image_given_to_a_box_model_is_said_so(trained, phantoms):
+    (record,) = predict_files(trained, [phantoms / "images" / "p0000_i0.png"], device="cpu")
+    assert record["roi_source"] == "whole_image" and record["error"] is None
+    assert "trained on box RoIs" in record["warning"] and "whole image" in record["warning"]
+    (boxed,) = predict_files(trained, [phantoms / "manifest.csv"], device="cpu")[:1]
+    assert boxed["roi_source"] == "box" and boxed["warning"] is None
+
+
 def test_strict_stops_at_the_first_bad_file(trained, phantoms, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     good = phantoms / "images" / "p0000_i0.png"
@@ -187,6 +204,23 @@ def test_the_localisers_lesion_is_the_roi_with_roi_mode_auto(tmp_path):
     probabilities, _ = engine.predict_whole([image_with_lesion(), np.full((50, 70), 40, np.uint8)])
     assert found["bm_prob"] == pytest.approx(float(probabilities["bm"][0]), abs=1e-6)
     assert blank["bm_prob"] == pytest.approx(float(probabilities["bm"][1]), abs=1e-6)
+
+
+def test_roi_mode_auto_uses_the_localiser_even_where_a_row_has_a_box(phantoms, tmp_path):
+    raw = tiny_raw(heads=["bm", "alnm"], constraints=[])
+    raw["evaluation"]["reference_columns"] = {}
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(tmp_path / "unused"), "margin": 0.0}
+    engine = Engine(load_config(raw))
+    engine.build_model()
+    stand_in = localizer()
+    engine.locator = lambda roi: stand_in
+    records = predict_files(engine, [phantoms / "manifest.csv"])  # every row has a box
+    assert records and all(r["error"] is None for r in records)
+    for record in records:
+        image = np.asarray(Image.open(phantoms / record["image_id"]))
+        box, found = engine.whole_image_roi(image)  # as evaluation cuts val and test images
+        assert record["roi_source"] == ("localizer" if found else "whole_image")
+        assert (record["x0"], record["y0"], record["x1"], record["y1"]) == box
 
 
 def test_a_trained_localisers_checkpoint_cuts_the_roi(phantoms, tmp_path):

@@ -23,6 +23,7 @@ from mtlkit import (
     csv_cell,
     load_grayscale,
     normalize_batch,
+    positive_at,
     roi_box,
     trained_engine,
 )
@@ -150,7 +151,7 @@ def explain_rois(engine, rois: list[Roi], tasks: list[str], args, out: Path) -> 
             atomic_write_bytes(npy, npy_bytes(cam))
             if head.kind == "binary":
                 prob_text = f"{float(prob):.4f}"
-                decision = head.classes[int(prob >= threshold)]
+                decision = head.classes[int(positive_at(prob, threshold))]
             else:
                 pairs = zip(head.classes, prob, strict=True)
                 prob_text = " ".join(f"{c}={p:.4f}" for c, p in pairs)

@@ -22,6 +22,7 @@ from mtlkit import (
     atomic_write_text,
     crop_and_resize,
     normalize_batch,
+    positive_at,
     roi_box,
     shown,
     to_json,
@@ -64,7 +65,7 @@ def pick_gallery(
     if kind == "binary":
         p = probs[known]
         y = labels[known].astype(int)
-        predicted = (p >= threshold).astype(int)
+        predicted = positive_at(p, threshold).astype(int)
         groups = {
             "TP": (y == 1) & (predicted == 1),
             "FP": (y == 0) & (predicted == 1),
