@@ -4,10 +4,11 @@ Each image is cut to its RoI the way the run's evaluation cut its val and test i
 (with ``data.roi.mode: auto`` the lesion the localiser finds; with ``box`` or ``mask`` a
 manifest's box or mask; else the whole image, which ``warning`` then notes), resized to
 the model's input and scored in batches by ``Engine.predict_rois``, the same computation
-evaluation uses (test-time augmentation and the constraints that adjust outputs included). The result is one record per image: every task's probability and its
-decision at the run's threshold (``evaluation.threshold``, the one its metrics use), the
-raw probabilities where a constraint adjusts them, each segmentation task's lesion area,
-and which RoI was used. An image that cannot be read or cut is a record with an ``error``.
+evaluation uses (test-time augmentation and the constraints that adjust outputs
+included). The result is one record per image: every task's probability and its decision
+at the run's threshold (``evaluation.threshold``, the one its metrics use), the raw
+probabilities where a constraint adjusts them, each segmentation task's lesion area, and
+which RoI was used. An image that cannot be read or cut is a record with an ``error``.
 """
 
 from __future__ import annotations
