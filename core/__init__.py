@@ -73,6 +73,7 @@ from mtlkit.data.samples import Sample, SampleSet
 from mtlkit.data.transforms import normalize_batch
 from mtlkit.engine import Engine
 from mtlkit.errors import (
+    BadRowsError,
     ConfigError,
     DataError,
     MtlError,
@@ -104,7 +105,7 @@ from mtlkit.runs.prediction import (
 )
 from mtlkit.runs.runner import run
 from mtlkit.text import csv_cell, shown
-from mtlkit.training.checkpoint import state_dict_mismatch
+from mtlkit.training.checkpoint import checkpoint_of, state_dict_mismatch
 from mtlkit.training.losses import masked_mean
 from mtlkit.version import __version__
 
@@ -116,6 +117,7 @@ __all__ = [
     "Baseline",
     "BaselineContext",
     "BaselineOutput",
+    "BadRowsError",
     "Box",
     "Command",
     "CommandContext",
@@ -167,6 +169,7 @@ __all__ = [
     "calibration",
     "canonical",
     "check_output_file",
+    "checkpoint_of",
     "crop_and_resize",
     "csv_cell",
     "delong_ci",

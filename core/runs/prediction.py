@@ -91,7 +91,7 @@ def _probability_names(head) -> list[str]:
 
 def predict_files(
     model: Engine | str | Path,
-    paths: Sequence[str | Path],
+    paths: str | Path | Sequence[str | Path],
     *,
     device: str = "auto",
     batch_size: int | None = None,
@@ -100,8 +100,9 @@ def predict_files(
     on_batch: BatchCallback | None = None,
     as_frame: bool = False,
 ) -> Any:
-    """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files) with
-    ``model``, an engine holding a trained model or a checkpoint (file or run directory).
+    """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files; a
+    single path is one path) with ``model``, an engine holding a trained model or a
+    checkpoint (file or run directory).
 
     Images are read and predicted ``batch_size`` at a time (default: the run's
     ``training.batch_size``), so memory does not grow with their number. Returns one record
@@ -109,6 +110,8 @@ def predict_files(
     image, in the order given, or with ``as_frame`` a pandas DataFrame of them. A file that
     cannot be read or cut is a record whose ``error`` says why; with ``strict`` it raises
     DataError instead. ``on_batch`` receives each batch's predicted images and RoIs."""
+    if isinstance(paths, str | Path):  # a str is a Sequence too: of its characters
+        paths = [paths]
     engine = model if isinstance(model, Engine) else load_predictor(model, device=device)
     if engine.model is None:
         raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")

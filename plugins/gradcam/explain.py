@@ -144,7 +144,8 @@ def explain_rois(engine, rois: list[Roi], tasks: list[str], args, out: Path) -> 
             layer=args.layer,
         )
         for roi, cam, prob in zip(rois, cams, probs, strict=False):
-            stem = safe_name(roi.image_id)
+            # a/img.png and b/img.png share the id img.png: their sources tell them apart
+            stem = safe_name(roi.image_id, f"{roi.source}\n{roi.image_id}")
             png = out / head.name / f"{stem}.png"
             npy = out / head.name / f"{stem}.npy"
             atomic_write_bytes(png, png_bytes(overlay_image(roi.roi, cam)))
