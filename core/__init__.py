@@ -20,7 +20,7 @@ This module is the public API, the one place users and plugin authors import fro
   (:func:`binary_auc`) with its DeLong interval (:func:`delong_ci`), the stratified
   (cluster) bootstrap (:func:`bootstrap_ci`), paired comparisons of two models
   (:func:`paired_delong`, :func:`paired_bootstrap`, :func:`paired_t_test` over repeated
-  runs) and :func:`calibration`;
+  runs) and :func:`calibration`; the binary decision at a threshold (:func:`positive_at`);
 - the errors, all under :class:`MtlError`.
 
 Everything else (``mtlkit.data.scan``, ``mtlkit.training.fit``, ...) is internal and may change.
@@ -73,6 +73,7 @@ from mtlkit.data.samples import Sample, SampleSet
 from mtlkit.data.transforms import normalize_batch
 from mtlkit.engine import Engine
 from mtlkit.errors import (
+    BadRowsError,
     ConfigError,
     DataError,
     MtlError,
@@ -90,6 +91,7 @@ from mtlkit.evaluation.comparison import finite, p_value_text
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.evaluation.metrics import split_metric_name
 from mtlkit.evaluation.statistics import paired_t_test
+from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.files import atomic_write_bytes, atomic_write_text, check_output_file, to_json
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RoiOutputs, RunResult
@@ -103,7 +105,7 @@ from mtlkit.runs.prediction import (
 )
 from mtlkit.runs.runner import run
 from mtlkit.text import csv_cell, shown
-from mtlkit.training.checkpoint import state_dict_mismatch
+from mtlkit.training.checkpoint import checkpoint_of, state_dict_mismatch
 from mtlkit.training.losses import masked_mean
 from mtlkit.version import __version__
 
@@ -115,6 +117,7 @@ __all__ = [
     "Baseline",
     "BaselineContext",
     "BaselineOutput",
+    "BadRowsError",
     "Box",
     "Command",
     "CommandContext",
@@ -166,6 +169,7 @@ __all__ = [
     "calibration",
     "canonical",
     "check_output_file",
+    "checkpoint_of",
     "crop_and_resize",
     "csv_cell",
     "delong_ci",
@@ -182,6 +186,7 @@ __all__ = [
     "paired_delong",
     "paired_t_test",
     "parse_box",
+    "positive_at",
     "predict_files",
     "prediction_columns",
     "read_csv_rows",

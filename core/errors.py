@@ -49,6 +49,16 @@ class DataError(UsageError):
     """Input data is missing, unreadable or contradictory."""
 
 
+class BadRowsError(DataError):
+    """A table some of whose rows are bad. ``problems`` holds ``(row number, message)``
+    each and ``good`` what the good rows gave (a data source's SampleSet), for a caller
+    that reports bad rows one by one (``mtl predict``) instead of refusing the file."""
+
+    def __init__(self, title: str, problems: list[tuple[int, str]], good=None):
+        self.problems, self.good = problems, good
+        super().__init__(list_problems(title, [f"row {n}: {m}" for n, m in problems]))
+
+
 class PluginError(UsageError):
     """A plugin could not be loaded, or registered something that clashes."""
 

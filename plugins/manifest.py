@@ -13,12 +13,11 @@ from pathlib import Path
 from pydantic import Field
 
 from mtlkit import (
-    DataError,
+    BadRowsError,
     OptionsModel,
     Sample,
     SampleSet,
     hookimpl,
-    list_problems,
     load_grayscale,
     load_mask,
     parse_box,
@@ -47,7 +46,8 @@ class ManifestOptions(OptionsModel):
 
 
 def manifest_source(options: ManifestOptions) -> SampleSet:
-    """Samples from a CSV manifest; raises DataError listing every bad row."""
+    """Samples from a CSV manifest; raises BadRowsError listing every bad row (with the
+    good rows' samples, for a caller that keeps them)."""
     path = Path(options.path).expanduser()
     rows, columns = read_csv_rows(path)
     root = path.parent.resolve()
@@ -62,19 +62,19 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
         where = f"row {number}"
         image = resolve_data_file(row[options.image_column], root, options.allow_outside_root)
         if isinstance(image, str):
-            problems.append(f"{where}: image {image}")
+            problems.append((number, f"image {image}"))
             continue
         mask = None
         if mask_column and (row[mask_column] or "").strip():
             mask = resolve_data_file(row[mask_column], root, options.allow_outside_root)
             if isinstance(mask, str):
-                problems.append(f"{where}: mask {mask}")
+                problems.append((number, f"mask {mask}"))
                 continue
         box = None
         if box_columns:
             box, problem = parse_box(row, box_columns)
             if problem:
-                problems.append(f"{where}: {problem}")
+                problems.append((number, problem))
                 continue
         image_id = row[options.image_column].strip()
         patient = (row[patient_column] or "").strip() if patient_column else ""
@@ -90,10 +90,11 @@ def manifest_source(options: ManifestOptions) -> SampleSet:
                 origin=f"{path.name} {where}",
             )
         )
-    if problems:
-        raise DataError(list_problems(f"{path}: {len(problems)} bad row(s):", problems))
     labels = [c for c in columns if c not in reserved]
-    return SampleSet(samples, description=f"manifest {path}", columns=labels)
+    good = SampleSet(samples, description=f"manifest {path}", columns=labels)
+    if problems:
+        raise BadRowsError(f"{path}: {len(problems)} bad row(s):", problems, good)
+    return good
 
 
 @hookimpl

@@ -11,13 +11,13 @@ import math
 
 import numpy as np
 
-from mtlkit import binary_auc, hookimpl
+from mtlkit import binary_auc, hookimpl, positive_at
 
 
 def _counts(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> list[tuple[int, ...]]:
     """(tp, fp, tn, fn) for a binary task, or for each class one-vs-rest."""
     if y_prob.ndim == 1:
-        pairs = [(y_true == 1, y_prob > threshold)]
+        pairs = [(y_true == 1, positive_at(y_prob, threshold))]
     else:
         predicted = y_prob.argmax(axis=1)
         pairs = [(y_true == c, predicted == c) for c in range(y_prob.shape[1])]
@@ -43,7 +43,11 @@ def _macro(values: list[float]) -> float:
 def accuracy(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> float:
     """ACC: share of correct predictions."""
     if y_prob.ndim == 1:
-        return float(np.mean((y_prob > threshold) == (y_true == 1))) if len(y_true) else math.nan
+        return (
+            float(np.mean(positive_at(y_prob, threshold) == (y_true == 1)))
+            if len(y_true)
+            else math.nan
+        )
     return float(np.mean(y_prob.argmax(axis=1) == y_true)) if len(y_true) else math.nan
 
 

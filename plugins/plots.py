@@ -36,6 +36,7 @@ from mtlkit import (  # noqa: E402
     bootstrap_ci,
     finite,
     hookimpl,
+    positive_at,
     to_json,
 )
 from mtlkit.plugins.run_files import RunFiles, read_run  # noqa: E402
@@ -231,7 +232,7 @@ def confusion_figure(run: RunFiles, split: str) -> Figure | None:
             y = column_values(rows, f"{task}_label")
             p = column_values(rows, f"{task}_prob")
             known = ~np.isnan(y)
-            truth, predicted = y[known].astype(int), (p[known] >= threshold).astype(int)
+            truth, predicted = y[known].astype(int), positive_at(p[known], threshold).astype(int)
         else:
             names = classes
             truth_names = [r[f"{task}_label"] for r in rows]

@@ -22,6 +22,7 @@ from mtlkit import (
     UsageError,
     atomic_write_text,
     check_output_file,
+    checkpoint_of,
     hookimpl,
     load_predictor,
     predict_files,
@@ -90,7 +91,10 @@ def run_predict(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     show = not args.quiet and ctx.err.is_terminal
     with Progress(enabled=show, console=ctx.err) as progress:
-        engine = load_predictor(args.checkpoint, device=args.device, progress=progress)
+        weights = checkpoint_of(args.checkpoint)
+        if weights != Path(args.checkpoint).expanduser():  # a run directory: say which one
+            ctx.err.print(f"using checkpoint {shown(weights)}")
+        engine = load_predictor(weights, device=args.device, progress=progress)
         explainer = GradCamStep(engine, Path(args.explain)) if args.explain else None
         records = predict_files(
             engine,

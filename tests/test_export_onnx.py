@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import tiny_raw
 
-from mtlkit import Engine, RoiConfig, crop_and_resize, load_config, roi_box, run
+from mtlkit import Engine, RoiConfig, UsageError, crop_and_resize, load_config, roi_box, run
 from mtlkit.cli import main
 from mtlkit.components.usage import components_used
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.export.metadata import read_metadata_props
-from mtlkit.export.onnx_file import export_onnx
+from mtlkit.export.onnx_file import export_onnx, output_path
 from mtlkit.plugins.busi import BusiOptions, busi_source
 from mtlkit.training.checkpoint import save_weights
 
@@ -256,12 +256,18 @@ def test_a_missing_onnx_extra_names_the_install_command(hinge_run, tmp_path, mon
     "make, words",
     [
         (lambda tmp: tmp / "nope", "does not exist"),
-        (lambda tmp: tmp, "without checkpoints/best.safetensors"),
+        (lambda tmp: tmp, "holds no checkpoints/best.safetensors"),
     ],
 )
 def test_a_bad_checkpoint_is_refused(make, words, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(make(tmp_path)), "--quiet"]) == 2
     assert words in " ".join(capsys.readouterr().err.split())
+
+
+def test_an_unwritable_output_is_refused_before_exporting(tmp_path):
+    (tmp_path / "plain").write_text("a file, not a folder")
+    with pytest.raises(UsageError, match="not a writable folder"):
+        output_path(tmp_path / "best.safetensors", tmp_path / "plain" / "model.onnx", False)
 
 
 def test_an_output_name_clash_is_refused(tmp_path):
@@ -270,8 +276,6 @@ def test_an_output_name_clash_is_refused(tmp_path):
     raw["constraints"] = [{"type": "coherent", "pairs": [["bm", "alnm"]]}]
     raw["evaluation"]["reference_columns"] = {}
     checkpoint = untrained_checkpoint(raw, tmp_path / "clash.safetensors")
-    from mtlkit import UsageError
-
     with pytest.raises(UsageError, match="bm_raw"):
         export_onnx(checkpoint, tmp_path / "clash.onnx")
     assert not (tmp_path / "clash.onnx").exists()

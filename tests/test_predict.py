@@ -4,6 +4,7 @@ files, folders, manifests and DICOM files, with the RoI of training, every bad f
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import sys
 
@@ -82,7 +83,7 @@ def test_a_manifest_with_boxes_gets_the_runs_own_probabilities(trained, phantoms
         for column in ("bm_prob", "alnm_prob", "bm_class_prob_benign", "bm_class_prob_malignant"):
             assert record[column] == pytest.approx(float(row[column]), abs=2e-6), column
     for record in records:
-        assert record["bm_pred"] == int(record["bm_prob"] >= 0.5)
+        assert record["bm_pred"] == int(record["bm_prob"] > 0.5)
         assert record["bm_class_pred"] in ("benign", "malignant")
         assert record["alnm_prob"] <= record["bm_prob"] + 1e-7  # coherent: by construction
         assert record["alnm_raw_prob"] is not None and record["bm_raw_prob"] is not None
@@ -96,7 +97,6 @@ def test_a_manifest_with_masks_cuts_the_masks_extent_plus_the_margin(trained, ph
     manifest.write_text(
         "image,mask\n" + "".join(f"{phantoms / r['image']},{phantoms / r['mask']}\n" for r in rows)
     )
-    # paths outside the manifest's folder are refused: copy it beside the images instead
     inside = phantoms / "masks_only.csv"
     inside.write_text("image,mask\n" + "".join(f"{r['image']},{r['mask']}\n" for r in rows))
     records = predict_files(trained, [inside], device="cpu")
@@ -107,8 +107,10 @@ def test_a_manifest_with_masks_cuts_the_masks_extent_plus_the_margin(trained, ph
         expected = roi_box(sample, image, RoiConfig(mode="mask", margin=0.5))
         assert record["roi_source"] == "mask"
         assert (record["x0"], record["y0"], record["x1"], record["y1"]) == expected
+    # paths outside a manifest's folder are accepted: the user names these files
     outside = predict_files(trained, [manifest], device="cpu")
-    assert len(outside) == 1 and "outside the manifest's folder" in outside[0]["error"]
+    assert [r["error"] for r in outside] == [None] * 3
+    assert [r["bm_prob"] for r in outside] == [r["bm_prob"] for r in records]
 
 
 def test_files_and_folders_searched_recursively_other_types_ignored(trained, phantoms, tmp_path):
@@ -154,6 +156,87 @@ def test_an_image_smaller_than_the_input_is_upscaled_and_said_so(trained, tmp_pa
     assert record["error"] is None and "smaller than the model's 32x32 input" in record["warning"]
 
 
+def test_a_probability_at_the_threshold_is_negative_as_in_the_metrics(trained, phantoms):
+    engine = load_predictor(trained, device="cpu")
+    paths = [phantoms / "images" / "p0000_i0.png"]
+    (before,) = predict_files(engine, paths)
+    engine.config.evaluation.threshold = before["bm_prob"]  # exactly the probability
+    (record,) = predict_files(engine, paths)
+    assert record["bm_prob"] == engine.config.evaluation.threshold and record["bm_pred"] == 0
+
+
+def test_the_whole_image_given_to_a_box_model_is_said_so(trained, phantoms):
+    (record,) = predict_files(trained, [phantoms / "images" / "p0000_i0.png"], device="cpu")
+    assert record["roi_source"] == "whole_image" and record["error"] is None
+    assert "trained on box RoIs" in record["warning"] and "whole image" in record["warning"]
+    (boxed,) = predict_files(trained, [phantoms / "manifest.csv"], device="cpu")[:1]
+    assert boxed["roi_source"] == "box" and boxed["warning"] is None
+
+
+def test_each_bad_manifest_row_is_its_own_record_and_the_good_rows_are_kept(trained, phantoms):
+    rows = read_csv(phantoms / "manifest.csv")[:2]
+    manifest = phantoms / "some_bad.csv"
+    manifest.write_text(
+        f"image,patient_id\n{rows[0]['image']},p1\nimages/gone.png,p2\n{rows[1]['image']},p3\n,p4\n",
+        encoding="utf-8",
+    )
+    records = predict_files(trained, manifest, device="cpu")  # a single path, not a list
+    assert [r["image_id"] for r in records[:2]] == [rows[0]["image"], rows[1]["image"]]
+    assert all(r["error"] is None for r in records[:2])
+    assert [r["source"] for r in records[2:]] == ["some_bad.csv row 3", "some_bad.csv row 5"]
+    assert "gone.png" in records[2]["error"] and "empty" in records[3]["error"]
+
+
+def test_a_single_str_path_is_one_path(trained, phantoms):
+    records = predict_files(trained, str(phantoms / "images"), device="cpu")
+    assert len(records) == len(list((phantoms / "images").iterdir()))
+    assert all(r["error"] is None for r in records)
+
+
+def test_an_entry_that_cannot_be_examined_is_an_error_row(trained, phantoms, tmp_path, monkeypatch):
+    import mtlkit.runs.prediction_inputs as inputs
+
+    shutil.copy(phantoms / "images" / "p0000_i0.png", tmp_path / "a.png")
+    (tmp_path / "locked").write_bytes(b"no extension: its DICOM marker is read")
+
+    def is_dicom(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(inputs, "is_dicom", is_dicom)
+    good, locked = predict_files(trained, [tmp_path], device="cpu")
+    assert good["image_id"] == "a.png" and good["error"] is None
+    assert locked["image_id"] == "locked" and "Permission denied" in locked["error"]
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses non-UTF-8 file names")
+def test_a_non_utf8_file_name_is_written_printably(trained, phantoms, tmp_path, capsys):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    name = os.fsdecode(b"bad\xff.png")
+    shutil.copy(phantoms / "images" / "p0000_i0.png", folder / name)
+    out, cams = tmp_path / "p.csv", tmp_path / "cams"
+    code, _, stderr = predict_cli(
+        capsys, "--checkpoint", trained, "--out", out, "--explain", cams, folder
+    )
+    assert code == 0, stderr
+    (row,) = read_csv(out)
+    assert row["image_id"] == "bad\\xff.png" and row["error"] == ""
+    assert all((cams / r["heatmap"]).is_file() for r in read_csv(cams / "index.csv"))
+
+
+def test_heatmaps_of_two_inputs_sharing_a_name_both_kept(trained, phantoms, tmp_path, capsys):
+    for folder, image in (("a", "p0000_i0.png"), ("b", "p0001_i0.png")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(phantoms / "images" / image, tmp_path / folder / "img.png")
+    cams = tmp_path / "cams"
+    code, _, stderr = predict_cli(
+        capsys, "--checkpoint", trained, "--explain", cams, tmp_path / "a", tmp_path / "b"
+    )
+    assert code == 0, stderr
+    heatmaps = [r["heatmap"] for r in read_csv(cams / "index.csv") if r["task"] == "bm"]
+    assert len(heatmaps) == len(set(heatmaps)) == 2
+
+
 def test_strict_stops_at_the_first_bad_file(trained, phantoms, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
     good = phantoms / "images" / "p0000_i0.png"
@@ -187,6 +270,23 @@ def test_the_localisers_lesion_is_the_roi_with_roi_mode_auto(tmp_path):
     probabilities, _ = engine.predict_whole([image_with_lesion(), np.full((50, 70), 40, np.uint8)])
     assert found["bm_prob"] == pytest.approx(float(probabilities["bm"][0]), abs=1e-6)
     assert blank["bm_prob"] == pytest.approx(float(probabilities["bm"][1]), abs=1e-6)
+
+
+def test_roi_mode_auto_uses_the_localiser_even_where_a_row_has_a_box(phantoms, tmp_path):
+    raw = tiny_raw(heads=["bm", "alnm"], constraints=[])
+    raw["evaluation"]["reference_columns"] = {}
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(tmp_path / "unused"), "margin": 0.0}
+    engine = Engine(load_config(raw))
+    engine.build_model()
+    stand_in = localizer()
+    engine.locator = lambda roi: stand_in
+    records = predict_files(engine, [phantoms / "manifest.csv"])  # every row has a box
+    assert records and all(r["error"] is None for r in records)
+    for record in records:
+        image = np.asarray(Image.open(phantoms / record["image_id"]))
+        box, found = engine.whole_image_roi(image)  # as evaluation cuts val and test images
+        assert record["roi_source"] == ("localizer" if found else "whole_image")
+        assert (record["x0"], record["y0"], record["x1"], record["y1"]) == box
 
 
 def test_a_trained_localisers_checkpoint_cuts_the_roi(phantoms, tmp_path):
@@ -245,6 +345,7 @@ def test_the_cli_lists_bad_files_and_predicts_the_others(trained, phantoms, tmp_
     assert code == 2 and "already exists" in stderr  # an existing output is kept ...
     code, _, stderr = predict_cli(capsys, "--checkpoint", trained, "--out", out, "--force", good)
     assert code == 0 and len(read_csv(out)) == 1  # ... unless --force
+    assert "using checkpoint" in stderr and "best.safetensors" in stderr  # a run dir's pick
 
 
 def test_the_cli_fails_when_every_file_fails_and_with_strict(trained, phantoms, tmp_path, capsys):

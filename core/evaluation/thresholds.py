@@ -1,10 +1,18 @@
-"""Choosing a probability cut-off on one split to apply unchanged to others: Youden's J."""
+"""The binary decision at a probability cut-off, and choosing the cut-off on one split to
+apply unchanged to others: Youden's J."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+
+def positive_at(probabilities, threshold: float) -> np.ndarray:
+    """The binary decision everywhere mtlkit makes one (metrics, predictions, plots, Grad-CAM
+    targets, the ONNX metadata): positive when ``p > threshold``, so a probability equal to
+    the threshold is negative. A bool array (a bool scalar for a scalar)."""
+    return np.asarray(probabilities) > threshold
 
 
 def youden_threshold(y_true: np.ndarray, y_prob: np.ndarray) -> float:

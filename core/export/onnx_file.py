@@ -20,10 +20,9 @@ from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.export.graph import INPUT_NAME, DeployedModel
 from mtlkit.export.metadata import export_metadata, metadata_props
-from mtlkit.files import atomic_write_bytes
+from mtlkit.files import atomic_write_bytes, check_output_file
 from mtlkit.progress import Progress
-from mtlkit.training.checkpoint import read_metadata
-from mtlkit.training.localizer import checkpoint_of
+from mtlkit.training.checkpoint import checkpoint_of, read_metadata
 from mtlkit.version import __version__
 
 OPSET = 18
@@ -61,32 +60,13 @@ def require_onnx_extra() -> None:
         )
 
 
-def resolve_checkpoint(where: str | Path) -> Path:
-    """The weights file ``--checkpoint`` names: a .safetensors file, or a run directory
-    (its first fold's and seed's best checkpoint)."""
-    path = Path(where).expanduser()
-    if not path.exists():
-        raise UsageError(f"--checkpoint {where} does not exist")
-    try:
-        return checkpoint_of(path)
-    except UsageError:
-        raise UsageError(
-            f"--checkpoint {where} is a folder without checkpoints/best.safetensors or "
-            "last.safetensors at any depth: give a run directory or a weights file"
-        ) from None
-
-
 def output_path(checkpoint: Path, out: str | Path | None, force: bool) -> Path:
     """Where the model goes (default: beside the checkpoint, ``best.onnx`` for
-    ``best.safetensors``); an existing file is refused unless ``force``."""
+    ``best.safetensors``), refused before exporting as every output file is
+    (:func:`~mtlkit.files.check_output_file`): an existing file unless ``force``, a folder,
+    a place that cannot be written."""
     path = Path(out).expanduser() if out is not None else checkpoint.with_suffix(".onnx")
-    if path.is_dir():
-        raise UsageError(f"--out {path} is a folder; give the file to write, e.g. model.onnx")
-    if path.exists() and not force:
-        raise UsageError(
-            f"{path} already exists; nothing was written. Pass --force to replace it, or "
-            "choose another --out"
-        )
+    check_output_file(path, overwrite=force)
     return path
 
 
@@ -105,7 +85,7 @@ def export_onnx(
     if tta not in (None, "none", "hflip"):
         raise UsageError(f"--tta {tta!r}: choices are hflip, none")
     require_onnx_extra()
-    weights = resolve_checkpoint(checkpoint)
+    weights = checkpoint_of(checkpoint, option="--checkpoint")
     path = output_path(weights, out, force)
     progress = progress or Progress(enabled=False)
     engine = trained_engine(weights, device="cpu", host=host)

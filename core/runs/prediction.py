@@ -1,13 +1,14 @@
 """Predictions of a trained model for new images: ``mtl predict`` and :func:`predict_files`.
 
-Each image is cut to its RoI the way the model's training cut RoIs (a manifest's box or
-mask; else, with ``data.roi.mode: auto``, the lesion the localiser finds; else the whole
-image), resized to the model's input and scored in batches by ``Engine.predict_rois``, the
-same computation evaluation uses (test-time augmentation and the constraints that adjust
-outputs included). The result is one record per image: every task's probability and its
-decision at the run's threshold (``evaluation.threshold``, the one its metrics use), the
-raw probabilities where a constraint adjusts them, each segmentation task's lesion area,
-and which RoI was used. An image that cannot be read or cut is a record with an ``error``.
+Each image is cut to its RoI the way the run's evaluation cut its val and test images
+(with ``data.roi.mode: auto`` the lesion the localiser finds; with ``box`` or ``mask`` a
+manifest's box or mask; else the whole image, which ``warning`` then notes), resized to
+the model's input and scored in batches by ``Engine.predict_rois``, the same computation
+evaluation uses (test-time augmentation and the constraints that adjust outputs
+included). The result is one record per image: every task's probability and its decision
+at the run's threshold (``evaluation.threshold``, the one its metrics use), the raw
+probabilities where a constraint adjusts them, each segmentation task's lesion area, and
+which RoI was used. An image that cannot be read or cut is a record with an ``error``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mtlkit.data.samples import Sample
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError
 from mtlkit.evaluation.external import trained_engine
+from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.progress import Progress
 from mtlkit.results import RoiOutputs
 from mtlkit.runs.prediction_inputs import PredictionInput, collect_inputs
@@ -67,9 +69,11 @@ def load_predictor(
 
 def prediction_columns(engine: Engine) -> list[str]:
     """The columns of every record, in order: the image and its RoI; per binary task
-    ``<task>_prob`` and ``<task>_pred`` (0/1), per multiclass task ``<task>_prob_<class>``
-    and ``<task>_pred`` (the class); ``<task>_raw_prob...`` before the adjustment when a
-    constraint adjusts outputs; ``<task>_area`` per segmentation task; ``warning``, ``error``."""
+        ``<task>_prob`` and ``<task>_pred`` (0/1), per multiclass task ``<task>_prob_<class>``
+        and ``<task>_pred`` (the class); ``<task>_raw_prob...`` before the adjustment when a
+        constraint adjusts outputs; ``<task>_area`` per segmentation task (the lesion's share,
+    0 to 1, of the resized RoI square the model saw, not an area in image pixels);
+    ``warning``, ``error``."""
     adjusting = any(c.adjusts_outputs for c in engine.constraints)
     columns = list(ROI_COLUMNS)
     for head in engine.heads:
@@ -87,7 +91,7 @@ def _probability_names(head) -> list[str]:
 
 def predict_files(
     model: Engine | str | Path,
-    paths: Sequence[str | Path],
+    paths: str | Path | Sequence[str | Path],
     *,
     device: str = "auto",
     batch_size: int | None = None,
@@ -96,8 +100,9 @@ def predict_files(
     on_batch: BatchCallback | None = None,
     as_frame: bool = False,
 ) -> Any:
-    """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files) with
-    ``model``, an engine holding a trained model or a checkpoint (file or run directory).
+    """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files; a
+    single path is one path) with ``model``, an engine holding a trained model or a
+    checkpoint (file or run directory).
 
     Images are read and predicted ``batch_size`` at a time (default: the run's
     ``training.batch_size``), so memory does not grow with their number. Returns one record
@@ -105,6 +110,8 @@ def predict_files(
     image, in the order given, or with ``as_frame`` a pandas DataFrame of them. A file that
     cannot be read or cut is a record whose ``error`` says why; with ``strict`` it raises
     DataError instead. ``on_batch`` receives each batch's predicted images and RoIs."""
+    if isinstance(paths, str | Path):  # a str is a Sequence too: of its characters
+        paths = [paths]
     engine = model if isinstance(model, Engine) else load_predictor(model, device=device)
     if engine.model is None:
         raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
@@ -159,8 +166,9 @@ def _predict_batch(
 
 
 def _cut(engine: Engine, sample: Sample, record: dict[str, Any]) -> np.ndarray:
-    """The sample's RoI at the model's input size; records the box, its source and the
-    image's size. Raises DataError naming what is wrong with the image or its RoI."""
+    """The sample's RoI at the model's input size; records the box, its source, the image's
+    size and what the user should know about the cut. Raises DataError naming what is
+    wrong with the image or its RoI."""
     image = sample.image()
     problem = image_problem(image)
     if problem:
@@ -170,41 +178,52 @@ def _cut(engine: Engine, sample: Sample, record: dict[str, Any]) -> np.ndarray:
     size = engine.config.data.image_size
     record.update(zip(("x0", "y0", "x1", "y1"), box, strict=True))
     record.update(roi_source=source, width=width, height=height)
+    warnings = [roi_warning(engine.config.data.roi.mode, source)]
     if width < size or height < size:
         # Resized as training resizes every RoI, but a user should know the model saw
         # an upscaled image rather than the detail it was trained on.
-        record["warning"] = (
+        warnings.append(
             f"the image ({width}x{height}) is smaller than the model's {size}x{size} input; "
             "it was upscaled"
         )
+    record["warning"] = "; ".join(w for w in warnings if w) or None
     return crop_and_resize(image, box, size)
 
 
+def roi_warning(mode: str, source: str) -> str | None:
+    """Why a record's RoI is not the kind the model was trained on, or None: the whole
+    image given to a model trained on box, mask or localiser crops."""
+    if source != "whole_image" or mode == "image":
+        return None
+    if mode == "auto":
+        return "the localiser found no lesion; the whole image was used"
+    return f"the model was trained on {mode} RoIs and the image has none; the whole image was used"
+
+
 def choose_roi(engine: Engine, sample: Sample, image: np.ndarray) -> tuple[Box, str]:
-    """The RoI of one image as the model's training cut them, and its source (one of
-    :data:`ROI_SOURCES`): a drawn box or mask when the sample has one (the one training
-    used first), plus the trained margin; else with ``data.roi.mode: auto`` the lesion the
-    localiser finds; else the whole image. A model trained on whole images
-    (``roi.mode: image``) always gets the whole image."""
+    """The RoI of one image as the run's evaluation cuts its val and test images, and its
+    source (one of :data:`ROI_SOURCES`): with ``data.roi.mode: auto`` the lesion the
+    localiser finds, even where the sample has a drawn box or mask (``roi.train_mode`` is
+    the training split's alone); with ``box`` or ``mask`` the drawn RoI of that kind, else
+    of the other, plus the trained margin; else, and with ``roi.mode: image``, the whole
+    image."""
     settings = engine.config.data.roi
-    if settings.mode != "image":
-        drawn = {"box": sample.box is not None, "mask": sample.mask is not None}
-        order = ("mask", "box") if settings.for_training().mode == "mask" else ("box", "mask")
-        for kind in order:
-            if drawn[kind]:
-                cut = settings.model_copy(
-                    update={"mode": kind, "localizer": None, "train_mode": None}
-                )
-                return roi_box(sample, image, cut), kind
     if settings.mode == "auto":
         box, found = engine.whole_image_roi(image)
         return box, "localizer" if found else "whole_image"
+    if settings.mode != "image":
+        drawn = {"box": sample.box is not None, "mask": sample.mask is not None}
+        order = ("mask", "box") if settings.mode == "mask" else ("box", "mask")
+        for kind in order:
+            if drawn[kind]:
+                return roi_box(sample, image, settings.model_copy(update={"mode": kind})), kind
     height, width = image.shape
     return (0, 0, width, height), "whole_image"
 
 
 def _fill(engine: Engine, record: dict[str, Any], outputs: RoiOutputs, index: int) -> None:
-    """One image's probabilities, decisions and lesion areas into its record."""
+    """One image's probabilities, decisions and lesion areas (the lesion's share of the
+    resized RoI square) into its record."""
     threshold = engine.config.evaluation.threshold
     for head in engine.heads:
         prob = outputs.probabilities[head.name][index]
@@ -214,7 +233,7 @@ def _fill(engine: Engine, record: dict[str, Any], outputs: RoiOutputs, index: in
             for name, value in zip(names, np.atleast_1d(values), strict=True):
                 record[f"{head.name}_{prefix}{name}"] = float(value)
         if head.kind == "binary":
-            record[f"{head.name}_pred"] = int(prob >= threshold)
+            record[f"{head.name}_pred"] = int(positive_at(prob, threshold))
         else:
             record[f"{head.name}_pred"] = head.classes[int(np.argmax(prob))]
     for head in engine.dense_heads:

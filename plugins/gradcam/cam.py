@@ -16,7 +16,7 @@ import pytorch_grad_cam
 import torch
 from torch import nn
 
-from mtlkit import UsageError
+from mtlkit import UsageError, positive_at
 
 # The CAM methods of the library that explain a classifier from one target layer.
 METHODS = {
@@ -35,7 +35,7 @@ MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
 # What a CAM explains. positive/negative: a binary head's logit or its negative ("why
 # positive", "why negative"); predicted: the decision the model made (for a binary head the
-# positive logit when p >= threshold, else its negative; the predicted class for a
+# positive logit when p > threshold, else its negative; the predicted class for a
 # multiclass head); true: the same for the true label (predicted where it is unknown).
 TargetName = Literal["predicted", "true", "positive", "negative"]
 
@@ -92,7 +92,7 @@ def cam_targets(
 
 def _decisions(kind: str, probabilities: np.ndarray, threshold: float) -> np.ndarray:
     if kind == "binary":
-        return (probabilities >= threshold).astype(int)
+        return positive_at(probabilities, threshold).astype(int)
     return np.argmax(probabilities, axis=1)
 
 

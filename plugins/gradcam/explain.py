@@ -23,6 +23,7 @@ from mtlkit import (
     csv_cell,
     load_grayscale,
     normalize_batch,
+    positive_at,
     roi_box,
     trained_engine,
 )
@@ -143,14 +144,15 @@ def explain_rois(engine, rois: list[Roi], tasks: list[str], args, out: Path) -> 
             layer=args.layer,
         )
         for roi, cam, prob in zip(rois, cams, probs, strict=False):
-            stem = safe_name(roi.image_id)
+            # a/img.png and b/img.png share the id img.png: their sources tell them apart
+            stem = safe_name(roi.image_id, f"{roi.source}\n{roi.image_id}")
             png = out / head.name / f"{stem}.png"
             npy = out / head.name / f"{stem}.npy"
             atomic_write_bytes(png, png_bytes(overlay_image(roi.roi, cam)))
             atomic_write_bytes(npy, npy_bytes(cam))
             if head.kind == "binary":
                 prob_text = f"{float(prob):.4f}"
-                decision = head.classes[int(prob >= threshold)]
+                decision = head.classes[int(positive_at(prob, threshold))]
             else:
                 pairs = zip(head.classes, prob, strict=True)
                 prob_text = " ".join(f"{c}={p:.4f}" for c, p in pairs)

@@ -22,6 +22,7 @@ from mtlkit import (
     atomic_write_text,
     crop_and_resize,
     normalize_batch,
+    positive_at,
     roi_box,
     shown,
     to_json,
@@ -47,11 +48,14 @@ class GradCamOptions(OptionsModel):
     ring: float = Field(0.5, gt=0, description="peritumoral ring width, in lesion radii")
 
 
-def safe_name(text: str) -> str:
-    """A file-name stem for an image id: its safe characters and a short hash, so that two
-    ids never share a file and no id can leave the folder."""
+def safe_name(text: str, key: str | None = None) -> str:
+    """A file-name stem for an image id: its safe characters and a short hash of ``key``
+    (default ``text``; the id and its source where two inputs share an id), so that two
+    images never share a file and no id can leave the folder. Any text encodes, undecodable
+    file-name bytes included."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(text).stem)[:40].strip("_") or "image"
-    return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256((key or text).encode("utf-8", "backslashreplace")).hexdigest()
+    return f"{stem}-{digest[:8]}"
 
 
 def pick_gallery(
@@ -64,7 +68,7 @@ def pick_gallery(
     if kind == "binary":
         p = probs[known]
         y = labels[known].astype(int)
-        predicted = (p >= threshold).astype(int)
+        predicted = positive_at(p, threshold).astype(int)
         groups = {
             "TP": (y == 1) & (predicted == 1),
             "FP": (y == 0) & (predicted == 1),
