@@ -145,3 +145,14 @@ def test_hook_with_unknown_argument_is_a_plugin_error_naming_the_plugin():
 
     with pytest.raises(PluginError, match="wrong_argument"):
         PluginHost([WrongArgument()])
+
+
+def test_the_plugin_authors_guide_names_every_hook():
+    # docs/plugins.md is the guide to the hooks: a new hook must appear in it
+    from conftest import ROOT
+
+    import mtlkit.components.hookspecs as specs
+
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    missing = [name for name in dir(specs) if name.startswith("mtl_") and name not in guide]
+    assert not missing, f"docs/plugins.md does not name the hooks {missing}"
