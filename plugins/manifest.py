@@ -46,8 +46,10 @@ class ManifestOptions(OptionsModel):
 
 
 def manifest_source(options: ManifestOptions) -> SampleSet:
-    """Samples from a CSV manifest; raises BadRowsError listing every bad row (with the
-    good rows' samples, for a caller that keeps them)."""
+    """Samples from a CSV manifest; a DataError lists every bad row.
+
+    The error is a BadRowsError, which also carries the good rows' samples for a caller
+    that keeps them (``mtl predict``)."""
     path = Path(options.path).expanduser()
     rows, columns = read_csv_rows(path)
     root = path.parent.resolve()
