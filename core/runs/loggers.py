@@ -23,9 +23,9 @@ from mtlkit.files import ENSEMBLE_PREDICTIONS
 from mtlkit.progress import Progress
 from mtlkit.text import shown
 
-FIT_FILES = ("metrics.json", "predictions.csv", "history.json", "history.csv", "timing.json")
+FIT_ARTIFACTS = ("metrics.json", "predictions.csv", "history.json", "history.csv", "timing.json")
 """A fold and seed's own files, given to ``end_fit`` (those that exist)."""
-RUN_FILES = (
+RUN_ARTIFACTS = (
     "config.yaml",
     "splits.json",
     "environment.json",
@@ -120,11 +120,11 @@ class RunLoggers:
 
     def end_fit(self, run_dir: Path, metrics: dict[str, Any]) -> None:
         """The fit in ``run_dir`` is evaluated and its files written."""
-        self._tell("end_fit", final_numbers(metrics), _existing(run_dir, FIT_FILES))
+        self._tell("end_fit", final_numbers(metrics), _existing(run_dir, FIT_ARTIFACTS))
 
     def end_run(self, out: Path, metrics: dict[str, Any]) -> None:
         """The run is finished (its reports written)."""
-        self._tell("end_run", final_numbers(metrics), _existing(out, RUN_FILES))
+        self._tell("end_run", final_numbers(metrics), _existing(out, RUN_ARTIFACTS))
 
     def fail_run(self, error: BaseException) -> None:
         """The run stopped with ``error`` (Ctrl-C included) before its end."""
