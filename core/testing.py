@@ -719,13 +719,20 @@ def check_baseline(
     problems = [p for p in [baseline_problem(baseline)] if p]
     if type(baseline).fit is Baseline.fit:
         problems.append("it does not implement fit(context, seed)")
-    requires = getattr(baseline, "requires", ())
-    if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
-        problems.append(f"requires is {requires!r}: a tuple of module names")
-    elif requires and not getattr(baseline, "install", ""):
-        problems.append("requires modules but install is empty: say how to install them")
+    problems += _extra_problems(baseline)
     _fail(subject, problems)
     return baseline
+
+
+def _extra_problems(component: Any) -> list[str]:
+    """What is wrong with a component's declaration of its optional extra: ``requires``,
+    a tuple of module names, and ``install``, how to install them."""
+    requires = getattr(component, "requires", ())
+    if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
+        return [f"requires is {requires!r}: a tuple of module names"]
+    if requires and not getattr(component, "install", ""):
+        return ["requires modules but install is empty: say how to install them"]
+    return []
 
 
 # --- experiment loggers ----------------------------------------------------------------------
@@ -744,11 +751,7 @@ def check_logger(
     validated = _validated(subject, options, model)
     logger = _build(subject, cls, validated)
     problems = [] if isinstance(logger, ExperimentLogger) else [f"built {describe(logger)}"]
-    requires = getattr(cls, "requires", ())
-    if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
-        problems.append(f"requires is {requires!r}: a tuple of module names")
-    elif requires and not getattr(cls, "install", ""):
-        problems.append("requires modules but install is empty: say how to install them")
+    problems += _extra_problems(cls)
     _fail(subject, problems)
     try:
         require_extra(Entry("logger", "checked", cls, "check", model, ""), "loggers[0]")

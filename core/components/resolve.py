@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -505,18 +505,25 @@ def _build_loss(host: PluginHost, spec: Any, path: str, head: TaskHead) -> TaskL
     return call_component(entry, options, path)
 
 
-def require_extra(entry: Entry, path: str) -> Entry:
-    """``entry``, when every module its component ``requires`` imports; else a config error
-    at ``{path}.type`` naming the missing modules and the component's ``install`` command
-    (checked while the config is validated, before any data or training)."""
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    """The modules of ``modules`` that cannot be imported here (a broken installation with
+    what it raised)."""
     missing = []
-    for module in getattr(entry.obj, "requires", ()):
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:
             missing.append(module)
         except Exception as exc:  # a broken installation: say what it raised
             missing.append(f"{module} ({type(exc).__name__}: {exc})")
+    return missing
+
+
+def require_extra(entry: Entry, path: str) -> Entry:
+    """``entry``, when every module its component ``requires`` imports; else a config error
+    at ``{path}.type`` naming the missing modules and the component's ``install`` command
+    (checked while the config is validated, before any data or training)."""
+    missing = missing_modules(getattr(entry.obj, "requires", ()))
     if missing:
         install = getattr(entry.obj, "install", "") or "install the packages it needs"
         raise ConfigError(

@@ -8,7 +8,6 @@ warns that it will be removed, and leaves the dense heads' spatial sizes symboli
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtlkit.components.resolve import missing_modules
 from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.export.graph import INPUT_NAME, DeployedModel
@@ -48,12 +48,7 @@ class ExportOutcome:
 def require_onnx_extra() -> None:
     """A UsageError naming the install command when a package of the ``onnx`` extra is
     missing."""
-    missing = []
-    for name in EXTRA_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
+    missing = missing_modules(EXTRA_MODULES)
     if missing:
         raise UsageError(
             f"exporting to ONNX needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}"
