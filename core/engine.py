@@ -36,6 +36,7 @@ from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, RoiOutputs
+from mtlkit.training import distributed
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import FitObjects, FitRecord, build_fit_objects, train_epoch
@@ -74,7 +75,8 @@ class Engine:
         self.components: Components = resolve_components(config, self.host)
         self.seed = config.seeds[0] if seed is None else seed
         self.progress = progress or Progress(enabled=False)
-        self.device = resolve_device(config.training.device)
+        # Under torchrun each rank of a machine takes its own GPU (cuda:LOCAL_RANK).
+        self.device = distributed.rank_device(resolve_device(config.training.device))
         self._data = data
         self.model: MultiTaskModel | None = None
         self.checkpoint_dir: Path | None = None
@@ -216,10 +218,12 @@ class Engine:
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config.training
         data = self.data
-        data.save_cache()  # a fit means the data was accepted (mtl run saves it earlier)
+        if distributed.is_main():  # only rank 0 writes files
+            data.save_cache()  # a fit means the data was accepted (mtl run saves it earlier)
         objects = build_fit_objects(
             self.build_model(), self.components, cfg, self.seed, self.device
         )
+        self._distribute(objects)
         self._weighting, self._constraints = objects.weighting, objects.constraints
         loader = self._train_loader(data, objects.generator)
         targets = data.targets.to(self.device)
@@ -256,6 +260,16 @@ class Engine:
         self.host.fit_end(self, result)
         return result
 
+    def _distribute(self, objects: FitObjects) -> None:
+        """Under torchrun: the model trained as DDP and the weighting's and constraints'
+        learned parameters averaged over the ranks like the model's (nothing otherwise)."""
+        if not distributed.active():
+            return
+        sync = self.config.training.distributed.sync_batchnorm
+        objects.wrapped = distributed.wrap_model(objects.model, self.device, sync)
+        others = [*objects.weighting.parameters(), *objects.constraints.parameters()]
+        distributed.average_other_gradients(objects.optimizer, others)
+
     def _epoch(
         self,
         epoch: int,
@@ -268,6 +282,8 @@ class Engine:
         """Train, validate and record one epoch; saves the best weights, steps the scheduler
         and saves the training state when it is due. Returns the epoch's log."""
         known = self.data.mask_targets() if self.dense_heads else None
+        if distributed.world_size() > 1:  # each rank its own augmentation draws
+            seed_everything(distributed.rank_seed(self.seed, epoch))
         trained = train_epoch(
             objects,
             objective,
@@ -276,6 +292,10 @@ class Engine:
             epoch,
             self.progress,
             known.to(targets.device) if known is not None else None,
+        )
+        # The ranks validate (and rank 0 saves) with rank 0's batch-norm statistics.
+        distributed.broadcast_buffers(
+            {id(m): m for m in (objects.model, objects.evaluated)}.values()
         )
         val_metrics = self._validation_metrics()
         lr = objects.optimizer.param_groups[0]["lr"]
@@ -299,10 +319,14 @@ class Engine:
         return self._evaluate(self.data, indices, "val", tta=False, statistics=False).tasks
 
     def _resume(self, objects: FitObjects, record: FitRecord) -> int:
-        """Continue from the saved training state, if there is one; returns the epochs done."""
-        if not self._has_state():
+        """Continue from the saved training state, if there is one; returns the epochs done.
+        Under torchrun rank 0 reads it and sends it to the others, whose machines may not
+        see the run directory."""
+        saved = distributed.from_main(
+            lambda: load_state(self.state_path) if self._has_state() else None
+        )
+        if saved is None:
             return 0
-        saved = load_state(self.state_path)
         check_resumable(saved, self.state_path, self._fingerprint(), self.config.training.epochs)
         try:
             return restore_state(saved, objects, record)
@@ -315,7 +339,8 @@ class Engine:
     def _state_due(self, epoch: int) -> bool:
         """Whether the training state is saved after ``epoch``."""
         every, last = self.config.training.state_every, self.config.training.epochs
-        return self.state_path is not None and every > 0 and (epoch % every == 0 or epoch == last)
+        due = every > 0 and (epoch % every == 0 or epoch == last)
+        return self.state_path is not None and due and distributed.is_main()
 
     def _has_state(self) -> bool:
         return self.state_path is not None and self.state_path.is_file()
@@ -330,9 +355,18 @@ class Engine:
         return fingerprint(self.config, self.seed, self.data.fold)
 
     def _train_loader(self, data: PreparedData, generator: torch.Generator) -> DataLoader:
-        """Shuffled training batches; ``generator`` decides the order (saved for resume)."""
+        """Shuffled training batches; ``generator`` decides the order (saved for resume).
+        Under torchrun each rank takes its shard of the epoch's order (its batches hold
+        ``training.batch_size`` images each)."""
         cfg = self.config.training
         indices = data.indices("train")
+        order: dict[str, Any] = {"shuffle": True}
+        shard = len(indices)
+        if distributed.active():
+            sampler = distributed.ShardedSampler(
+                len(indices), distributed.rank(), distributed.world_size(), generator
+            )
+            order, shard = {"sampler": sampler}, len(sampler)
         dataset = RoiDataset(
             data.training_rois,
             indices,
@@ -342,8 +376,8 @@ class Engine:
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=len(indices) > cfg.batch_size,  # a batch of one breaks batch norm
+            **order,
+            drop_last=shard > cfg.batch_size,  # a batch of one breaks batch norm
             num_workers=cfg.num_workers,
             worker_init_fn=seed_worker,
             generator=generator,
@@ -352,7 +386,7 @@ class Engine:
         )
 
     def _save(self, tag: str, epoch: int) -> None:
-        if self.checkpoint_dir is not None and self.model is not None:
+        if self.checkpoint_dir is not None and self.model is not None and distributed.is_main():
             save_weights(
                 self.model,
                 self.checkpoint_dir / f"{tag}.safetensors",
@@ -392,7 +426,11 @@ class Engine:
         """``statistics``: with the intervals and calibration of ``evaluation.statistics``
         (the per-epoch validation does without)."""
         rows = torch.from_numpy(indices)
-        probabilities, raw, maps = self._forward_all(data.cache[rows], tta)
+        # Under torchrun each rank runs its share of the rows and every rank gets all of
+        # them back in row order, so that the metrics are computed once over all of them.
+        probabilities, raw, maps = distributed.gathered(
+            lambda shard: self._forward_all(data.cache[shard], tta), rows
+        )
         result = score_split(
             data,
             indices,

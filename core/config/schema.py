@@ -427,6 +427,26 @@ def named_component(kind: str, default: str) -> Any:
     ]
 
 
+class DistributedConfig(OptionsModel):
+    """Training under torchrun (``mtl run CONFIG --nproc N``, or torchrun itself): one process
+    per rank, PyTorch DistributedDataParallel, gloo on the CPU and NCCL on CUDA.
+    ``training.batch_size`` is per rank: a step trains on batch_size x ranks images."""
+
+    timeout: int = Field(
+        1800,
+        ge=10,
+        description="seconds a rank waits for the others at a collective (a gradient "
+        "exchange, a gather of evaluation outputs) before it fails; a rank that died or "
+        "hangs stops the job with an error instead of a hang",
+    )
+    sync_batchnorm: bool = Field(
+        False,
+        description="synchronise batch-norm statistics over the ranks at every step "
+        "(SyncBatchNorm, CUDA only); off: each rank normalises by its own batch and rank "
+        "0's running statistics are kept, as plain DDP does",
+    )
+
+
 class TrainingConfig(OptionsModel):
     """How each model trains: epochs, batches, optimizer, schedule, augmentation, device."""
 
@@ -463,6 +483,10 @@ class TrainingConfig(OptionsModel):
         ge=0,
         description="save the complete training state every N epochs, so that a killed run "
         "can resume (mtl resume); 0: never",
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="training under torchrun (mtl run --nproc N); ignored in one process",
     )
 
     @field_validator("device")

@@ -6,8 +6,10 @@ directory is created, so a rejected run leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from mtlkit.runs.baselines import RunSlot, prepare_baselines, run_baselines
 from mtlkit.runs.loggers import RunLoggers
 from mtlkit.runs.provenance import environment
 from mtlkit.text import shown
+from mtlkit.training import distributed
 
 EVALUATED_SPLITS = ("val", "test")
 
@@ -76,19 +79,36 @@ def run(
     ``resume=True`` continues an interrupted run in ``out_dir``: finished folds and seeds are
     kept, an unfinished one continues from its last saved training state. ``cnn=False``
     runs the baselines alone (``mtl radiomics``).
+
+    Under torchrun every rank calls this: the ranks train each model together (DDP) and
+    evaluate it together; rank 0 alone writes the run directory, runs the baselines and
+    reports and prints, and the other ranks return a result without metrics.
     """
-    console = console or Console()
-    progress = progress or Progress(enabled=False)
-    host = host if host is not None else PluginHost(plugins)
-    first = Engine(config, host=host, progress=progress)  # resolves every component
-    if not cnn and not first.components.baselines:
-        raise UsageError("nothing to run: the CNN is off and the config has no baselines")
-    out = Path(out_dir) if out_dir is not None else default_out_dir(config)
-    data, externals, baselines, lock = _start(first, out, resume, progress, cnn)
-    with lock:
-        return _run_all(
-            first, host, progress, console, resume, out, data, externals, baselines, cnn
+    with distributed.session(config.training):
+        if not distributed.is_main():  # the other ranks are silent
+            console, progress = (
+                Console(quiet=True),
+                Progress(enabled=False, console=Console(quiet=True)),
+            )
+        console = console or Console()
+        progress = progress or Progress(enabled=False)
+        host = host if host is not None else PluginHost(plugins)
+        first = Engine(config, host=host, progress=progress)  # resolves every component
+        if not cnn and not first.components.baselines:
+            raise UsageError("nothing to run: the CNN is off and the config has no baselines")
+        if not cnn and distributed.world_size() > 1:
+            raise UsageError("the baselines alone (no CNN) run in one process, not under torchrun")
+        # One run directory for all ranks: rank 0's (its timestamp, if none is given).
+        out = Path(
+            distributed.from_main(
+                lambda: str(out_dir if out_dir is not None else default_out_dir(config))
+            )
         )
+        data, externals, baselines, lock = _start(first, out, resume, progress, cnn)
+        with lock:
+            return _run_all(
+                first, host, progress, console, resume, out, data, externals, baselines, cnn
+            )
 
 
 def _run_all(
@@ -116,12 +136,13 @@ def _run_all(
     prediction_parts: list[tuple[dict[str, str], str]] = []
     members: list[tuple[int, str, str]] = []  # (fold, file, predictions) for the ensemble
     trained_first = False  # the report plugins get the first model only if it trained here
-    loggers = RunLoggers.build(first.components.loggers if cnn else [], host, progress)
+    main = distributed.is_main()
+    loggers = RunLoggers.build(first.components.loggers if cnn and main else [], host, progress)
     loggers.start_run(config, out, [slot.label for slot in slots], resume)
     try:
         for slot in slots if cnn else []:
             run_dir = out / slot.label if slot.label else out
-            done = finished_run(run_dir) if resume else None
+            done = distributed.from_main(partial(finished_run, run_dir)) if resume else None
             if done is None:
                 if slot is slots[0]:
                     engine, trained_first = first, True
@@ -138,6 +159,8 @@ def _run_all(
             prediction_parts.append((slot.columns, predictions))
             members.append((slot.fold, str(run_dir / "predictions.csv"), predictions))
 
+        if not main:  # the summary, baselines and reports are rank 0's
+            return RunResult(out_dir=out, metrics={}, task_names=[h.name for h in first.heads])
         if not per_run:
             metrics = {}
         elif len(per_run) == 1:
@@ -232,15 +255,17 @@ def write_comparison(
 
 def _start(
     first: Engine, out: Path, resume: bool, progress: Progress, cnn: bool = True
-) -> tuple[PreparedData, dict[str, PreparedData], list, RunLock]:
+) -> tuple[PreparedData, dict[str, PreparedData], list, RunLock | contextlib.nullcontext]:
     """Everything that can reject the run, then the run directory's shared files; returns
     the training data, the external sets, the prepared baselines and the run directory's
     lock."""
     config = first.config
+    main = distributed.is_main()
+    # Rank 0 checks the directory; its refusal is raised on every rank.
     if resume:
-        check_resumable(out, config)
+        distributed.from_main(lambda: check_resumable(out, config))
     else:
-        check_run_dir(out)  # before the (possibly long) data loading
+        distributed.from_main(lambda: check_run_dir(out))  # before the (long) data loading
     data = first.data  # data errors surface here, before anything is written
     externals = load_externals(first, data)
     if cnn:
@@ -248,8 +273,12 @@ def _start(
     for prepared in (data, *externals.values()):
         for warning in prepared.warnings:  # e.g. near-duplicates with different labels
             progress.console.print(f"[yellow]data warning:[/] {shown(warning)}")
-    baselines = prepare_baselines(first.components, config, data, progress, EVALUATED_SPLITS)
     records = environment(data, components_used(config, first.components, first.host))
+    # Every rank prepared its data itself (it is deterministic): they must agree.
+    distributed.check_same(records["data"]["fingerprint"], "the data's fingerprint")
+    if not main:
+        return data, externals, [], contextlib.nullcontext()
+    baselines = prepare_baselines(first.components, config, data, progress, EVALUATED_SPLITS)
     if resume:
         lock = RunLock(out)
         try:
@@ -287,6 +316,8 @@ def _train_and_evaluate(
     if data.n_folds > 1:
         document["fold"] = data.fold + 1
     predictions = predictions_csv([e.predictions for e in evals.values()], engine.heads)
+    if not distributed.is_main():  # rank 0 writes the files
+        return document, predictions
     atomic_write_text(run_dir / "predictions.csv", predictions)
     atomic_write_text(run_dir / "history.json", to_json([h.__dict__ for h in fit.history]))
     atomic_write_text(run_dir / "history.csv", history_csv(fit.history))

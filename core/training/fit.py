@@ -37,6 +37,8 @@ class FitObjects:
     average: WeightAverage | None  # training.ema; None without
     generator: torch.Generator
     amp: bool
+    # Under torchrun the DDP wrapper of ``model`` that training steps call; None without.
+    wrapped: nn.Module | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -187,8 +189,9 @@ def train_step(
 
     A non-finite loss raises :class:`TrainingError` before the step would corrupt the weights.
     """
+    model = objects.wrapped if objects.wrapped is not None else objects.model
     with torch.autocast(images.device.type, enabled=objects.amp):
-        outputs = objects.model(images)
+        outputs = model(images)
         losses, constraint_loss, loss = objective(outputs, targets, *(dense or ()))
     value = loss.item()
     if not math.isfinite(value):

@@ -1,0 +1,55 @@
+"""``--nproc N``: the same ``mtl`` command again under torchrun, in N processes on this
+machine (one rank each, DDP; see :mod:`mtlkit.training.distributed`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from mtlkit.errors import TrainingError, UsageError
+from mtlkit.training import distributed
+
+# torchrun starts each rank as `python -m mtlkit.cli ...` (the `mtl` script may not be on
+# the PATH of every environment, the interpreter running this one is).
+MODULE = "mtlkit.cli"
+
+
+def torchrun_arguments(nproc: int, command: Sequence[str]) -> list[str]:
+    """torchrun's arguments for ``command`` (``mtl``'s arguments) in ``nproc`` processes:
+    a standalone rendezvous on a free local port, no restarts (a failed rank ends the
+    job)."""
+    return [
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        "-m",
+        MODULE,
+        *command,
+    ]
+
+
+def launch(nproc: int, command: Sequence[str]) -> int:
+    """Run ``mtl COMMAND`` in ``nproc`` torchrun processes and wait for them; returns the
+    exit code of the rank that failed first (its message was printed by that rank), or 0."""
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}")
+    if distributed.launched_by_torchrun():
+        raise UsageError("--nproc inside a torchrun job: run the command without --nproc")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # One CPU thread share per rank, unless the user chose (torchrun would pick 1, noisily).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        run(parse_args(torchrun_arguments(nproc, command)))
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        code = failure.exitcode
+        if code > 0:
+            return code  # the rank printed its own message (exit 2: usage, 1: failure)
+        raise TrainingError(
+            f"rank {rank} of {nproc} was stopped by signal {-code}; the other ranks were "
+            "stopped with it"
+        ) from None
+    return 0
