@@ -200,13 +200,11 @@ def test_the_launcher_refuses_bad_counts_and_nesting(monkeypatch):
 
 
 def test_a_rank_killed_by_a_signal_is_a_training_error(monkeypatch):
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    class Failure:
-        exitcode, timestamp = -9, 0
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     def killed(_args):
-        raise ChildFailedError("mtlkit.cli", {1: Failure()})
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=-9, error_file="<N/A>")
+        raise ChildFailedError("mtlkit.cli", {1: failure})
 
     monkeypatch.setattr("torch.distributed.run.run", killed)
     with pytest.raises(TrainingError, match="rank 1 of 2 was stopped by signal 9"):
@@ -215,11 +213,12 @@ def test_a_rank_killed_by_a_signal_is_a_training_error(monkeypatch):
 
 # --- two processes with gloo -----------------------------------------------------------------
 
-EPOCHS = 4
+EPOCHS = 3
 PER_RANK = 8  # two ranks of 8 images: the single process's step of 16
 
 
 def ddp_raw(**training):
+    """The tiny config with batch norm (resnet10t) and augmentation, 8 images per rank."""
     raw = tiny_raw(name="ddp", reports=["summary"])
     raw["training"].update(
         {"epochs": EPOCHS, "batch_size": PER_RANK, "optimizer": {"name": "adam", "lr": 0.003}}
@@ -229,15 +228,28 @@ def ddp_raw(**training):
     return raw
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """One run in 2 gloo processes, started by `mtl run --nproc 2`."""
-    folder = tmp_path_factory.mktemp("ddp")
-    config = write_yaml(folder / "ddp.yaml", ddp_raw())
+def exact_raw(**training):
+    """Without batch norm (timm's LayerNorm test_convnext) and augmentation: what still
+    tells 2 ranks from one process is float summation order alone."""
+    raw = ddp_raw(**training)
+    raw["backbone"]["model"] = "test_convnext"
+    raw["training"]["augmentation"] = {"enabled": False}
+    raw["training"]["epochs"] = 2
+    return raw
+
+
+def _two_ranks(folder, raw):
+    """A run in 2 gloo processes, started by `mtl run --nproc 2`."""
+    config = write_yaml(folder / "ddp.yaml", raw)
     out = folder / "two"
     done = run_mtl("run", str(config), "--out", str(out), "--nproc", "2", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return _two_ranks(tmp_path_factory.mktemp("ddp"), ddp_raw())
 
 
 @pytest.fixture(scope="module")
@@ -285,25 +297,29 @@ def test_the_gathered_metrics_are_the_saved_models_in_one_process(two_ranks, tmp
     np.testing.assert_allclose(ours, probs, atol=2e-6)  # predictions.csv keeps 6 decimals
 
 
-def test_two_ranks_match_one_process_within_the_tolerance(two_ranks, one_process):
-    # Each step sees the same 16 images in both runs (rank r takes every other image of the
-    # same shuffled order) and DDP averages the two ranks' gradients, so the runs differ
-    # only by: batch-norm statistics over 8 images per rank instead of 16, the ranks' own
-    # augmentation draws, per-rank masked task means, and float summation order. After 4
-    # epochs that moves the probabilities by a few hundredths.
-    ids_two, two = _test_probabilities(two_ranks[0])
-    ids_one, one = _test_probabilities(one_process)
+def test_two_ranks_match_one_process_within_the_tolerance(tmp_path):
+    # Each step trains on the same 16 images in both runs (rank r takes every other image
+    # of the same shuffled order, 8 each) and DDP averages the ranks' gradients, which is
+    # the gradient of the mean over the 16. Without batch norm and augmentation only the
+    # float summation order differs (and the masked task means, when the ranks' shares of
+    # labelled images differ): the probabilities agree to 1e-3. With batch norm they also
+    # differ by its statistics over 8 images instead of 16, and with augmentation by the
+    # ranks' own draws, so such runs agree only statistically.
+    two, _ = _two_ranks(tmp_path, exact_raw())
+    one = tmp_path / "one"
+    run(load_config(exact_raw(batch_size=2 * PER_RANK)), out_dir=one)
+    ids_two, probs_two = _test_probabilities(two)
+    ids_one, probs_one = _test_probabilities(one)
     assert ids_two == ids_one
-    assert np.abs(two - one).mean() < 0.05
-    metrics = [json.loads((f / "metrics.json").read_text()) for f in (two_ranks[0], one_process)]
-    losses = [
-        [e["train_loss"] for e in json.loads((f / "history.json").read_text())]
-        for f in (two_ranks[0], one_process)
-    ]
-    np.testing.assert_allclose(losses[0], losses[1], rtol=0.1)
-    for task, values in metrics[1]["sets"]["test"]["tasks"].items():
+    np.testing.assert_allclose(probs_two, probs_one, atol=1e-3)
+    histories = [json.loads((f / "history.json").read_text()) for f in (two, one)]
+    np.testing.assert_allclose(
+        [e["train_loss"] for e in histories[0]], [e["train_loss"] for e in histories[1]], rtol=1e-3
+    )
+    metrics = [json.loads((f / "metrics.json").read_text())["sets"] for f in (two, one)]
+    for task, values in metrics[1]["test"]["tasks"].items():
         if values["auc"] is not None:
-            assert abs(metrics[0]["sets"]["test"]["tasks"][task]["auc"] - values["auc"]) <= 0.15
+            assert abs(metrics[0]["test"]["tasks"][task]["auc"] - values["auc"]) <= 0.02, task
 
 
 KILLER = r"""
@@ -312,14 +328,14 @@ from mtlkit import hookimpl, load_config, run
 
 raw, out = json.loads(sys.argv[1]), sys.argv[2]
 
-class KillRank0AfterEpoch2:
+class KillRank0AfterEpoch1:
     @hookimpl
     def mtl_epoch_end(self, engine, epoch):
         # After the epoch's state is saved; rank 1 is then waiting for rank 0.
-        if epoch == 2 and os.environ["RANK"] == "0":
+        if epoch == 1 and os.environ["RANK"] == "0":
             os.kill(os.getpid(), signal.SIGKILL)
 
-run(load_config(raw), out_dir=out, plugins=[KillRank0AfterEpoch2()])
+run(load_config(raw), out_dir=out, plugins=[KillRank0AfterEpoch1()])
 raise SystemExit("the run was not killed")
 """
 
@@ -344,7 +360,7 @@ def test_a_killed_torchrun_job_resumes_under_torchrun_to_the_same_outputs(two_ra
     resumed = run_mtl("resume", str(out), "--nproc", "2", "--quiet", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     timing = json.loads((out / "timing.json").read_text())
-    assert timing["resumed_from_epoch"] == 2  # epochs 1-2 were not trained again
+    assert timing["resumed_from_epoch"] == 1  # epoch 1 was not trained again
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     whole = two_ranks[0]

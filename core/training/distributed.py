@@ -256,6 +256,17 @@ def average_other_gradients(
     optimizer.register_step_pre_hook(hook)
 
 
+def over_ranks(means: Sequence[float], counts: Sequence[int]) -> tuple[list[float], list[int]]:
+    """Per-rank ``means`` (an epoch's losses) averaged over the ranks and ``counts`` (its
+    images) summed: the epoch's figures of all ranks, as history.json records them."""
+    if not active():
+        return list(means), list(counts)
+    values = torch.tensor([*means, *counts], dtype=torch.float64)
+    dist.all_reduce(values)
+    n = len(means)
+    return (values[:n] / world_size()).tolist(), [int(c) for c in values[n:].tolist()]
+
+
 @torch.no_grad()
 def broadcast_buffers(modules: Iterable[nn.Module]) -> None:
     """Rank 0's buffers (batch-norm running statistics) on every rank. DDP sends them at the
