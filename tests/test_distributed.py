@@ -5,7 +5,9 @@ and resumed under torchrun."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from conftest import run_mtl, tiny_raw, write_yaml
 from torch.utils.data import RandomSampler
 
 from mtlkit import load_config, run
+from mtlkit.cli import main
 from mtlkit.cli.launch import launch, torchrun_arguments
 from mtlkit.errors import ConfigError, TrainingError, UsageError
 from mtlkit.training import distributed
@@ -135,6 +138,36 @@ def test_a_session_outside_torchrun_starts_no_group(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with distributed.session(load_config(tiny_raw()).training):
         assert not distributed.active()
+
+
+def _torchrun_environment(monkeypatch, world: int = 1) -> None:
+    """What torchrun sets for rank 0 of ``world``, on a free local port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in [("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", world)]:
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+
+
+def test_a_session_under_torchrun_joins_gloo_with_the_timeout_and_leaves(monkeypatch):
+    _torchrun_environment(monkeypatch)
+    training = load_config(tiny_raw()).training
+    training.distributed.timeout = 42
+    with distributed.session(training):
+        assert distributed.active() and dist.get_backend() == "gloo"
+        backend = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+        assert backend.options._timeout == dt.timedelta(seconds=42)
+    assert not distributed.active()
+
+
+def test_mtl_ablate_is_refused_under_torchrun(monkeypatch, tmp_path, capsys):
+    _torchrun_environment(monkeypatch, world=2)
+    config = write_yaml(tmp_path / "ablate.yaml", tiny_raw())
+    assert main(["ablate", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert "not under torchrun" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture
@@ -258,6 +291,17 @@ def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp1") / "one"
     run(load_config(ddp_raw(batch_size=2 * PER_RANK)), out_dir=out)
     return out
+
+
+def test_a_refused_run_under_torchrun_says_why_once_and_writes_nothing(two_ranks, tmp_path):
+    config = write_yaml(tmp_path / "ddp.yaml", ddp_raw())
+    out = two_ranks[0]  # not empty: refused by rank 0, and so by rank 1
+    before = _files(out)
+    done = run_mtl("run", str(config), "--out", str(out), "--nproc", "2", timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.count("error:") == 1 and "Choose another --out" in done.stderr, done.stderr
+    assert "exitcode" not in done.stderr  # no torchrun log lines
+    assert _files(out) == before
 
 
 def _files(folder):

@@ -65,7 +65,8 @@ def _main(argv: list[str], debug: bool, err: Console) -> int:
         if debug:
             raise
         kind = "error" if isinstance(exc, UsageError) else "failed"
-        err.print(f"[bold red]{kind}:[/] {shown(exc)}")
+        if not getattr(exc, "reported_by_rank_0", False):  # torchrun: printed once, by rank 0
+            err.print(f"[bold red]{kind}:[/] {shown(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]")

@@ -18,10 +18,12 @@ from mtlkit.cli.base import (
     check_resume,
 )
 from mtlkit.config.loading import load_config
+from mtlkit.errors import UsageError
 from mtlkit.evaluation.comparison import p_value_text
 from mtlkit.progress import Progress
 from mtlkit.runs.ablation import ablate
 from mtlkit.text import shown
+from mtlkit.training import distributed
 
 SHOWN_METRICS = ("acc", "se", "sp", "precision", "f1", "auc", "raw_auc")
 TITLES = {"precision": "Prec", "raw_auc": "raw AUC", "auc": "AUC"}
@@ -41,6 +43,8 @@ def _ablate(args: argparse.Namespace, ctx: CommandContext) -> int:
 
 def run_ablation(config, out: str | None, resume: bool, quiet: bool, ctx: CommandContext) -> int:
     """Run (or resume) the ablation of ``config`` into ``out`` and print its tables."""
+    if distributed.launched_by_torchrun():  # its grid files would be written by every rank
+        raise UsageError("mtl ablate runs in one process, not under torchrun")
     with Progress(enabled=not quiet and ctx.err.is_terminal, console=ctx.err) as progress:
         result = ablate(
             config,

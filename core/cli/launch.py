@@ -3,6 +3,7 @@ machine (one rank each, DDP; see :mod:`mtlkit.training.distributed`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -41,6 +42,7 @@ def launch(nproc: int, command: Sequence[str]) -> int:
 
     # One CPU thread share per rank, unless the user chose (torchrun would pick 1, noisily).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    _quiet_torchrun_logs()
     try:
         run(parse_args(torchrun_arguments(nproc, command)))
     except ChildFailedError as exc:
@@ -53,3 +55,13 @@ def launch(nproc: int, command: Sequence[str]) -> int:
             "stopped with it"
         ) from None
     return 0
+
+
+def _quiet_torchrun_logs() -> None:
+    """torchrun's agent logs each failed rank with its pid and binary; the failed rank has
+    printed its own message and :func:`launch` reports the rest, so only its critical
+    records are shown. (Each of its loggers has its own level: setting the parent's is
+    not enough.)"""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

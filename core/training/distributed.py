@@ -136,6 +136,7 @@ def from_main(compute: Callable[[], T]) -> T:
     dist.broadcast_object_list(box, src=0)
     ok, value = box[0]
     if not ok:
+        value.reported_by_rank_0 = True  # the CLI leaves the message to rank 0
         raise value
     return value
 
