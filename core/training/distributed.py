@@ -95,6 +95,9 @@ def session(training: TrainingConfig) -> Iterator[None]:
     device = resolve_device(training.device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        if device.index is not None and int(os.environ["WORLD_SIZE"]) > 1:
+            problem = "under torchrun each process takes cuda:LOCAL_RANK: set cuda or auto"
+            raise ConfigError([("training.device", problem)])
         if local_rank() >= torch.cuda.device_count():
             raise UsageError(
                 f"LOCAL_RANK is {local_rank()} but this machine has "
@@ -262,10 +265,16 @@ def over_ranks(means: Sequence[float], counts: Sequence[int]) -> tuple[list[floa
     images) summed: the epoch's figures of all ranks, as history.json records them."""
     if not active():
         return list(means), list(counts)
-    values = torch.tensor([*means, *counts], dtype=torch.float64)
+    # NCCL reduces CUDA tensors only; gloo CPU ones.
+    device = torch.device("cuda", torch.cuda.current_device()) if _nccl() else None
+    values = torch.tensor([*means, *counts], dtype=torch.float64, device=device)
     dist.all_reduce(values)
     n = len(means)
-    return (values[:n] / world_size()).tolist(), [int(c) for c in values[n:].tolist()]
+    return (values[:n] / world_size()).tolist(), [round(c) for c in values[n:].tolist()]
+
+
+def _nccl() -> bool:
+    return dist.get_backend() == "nccl"
 
 
 @torch.no_grad()
