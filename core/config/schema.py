@@ -452,7 +452,10 @@ class TrainingConfig(OptionsModel):
 
     epochs: int = Field(200, ge=1, description="training epochs per model (fold and seed)")
     batch_size: int = Field(
-        32, ge=2, description="images per step; at least 2, as batch normalisation needs"
+        32,
+        ge=2,
+        description="images per step (per process under torchrun: a step then trains on "
+        "batch_size x processes); at least 2, as batch normalisation needs",
     )
     optimizer: named_component("optimizer", DEFAULT_OPTIMIZER) = Field(
         default_factory=lambda: {"name": DEFAULT_OPTIMIZER},
