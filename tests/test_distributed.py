@@ -293,6 +293,7 @@ def one_process(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a third torchrun launch (~20-40 s) for a message printed once
 def test_a_refused_run_under_torchrun_says_why_once_and_writes_nothing(two_ranks, tmp_path):
     config = write_yaml(tmp_path / "ddp.yaml", ddp_raw())
     out = two_ranks[0]  # not empty: refused by rank 0, and so by rank 1
