@@ -22,6 +22,7 @@ from mtlkit.cli.run_commands import run_commands
 from mtlkit.components.host import PluginHost
 from mtlkit.errors import MtlError, UsageError
 from mtlkit.text import printable, shown
+from mtlkit.training import distributed
 from mtlkit.version import __version__
 
 __all__ = ["Command", "CommandContext", "main"]
@@ -49,8 +50,8 @@ def _shown_warning(err: Console):
 def _main(argv: list[str], debug: bool, err: Console) -> int:
     try:
         host = PluginHost()
-        for failure in host.failures:  # skipped; commands that need none of it still run
-            err.print(f"[yellow]warning:[/] {shown(failure.message())}")
+        for failure in host.failures if distributed.is_main() else []:  # once per torchrun job
+            err.print(f"[yellow]warning:[/] {shown(failure.message())}")  # skipped, not fatal
         parser = build_parser(host)
         try:
             args = parser.parse_args(argv)
