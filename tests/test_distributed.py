@@ -263,8 +263,14 @@ def ddp_raw(**training):
 
 def exact_raw(**training):
     """Without batch norm (timm's LayerNorm test_convnext) and augmentation: what still
-    tells 2 ranks from one process is float summation order alone."""
+    tells 2 ranks from one process is float summation order alone. The uncertainty
+    weighting's learned weights sit outside the DDP model: their gradients are averaged
+    by the engine's own hook."""
     raw = ddp_raw(**training)
+    raw["weighting"] = "uncertainty"
+    # SGD, not Adam: Adam's first steps move by about lr whatever the gradient's size,
+    # which would hide gradients that differ between the ranks.
+    raw["training"]["optimizer"] = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
     raw["backbone"]["model"] = "test_convnext"
     raw["training"]["augmentation"] = {"enabled": False}
     raw["training"]["epochs"] = 2
