@@ -459,8 +459,8 @@ class TrainingConfig(OptionsModel):
     channels_last: bool = Field(
         False,
         description="train with the model and its batches in channels-last memory layout "
-        "(faster convolutions on GPUs with tensor cores and with oneDNN on CPUs; the weights "
-        "differ from the default layout's in the last bits)",
+        "(faster convolutions on GPUs with tensor cores; the weights differ from the "
+        "default layout's in the last bits)",
     )
     deterministic: bool = Field(
         False,
