@@ -265,7 +265,8 @@ class Engine:
         # The live model takes the best epoch's weights (the average's, with training.ema).
         record.best.restore({**objects.selected(), "model": objects.model})
         result = record.result(resumed_from=done)
-        self._writer.flush()  # mtl_fit_end may read the checkpoints
+        if self._writer is not None:
+            self._writer.flush()  # mtl_fit_end may read the checkpoints
         self.host.fit_end(self, result)
         return result
 
