@@ -91,6 +91,7 @@ def train_one(data, seed: int, epochs: int) -> dict[str, float]:
     best_auc, best_state, seen = -1.0, None, 0
     started = time.perf_counter()
     train_seconds = 0.0
+    epoch_speeds, epoch_walls = [], []
     for _ in range(epochs):
         model.train()
         epoch_start = time.perf_counter()
@@ -105,12 +106,15 @@ def train_one(data, seed: int, epochs: int) -> dict[str, float]:
             loss.backward()
             optimizer.step()
             seen += len(index)
-        train_seconds += time.perf_counter() - epoch_start
+        epoch_train = time.perf_counter() - epoch_start
+        train_seconds += epoch_train
+        epoch_speeds.append((len(images) // 32) * 32 / epoch_train)
         scheduler.step()
         auc = roc_auc_score(data["val"][1].numpy(), scores(model, data["val"][0]))
         if auc > best_auc:
             best_auc = auc
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        epoch_walls.append(time.perf_counter() - epoch_start)
     model.load_state_dict(best_state)
     truth = data["test"][1].numpy()
     probs = scores(model, data["test"][0])
@@ -122,6 +126,8 @@ def train_one(data, seed: int, epochs: int) -> dict[str, float]:
         "sp": float((~predicted[truth == 0]).mean()),
         "seconds": time.perf_counter() - started,
         "images_per_second": seen / train_seconds,
+        "epoch_images_per_second": epoch_speeds,  # training only, per epoch
+        "epoch_seconds": epoch_walls,  # training, validation and keeping the best weights
     }
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mtlkit.background_writer import BackgroundWriter
 from mtlkit.components.host import PluginHost
 from mtlkit.components.interfaces import Constraint, DenseHead, TaskHead, TaskWeighting
 from mtlkit.components.resolve import (
@@ -28,13 +29,14 @@ from mtlkit.components.usage import components_used
 from mtlkit.config.loading import load_config
 from mtlkit.config.schema import ExternalSetConfig, RoiConfig, RunConfig
 from mtlkit.data.inspection import prepare_data, prepare_external, roi_for
-from mtlkit.data.prepared import PreparedData, RoiDataset
+from mtlkit.data.prepared import PreparedData, RoiDataset, keep_batch
 from mtlkit.data.roi import Box, Locator, with_margin
 from mtlkit.data.samples import SampleSet
-from mtlkit.data.transforms import normalize_batch, train_transform
+from mtlkit.data.transforms import draws_nothing, normalize_batch, train_transform
 from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
+from mtlkit.files import atomic_write_bytes
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, RoiOutputs
 from mtlkit.training import distributed
@@ -51,7 +53,7 @@ from mtlkit.training.localizer import check_localizer_split, load_localizer
 from mtlkit.training.losses import Objective
 from mtlkit.training.model import MultiTaskModel
 from mtlkit.training.resume import capture_state, check_resumable, fingerprint, restore_state
-from mtlkit.training.seeding import seed_everything, seed_worker
+from mtlkit.training.seeding import algorithm_choice, seed_everything, seed_worker
 from mtlkit.training.selection import BestEpoch
 from mtlkit.training.state import load_state, save_state
 
@@ -93,6 +95,9 @@ class Engine:
         self._locators: dict[str | None, Locator] = {}
         # The epochs the last fit restored from its saved state (see mtl_fit_start).
         self.restored_epochs: list[EpochLog] = []
+        # During a fit: writes checkpoints and states while training goes on.
+        self._writer: BackgroundWriter | None = None
+        self._plugins_used: list[dict] | None = None  # the checkpoints' plugin metadata
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = (), **kwargs: Any) -> Engine:
@@ -213,8 +218,15 @@ class Engine:
         if self.config.training.threads:
             torch.set_num_threads(self.config.training.threads)
         try:
-            return self._fit(resume)
+            # Checkpoints and states reach the disk in the background (in order, each
+            # atomically); every one is on disk before fit returns or raises.
+            with (
+                algorithm_choice(self.config.training.deterministic, self.device),
+                BackgroundWriter() as self._writer,
+            ):
+                return self._fit(resume)
         finally:
+            self._writer = None
             torch.set_num_threads(threads)  # leave the process as it was
 
     @property
@@ -264,6 +276,8 @@ class Engine:
         # The live model takes the best epoch's weights (the average's, with training.ema).
         record.best.restore({**objects.selected(), "model": objects.model})
         result = record.result(resumed_from=done)
+        if self._writer is not None:
+            self._writer.flush()  # mtl_fit_end may read the checkpoints
         self.host.fit_end(self, result)
         return result
 
@@ -313,7 +327,8 @@ class Engine:
             self._save("best", epoch)
         objects.scheduler.step()
         if self._state_due(epoch):
-            save_state(self.state_path, capture_state(epoch, objects, record, self._fingerprint()))
+            state = capture_state(epoch, objects, record, self._fingerprint())
+            save_state(self.state_path, state, self._write)
         self.host.epoch_end(self, epoch, log.as_dict())
         return log
 
@@ -364,7 +379,10 @@ class Engine:
 
     def _train_loader(self, data: PreparedData, generator: torch.Generator) -> DataLoader:
         """Shuffled training batches; ``generator`` decides the order (saved for resume).
-        Under torchrun each rank takes its shard of the epoch's order (its batches hold
+
+        The dataset hands over whole batches (:meth:`RoiDataset.__getitems__`), so the
+        loader neither fetches nor collates image by image; any sampler fits. Under
+        torchrun each rank takes its shard of the epoch's order (its batches hold
         ``training.batch_size`` images each)."""
         cfg = self.config.training
         indices = data.indices("train")
@@ -380,10 +398,12 @@ class Engine:
             indices,
             train_transform(cfg.augmentation, self.config.data.image_size),
             data.training_masks if self.dense_heads else None,
+            batchwise=draws_nothing(cfg.augmentation),
         )
         return DataLoader(
             dataset,
             batch_size=cfg.batch_size,
+            collate_fn=keep_batch,
             **order,
             drop_last=shard > cfg.batch_size,  # a batch of one breaks batch norm
             num_workers=cfg.num_workers,
@@ -395,13 +415,23 @@ class Engine:
 
     def _save(self, tag: str, epoch: int) -> None:
         if self.checkpoint_dir is not None and self.model is not None and distributed.is_main():
+            if self._plugins_used is None:  # the same for every checkpoint of the engine
+                self._plugins_used = components_used(self.config, self.components, self.host)
             save_weights(
                 self.model,
                 self.checkpoint_dir / f"{tag}.safetensors",
                 self.config,
                 {"epoch": epoch, "seed": self.seed},
-                components_used(self.config, self.components, self.host),
+                self._plugins_used,
+                self._write,
             )
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """An atomic write: in the background during a fit, at once otherwise."""
+        if self._writer is not None:
+            self._writer.write(path, data)
+        else:
+            atomic_write_bytes(path, data)
 
     # --- evaluation and prediction ------------------------------------------------------
 

@@ -374,7 +374,7 @@ def test_two_ranks_match_one_process_within_the_tolerance(tmp_path):
 
 
 KILLER = r"""
-import json, os, signal, sys
+import json, os, signal, sys, time
 from mtlkit import hookimpl, load_config, run
 
 raw, out = json.loads(sys.argv[1]), sys.argv[2]
@@ -382,8 +382,14 @@ raw, out = json.loads(sys.argv[1]), sys.argv[2]
 class KillRank0AfterEpoch1:
     @hookimpl
     def mtl_epoch_end(self, engine, epoch):
-        # After the epoch's state is saved; rank 1 is then waiting for rank 0.
+        # Once the epoch's state is on disk (it is written in the background); rank 1 is
+        # then waiting for rank 0.
         if epoch == 1 and os.environ["RANK"] == "0":
+            state = os.path.join(out, "checkpoints", "state.safetensors")
+            for _ in range(600):
+                if os.path.exists(state):
+                    break
+                time.sleep(0.1)
             os.kill(os.getpid(), signal.SIGKILL)
 
 run(load_config(raw), out_dir=out, plugins=[KillRank0AfterEpoch1()])

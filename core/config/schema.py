@@ -473,7 +473,25 @@ class TrainingConfig(OptionsModel):
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: torch's")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    amp: bool = Field(False, description="mixed precision on CUDA")
+    amp: bool | Literal["bf16", "fp16"] = Field(
+        False,
+        description="mixed precision (autocast) in training: bf16, or fp16 with a gradient "
+        "scaler (CUDA only); true: on CUDA bf16 where the GPU supports it, else fp16, and "
+        "off on other devices; false: full precision",
+    )
+    channels_last: bool = Field(
+        False,
+        description="train with the model and its batches in channels-last memory layout "
+        "(faster convolutions on GPUs with tensor cores; the weights differ from the "
+        "default layout's in the last bits)",
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic algorithms only (torch.use_deterministic_algorithms, a "
+        "warning where an operation has none) and cuDNN's autotuner off; false: on CUDA "
+        "cuDNN picks the fastest convolution algorithms (cudnn.benchmark), which may differ "
+        "from run to run. CPU runs are reproducible either way",
+    )
     ema: float = Field(
         0.0,
         ge=0,

@@ -113,7 +113,15 @@ class PreparedData:
 class RoiDataset(Dataset):
     """Cached RoIs of some samples, augmented on every access; yields ``(image, index)``, or
     ``(image, mask, index)`` with ``masks``: the mask takes exactly the image's geometric
-    transform (crop, scale, flip) and none of its intensity changes."""
+    transform (crop, scale, flip) and none of its intensity changes.
+
+    A data loader asks for a whole batch at once (:meth:`__getitems__`): the batch's RoIs
+    are indexed from the cache in one go and returned already stacked (use
+    :func:`keep_batch` as the loader's ``collate_fn``). With ``batchwise`` (a transform
+    that draws nothing at random, as with augmentation off) the transform takes the whole
+    batch in one call; otherwise each image is transformed on its own, in the sampler's
+    order, so the random draws and the result are those of per-sample access.
+    """
 
     def __init__(
         self,
@@ -121,11 +129,13 @@ class RoiDataset(Dataset):
         indices: np.ndarray,
         transform: v2.Transform,
         masks: torch.Tensor | None = None,
+        batchwise: bool = False,
     ):
         self.cache = cache
         self.indices = indices
         self.transform = transform
         self.masks = masks
+        self.batchwise = batchwise
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -138,3 +148,25 @@ class RoiDataset(Dataset):
             tv_tensors.Image(self.cache[index]), tv_tensors.Mask(self.masks[index])
         )
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), index
+
+    def __getitems__(self, positions: list[int]):
+        """One batch, stacked: ``(images, index)`` or ``(images, masks, index)``, ``index``
+        an int64 tensor of the samples' rows in the cache."""
+        index = torch.from_numpy(np.asarray(self.indices[positions], dtype=np.int64))
+        if self.batchwise:
+            # One indexing of the cache (a copy, so a memory-mapped cache works too) and
+            # one transform call instead of a Python loop and a collate per image.
+            images = self.transform(self.cache[index])
+            if self.masks is None:
+                return images, index
+            return images, self.masks[index], index
+        samples = [self[position] for position in positions]
+        if self.masks is None:
+            return torch.stack([s[0] for s in samples]), index
+        return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]), index
+
+
+def keep_batch(batch):
+    """A data loader's ``collate_fn`` for :meth:`RoiDataset.__getitems__`: the batch is
+    stacked already."""
+    return batch

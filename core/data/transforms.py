@@ -54,6 +54,12 @@ def train_transform(aug: AugmentationConfig, size: int) -> v2.Transform:
     return v2.Compose(steps)
 
 
+def draws_nothing(aug: AugmentationConfig) -> bool:
+    """Whether :func:`train_transform` is free of random draws (augmentation off), so that
+    it may take a whole batch of RoIs in one call with the same result per image."""
+    return not aug.enabled
+
+
 def _to_model_input() -> list[v2.Transform]:
     return [
         v2.ToDtype(torch.float32, scale=True),

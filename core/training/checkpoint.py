@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,17 @@ class WeightsMetadata(BaseModel):
 
 
 def save_weights(
-    model: Any, path: Path, config: Any, info: dict[str, Any], plugins: list[dict] = ()
+    model: Any,
+    path: Path,
+    config: Any,
+    info: dict[str, Any],
+    plugins: list[dict] = (),
+    write: Callable[[Path, bytes], None] = atomic_write_bytes,
 ) -> None:
     """Write the model's state dict atomically, with the config, ``info`` and the plugins
-    whose components the model uses (see :mod:`mtlkit.components.usage`) as metadata."""
+    whose components the model uses (see :mod:`mtlkit.components.usage`) as metadata.
+    The file's content is taken at once; ``write`` (an atomic write, e.g. a
+    :class:`~mtlkit.background_writer.BackgroundWriter`'s) puts it on disk."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -61,7 +69,7 @@ def save_weights(
         "info": json.dumps(info),
         "plugins": json.dumps(list(plugins)),
     }
-    atomic_write_bytes(path, save(state, metadata=metadata))
+    write(path, save(state, metadata=metadata))
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

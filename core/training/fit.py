@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from mtlkit.components.interfaces import TaskWeighting
 from mtlkit.components.resolve import Components
 from mtlkit.config.schema import TrainingConfig
-from mtlkit.errors import TrainingError
+from mtlkit.errors import TrainingError, UsageError
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, FitResult
 from mtlkit.training.averaging import WeightAverage
@@ -36,7 +36,8 @@ class FitObjects:
     scaler: torch.amp.GradScaler
     average: WeightAverage | None  # training.ema; None without
     generator: torch.Generator
-    amp: bool
+    autocast: torch.dtype | None  # training.amp's dtype; None: full precision
+    channels_last: bool = False  # training.channels_last: batches go in that layout
     # Under torchrun the DDP wrapper of ``model`` that training steps call; None without.
     wrapped: nn.Module | None = None
 
@@ -68,24 +69,53 @@ def build_fit_objects(
     The creation order is part of reproducibility: a weighting or constraint that draws
     random numbers draws them after the model's initialisation, as it always has.
     """
+    autocast = autocast_dtype(cfg.amp, device)
+    if cfg.channels_last:  # before the weight average copies it
+        model = model.to(memory_format=torch.channels_last)
     # Fresh weighting and constraints per fit: learned state must not carry over.
     weighting = components.build_weighting().to(device)
     constraints = nn.ModuleList(components.build_constraints()).to(device)
     params = [*model.parameters(), *weighting.parameters(), *constraints.parameters()]
     average = WeightAverage(model, cfg.ema) if cfg.ema else None
     optimizer = components.build_optimizer(params)
-    amp = cfg.amp and device.type == "cuda"
+    # Only float16 needs a scaler: its gradients underflow, bfloat16's range is float32's.
+    scaled = autocast == torch.float16
     return FitObjects(
         model=model,
         weighting=weighting,
         constraints=constraints,
         optimizer=optimizer,
         scheduler=components.build_scheduler(optimizer, cfg.epochs),
-        scaler=torch.amp.GradScaler("cuda", enabled=amp),
+        scaler=torch.amp.GradScaler(device.type, enabled=scaled),
         average=average,
         generator=torch.Generator().manual_seed(seed),
-        amp=amp,
+        autocast=autocast,
+        channels_last=cfg.channels_last,
     )
+
+
+def autocast_dtype(
+    amp: bool | str, device: torch.device, bf16_supported: bool | None = None
+) -> torch.dtype | None:
+    """The dtype ``training.amp`` trains under on ``device``, None for full precision.
+
+    ``true`` keeps its first meaning, mixed precision on CUDA only: bf16 where the GPU has
+    it (``bf16_supported``, asked of CUDA when None), else fp16. fp16 needs CUDA.
+    """
+    if amp is False:
+        return None
+    if amp is True:
+        if device.type != "cuda":
+            return None
+        if bf16_supported is None:
+            bf16_supported = torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16_supported else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError(
+            f"training.amp is fp16, which needs a CUDA device (its gradient scaler), but the "
+            f"run trains on {device.type}; use bf16 there, or false"
+        )
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 @dataclass
@@ -142,9 +172,10 @@ def train_epoch(
     loss_sum = 0.0
     steps = seen = 0
     batches = progress.task(f"epoch {epoch}", total=len(loader))
+    layout = torch.channels_last if objects.channels_last else torch.preserve_format
     for step, batch in enumerate(loader, start=1):
-        images, index = batch[0].to(targets.device, non_blocking=True), batch[-1]
-        index = index.to(targets.device)
+        images = batch[0].to(targets.device, non_blocking=True, memory_format=layout)
+        index = batch[-1].to(targets.device, non_blocking=True)
         batch_targets = targets[index]
         if len(batch) == 3:  # segmentation runs: the batch's masks
             masks = batch[1].to(targets.device, non_blocking=True)
@@ -190,7 +221,9 @@ def train_step(
     A non-finite loss raises :class:`TrainingError` before the step would corrupt the weights.
     """
     model = objects.wrapped if objects.wrapped is not None else objects.model
-    with torch.autocast(images.device.type, enabled=objects.amp):
+    with torch.autocast(
+        images.device.type, dtype=objects.autocast, enabled=objects.autocast is not None
+    ):
         outputs = model(images)
         losses, constraint_loss, loss = objective(outputs, targets, *(dense or ()))
     value = loss.item()

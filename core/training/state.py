@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,12 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(path: Path, state: TrainingState) -> None:
-    """Write ``state`` atomically (temporary file + rename)."""
+def save_state(
+    path: Path, state: TrainingState, write: Callable[[Path, bytes], None] = atomic_write_bytes
+) -> None:
+    """Write ``state`` atomically (temporary file + rename). The file's content is taken
+    at once; ``write`` (an atomic write, e.g. a
+    :class:`~mtlkit.background_writer.BackgroundWriter`'s) puts it on disk."""
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -131,7 +136,7 @@ def save_state(path: Path, state: TrainingState) -> None:
     meta["optimizer"] = _flatten_optimizer(state.optimizer, tensors)
     meta["rng"] = _flatten_rng(state.rng, tensors)
     metadata = {"format": FORMAT, "state": json.dumps(meta)}
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    write(path, save(tensors, metadata=metadata))
 
 
 def load_state(path: Path) -> TrainingState:
