@@ -99,15 +99,26 @@ class PreparedData:
             digest.update(
                 f"{sample.image_id}|{sample.patient_id}|{labels}|{sample.box}|{image}\n".encode()
             )
-        digest.update(self.cache.numpy().tobytes())
-        for extra in (self.masks, self.has_mask, self.train_cache, self.train_masks):
-            if extra is not None:  # segmentation and roi.train_mode runs only
-                digest.update(extra.numpy().tobytes())
+        for array in (self.cache, self.masks, self.has_mask, self.train_cache, self.train_masks):
+            if array is not None:  # masks: segmentation and roi.train_mode runs only
+                _update_in_chunks(digest, array)
         return digest.hexdigest()
 
     def split_file(self) -> dict[str, Any]:
         """The content of splits.json: which image and patient went where, per fold."""
         return split_document(self.samples, self.folds, self.groups)
+
+
+_CHUNK_BYTES = 64 << 20
+
+
+def _update_in_chunks(digest: Any, array: torch.Tensor) -> None:
+    """Hash a tensor's bytes a slice of rows at a time: ``tobytes`` of the whole would copy
+    it, and a RoI cache on disk (``data.cache_mode: disk``) may not fit in memory."""
+    values = array.numpy()
+    rows = max(1, _CHUNK_BYTES // max(1, values[:1].nbytes))
+    for start in range(0, len(values), rows):
+        digest.update(np.ascontiguousarray(values[start : start + rows]).data)
 
 
 class RoiDataset(Dataset):

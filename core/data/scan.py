@@ -23,6 +23,7 @@ from mtlkit.components.contracts import image_problem
 from mtlkit.config.schema import RoiConfig
 from mtlkit.data.disk_cache import DiskCache, Entry
 from mtlkit.data.roi import Locator, crop_and_resize, crop_mask, roi_box
+from mtlkit.data.roi_store import new_roi_array
 from mtlkit.data.samples import Sample
 from mtlkit.errors import DataError
 
@@ -89,13 +90,17 @@ def scan_samples(
     advance: Callable[[], None] = lambda: None,
     masks: bool = False,
     locate: Locator | None = None,
+    roi_folder: Path | None = None,
 ) -> Scan:
     """Read, check and crop every sample; problems are collected, never raised one by one.
 
     ``masks``: also crop each image's lesion mask with its RoI (for segmentation heads).
-    ``locate``: where ``roi.mode`` is ``auto``, finds the lesion box of a whole image."""
-    rois = torch.zeros((len(samples), 1, size, size), dtype=torch.uint8)
-    mask_rois = torch.zeros_like(rois) if masks else None
+    ``locate``: where ``roi.mode`` is ``auto``, finds the lesion box of a whole image.
+    ``roi_folder``: keep the RoIs (and masks) in memory-mapped files there, not in memory
+    (:mod:`mtlkit.data.roi_store`)."""
+    shape = (len(samples), 1, size, size)
+    rois = new_roi_array(shape, roi_folder)
+    mask_rois = new_roi_array(shape, roi_folder) if masks else None
     has_mask = torch.zeros(len(samples), dtype=torch.bool) if masks else None
     facts: list[ImageFacts | None] = []
     problems: list[str] = []
