@@ -42,8 +42,11 @@ def test_memory_cache_is_exactly_the_crops_at_the_training_size(tmp_path):
 def test_prepared_data_keeps_no_decoded_original(tmp_path):
     """Images read from files are decoded once by the scan and dropped: no array of an
     original image's shape outlives the preparation."""
-    from mtlkit.plugins.synthetic.phantoms import PhantomSettings, generate_phantoms
-    from mtlkit.plugins.synthetic.phantoms import write_phantom_set
+    from mtlkit.plugins.synthetic.phantoms import (
+        PhantomSettings,
+        generate_phantoms,
+        write_phantom_set,
+    )
 
     phantoms = generate_phantoms(PhantomSettings(patients=12, image_size=48), seed=3)
     manifest = write_phantom_set(phantoms, tmp_path / "set")

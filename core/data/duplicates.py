@@ -4,7 +4,8 @@ Three steps, each usable on its own:
 
 - :func:`image_hash` turns one 2-D uint8 grayscale image into a fixed-length ``bytes`` hash
   (one or more `imagehash <https://github.com/JohannesBuchner/imagehash>`_ hashes, packed);
-- :func:`find_near_duplicates` returns every pair of hashes within a Hamming distance;
+- :func:`find_near_duplicates` returns every pair of hashes within a Hamming distance (through
+  a band index where that is selective, else by comparing all pairs: the same pairs);
 - :func:`group_duplicates` turns those pairs into one group id per image (connected
   components, so near-duplicates of near-duplicates share a group).
 

@@ -1,0 +1,254 @@
+"""How data preparation, one training epoch and peak memory grow with the number of images.
+
+Phantom PNGs (the built-in generator, ``--phantom-size`` px, about three views per patient)
+are written once for the largest size into a temporary folder; each size then runs in a
+subprocess of its own, so that its peak resident memory (``ru_maxrss``) is that size's
+alone, on a manifest of the first N images:
+
+- preparation: ``Engine(config).data``: list the files, decode, check, hash, crop every
+  image into the RoI cache, find near-duplicates, draw the patient split (no disk cache);
+  the near-duplicate pair search is also timed on its own;
+- one training epoch (timm ``resnet10t``, ``--image-size`` px RoIs, batch 32, one thread,
+  validation included), for the sizes of ``--sizes``; ``--prep-sizes`` are prepared only.
+
+    python benchmarks/scaling.py [--sizes 1000,5000,20000] [--prep-sizes 100000]
+                                 [--cache-mode memory|disk]
+
+Each cost's growth is the slope of log(cost) against log(images), least squares over the
+sizes (1 = linear). Memory is fitted on the growth of the peak over the
+process's resident memory once torch, mtlkit and its plugins are loaded:
+``prepare_rss_growth_mb`` at the end of the preparation, ``rss_growth_mb`` after the epoch
+(the model and optimiser included). Prints a readable table, then one JSON object on a
+line of its own. Everything is written under a temporary folder, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VIEWS = (2, 4)  # images per patient, at least and at most: three on average
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_phantoms(folder: Path, images: int, size: int) -> Path:
+    """At least ``images`` phantom PNGs and their manifest; returns the manifest."""
+    from mtlkit.plugins.synthetic.phantoms import (
+        PhantomSettings,
+        generate_phantoms,
+        write_phantom_set,
+    )
+
+    patients = math.ceil(images / VIEWS[0])  # enough whatever the drawn view counts
+    settings = PhantomSettings(
+        patients=patients, image_size=size, images_min=VIEWS[0], images_max=VIEWS[1]
+    )
+    return write_phantom_set(generate_phantoms(settings, seed=0), folder)
+
+
+def first_rows(manifest: Path, images: int, out: Path) -> Path:
+    """A manifest of the first ``images`` rows (beside the images, so paths still resolve)."""
+    lines = manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) - 1 < images:
+        raise SystemExit(f"{manifest} has {len(lines) - 1} images, fewer than {images}")
+    out.write_text("".join(lines[: images + 1]), encoding="utf-8")
+    return out
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """One size, in this process: preparation, optionally one epoch, peak memory."""
+    import torch
+
+    import mtlkit.data.inspection as inspection
+    from mtlkit import Engine, load_config
+
+    torch.set_num_threads(1)
+    raw = {
+        "name": "scaling",
+        "seed": 0,
+        "output_dir": str(Path(args.work) / "runs"),
+        "data": {
+            "source": {"type": "manifest", "path": args.manifest},
+            "split": {"test_fraction": 0.3, "val_fraction": 0.15, "stratify": ["bm"]},
+            "roi": {"mode": "box", "margin": 0.5},
+            "image_size": args.image_size,
+            "cache_mode": args.cache_mode,
+            "cache_dir": str(Path(args.work) / "cache") if args.cache_mode == "disk" else None,
+        },
+        "backbone": {"type": "timm", "model": "resnet10t", "pretrained": False, "in_chans": 1},
+        "heads": ["bm"],
+        "training": {
+            "epochs": 1,
+            "batch_size": 32,
+            "device": "cpu",
+            "threads": 1,
+            "state_every": 0,
+            "optimizer": {"name": "adam", "lr": 0.001},
+        },
+        "reports": [],
+    }
+    config = load_config(raw)
+    searching = []
+    search = inspection.find_near_duplicates
+
+    def timed_search(*a, **k):  # the pair search's share of the preparation
+        start = time.perf_counter()
+        try:
+            return search(*a, **k)
+        finally:
+            searching.append(time.perf_counter() - start)
+
+    inspection.find_near_duplicates = timed_search
+    engine = Engine(config)  # plugins loaded; the data is read on first use
+    baseline = peak_rss_mb()
+    start = time.perf_counter()
+    data = engine.data
+    prepare = time.perf_counter() - start
+    result = {
+        "images": len(data.samples),
+        "prepare_s": prepare,
+        "pair_search_s": sum(searching),
+        "cache_mb": data.cache.untyped_storage().nbytes() / 2**20,
+        "baseline_rss_mb": baseline,
+        "prepare_peak_rss_mb": peak_rss_mb(),
+    }
+    if args.epoch:
+        fit = engine.fit()
+        result["epoch_s"] = fit.history[0].seconds
+        result["train_images"] = len(data.indices("train"))
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def slope(sizes: list[int], costs: list[float]) -> float | None:
+    """Least-squares slope of log(cost) on log(size); None with fewer than two sizes."""
+    points = [(math.log(n), math.log(c)) for n, c in zip(sizes, costs, strict=True) if c > 0]
+    if len(points) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else None
+
+
+def run_size(manifest: Path, work: Path, images: int, epoch: bool, args) -> dict:
+    """``measure`` for one size in a fresh interpreter; returns its figures."""
+    folder = work / f"n{images}"
+    folder.mkdir()
+    subset = first_rows(manifest, images, manifest.parent / f"manifest-{images}.csv")
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--manifest",
+        str(subset),
+        "--work",
+        str(folder),
+        "--image-size",
+        str(args.image_size),
+        "--cache-mode",
+        args.cache_mode,
+    ] + (["--epoch"] if epoch else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"size {images} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,5000,20000", help="prepared and trained")
+    parser.add_argument("--prep-sizes", default="", help="prepared only, e.g. 100000")
+    parser.add_argument("--image-size", type=int, default=32, help="RoI side")
+    parser.add_argument("--phantom-size", type=int, default=64, help="generated image side")
+    parser.add_argument("--cache-mode", choices=["memory", "disk"], default="memory")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    parser.add_argument("--epoch", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args)))
+        return
+
+    trained = [int(n) for n in args.sizes.split(",") if n]
+    prepared = [int(n) for n in args.prep_sizes.split(",") if n]
+    work = Path(tempfile.mkdtemp(prefix="mtlkit-scaling-"))
+    try:
+        start = time.perf_counter()
+        manifest = write_phantoms(work / "phantoms", max(trained + prepared), args.phantom_size)
+        generation = time.perf_counter() - start
+        rows = {n: run_size(manifest, work, n, True, args) for n in trained}
+        rows |= {n: run_size(manifest, work, n, False, args) for n in prepared if n not in rows}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    sizes = sorted(rows)
+    for n in sizes:
+        rows[n]["prepare_rss_growth_mb"] = (
+            rows[n]["prepare_peak_rss_mb"] - rows[n]["baseline_rss_mb"]
+        )
+        rows[n]["rss_growth_mb"] = rows[n]["peak_rss_mb"] - rows[n]["baseline_rss_mb"]
+    epochs = [n for n in sizes if "epoch_s" in rows[n]]
+
+    def fitted(key: str, over: list[int]) -> float | None:
+        value = slope(over, [rows[n][key] for n in over])
+        return None if value is None else round(value, 3)
+
+    exponents = {
+        "prepare_s": fitted("prepare_s", sizes),
+        "pair_search_s": fitted("pair_search_s", sizes),
+        "prepare_without_pair_search_s": slope(
+            sizes, [rows[n]["prepare_s"] - rows[n]["pair_search_s"] for n in sizes]
+        ),
+        "epoch_s": fitted("epoch_s", epochs),
+        "prepare_rss_growth_mb": fitted("prepare_rss_growth_mb", sizes),
+        "rss_growth_mb": fitted("rss_growth_mb", epochs),
+        "cache_mb": fitted("cache_mb", sizes),
+    }
+    if exponents["prepare_without_pair_search_s"] is not None:
+        exponents["prepare_without_pair_search_s"] = round(
+            exponents["prepare_without_pair_search_s"], 3
+        )
+    print(
+        f"phantoms of {args.phantom_size}px cut to {args.image_size}px RoIs, cache_mode "
+        f"{args.cache_mode}; generated in {generation:.0f} s (not counted)"
+    )
+    print(
+        f"{'images':>8} {'prepare s':>10} {'pair search s':>14} {'epoch s':>8} "
+        f"{'cache MiB':>10} {'peak RSS MiB':>13} {'growth MiB':>11}"
+    )
+    for n in sizes:
+        r = rows[n]
+        epoch = f"{r['epoch_s']:8.1f}" if "epoch_s" in r else f"{'-':>8}"
+        print(
+            f"{n:>8} {r['prepare_s']:>10.1f} {r['pair_search_s']:>14.2f} {epoch} "
+            f"{r['cache_mb']:>10.1f} {r['peak_rss_mb']:>13.0f} {r['rss_growth_mb']:>11.0f}"
+        )
+    print("fitted exponents (1 = linear): " + ", ".join(f"{k} {v}" for k, v in exponents.items()))
+    summary = {
+        "benchmark": "scaling",
+        "phantom_size": args.phantom_size,
+        "image_size": args.image_size,
+        "cache_mode": args.cache_mode,
+        "sizes": {str(n): rows[n] for n in sizes},
+        "exponents": exponents,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
