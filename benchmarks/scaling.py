@@ -2,8 +2,10 @@
 
 Phantom PNGs (the built-in generator, ``--phantom-size`` px, about three views per patient)
 are written once for the largest size into a temporary folder; each size then runs in a
-subprocess of its own, so that its peak resident memory (``ru_maxrss``) is that size's
-alone, on a manifest of the first N images:
+subprocess of its own, so that its peak resident memory (``VmHWM``) is that size's
+alone, on a manifest of the first N images. Beyond ``--generated`` images (20,000: the
+generator takes about 5 ms an image) the set is filled with mirrored copies of the
+rendered phantoms (flipped or transposed, each a new patient, no duplicate of another):
 
 - preparation: ``Engine(config).data``: list the files, decode, check, hash, crop every
   image into the RoI cache, find near-duplicates, draw the patient split (no disk cache);
@@ -12,7 +14,7 @@ alone, on a manifest of the first N images:
   validation included), for the sizes of ``--sizes``; ``--prep-sizes`` are prepared only.
 
     python benchmarks/scaling.py [--sizes 1000,5000,20000] [--prep-sizes 100000]
-                                 [--cache-mode memory|disk]
+                                 [--generated 20000] [--cache-mode memory|disk]
 
 Each cost's growth is the slope of log(cost) against log(images), least squares over the
 sizes (1 = linear). Memory is fitted on the growth of the peak over the
@@ -25,9 +27,9 @@ line of its own. Everything is written under a temporary folder, removed at the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,28 +37,65 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 VIEWS = (2, 4)  # images per patient, at least and at most: three on average
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far: VmHWM, which exec starts afresh (unlike
+    ru_maxrss, which a child inherits from the process that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("needs Linux /proc/self/status (VmHWM)")
 
 
-def write_phantoms(folder: Path, images: int, size: int) -> Path:
-    """At least ``images`` phantom PNGs and their manifest; returns the manifest."""
+def mirrored(phantom, variant: int):
+    """Phantom ``variant`` (1-4) of a generated one: flipped, turned or transposed, with its
+    mask and box, as a new patient. Its pixels differ from the original's everywhere, and
+    its dhash lies far from it, so it is neither an exact nor a near duplicate."""
+    n = phantom.pixels.shape[0]
+    x0, y0, x1, y1 = phantom.box
+    turn = {
+        1: (lambda a: a[:, ::-1], (n - x1, y0, n - x0, y1)),
+        2: (lambda a: a[::-1, :], (x0, n - y1, x1, n - y0)),
+        3: (lambda a: a[::-1, ::-1], (n - x1, n - y1, n - x0, n - y0)),
+        4: (lambda a: a.T, (y0, x0, y1, x1)),
+    }
+    flip, box = turn[variant]
+    return dataclasses.replace(
+        phantom,
+        image_id=f"{phantom.image_id}_v{variant}",
+        patient_id=f"{phantom.patient_id}_v{variant}",
+        pixels=np.ascontiguousarray(flip(phantom.pixels)),
+        mask=np.ascontiguousarray(flip(phantom.mask)),
+        box=box,
+    )
+
+
+def write_phantoms(folder: Path, images: int, generated: int, size: int) -> Path:
+    """At least ``images`` phantom PNGs and their manifest; returns the manifest. The
+    generator renders ``generated`` images at most (5.5 ms each); the rest are their
+    mirrored copies (:func:`mirrored`, up to four per image), listed after all originals."""
     from mtlkit.plugins.synthetic.phantoms import (
         PhantomSettings,
         generate_phantoms,
         write_phantom_set,
     )
 
-    patients = math.ceil(images / VIEWS[0])  # enough whatever the drawn view counts
+    rendered = min(images, generated)
+    patients = math.ceil(rendered / VIEWS[0])  # enough whatever the drawn view counts
     settings = PhantomSettings(
         patients=patients, image_size=size, images_min=VIEWS[0], images_max=VIEWS[1]
     )
-    return write_phantom_set(generate_phantoms(settings, seed=0), folder)
+    phantoms = generate_phantoms(settings, seed=0)[:rendered]
+    copies = math.ceil(images / len(phantoms)) - 1
+    if copies > 4:
+        raise SystemExit(f"{images} images need --generated >= {math.ceil(images / 5)}")
+    phantoms += [mirrored(p, v) for v in range(1, copies + 1) for p in phantoms[:rendered]]
+    return write_phantom_set(phantoms, folder)
 
 
 def first_rows(manifest: Path, images: int, out: Path) -> Path:
@@ -171,7 +210,10 @@ def run_size(manifest: Path, work: Path, images: int, epoch: bool, args) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000,20000", help="prepared and trained")
-    parser.add_argument("--prep-sizes", default="", help="prepared only, e.g. 100000")
+    parser.add_argument("--prep-sizes", default="100000", help="prepared only ('' for none)")
+    parser.add_argument(
+        "--generated", type=int, default=20000, help="images rendered; more are mirrored copies"
+    )
     parser.add_argument("--image-size", type=int, default=32, help="RoI side")
     parser.add_argument("--phantom-size", type=int, default=64, help="generated image side")
     parser.add_argument("--cache-mode", choices=["memory", "disk"], default="memory")
@@ -189,7 +231,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mtlkit-scaling-"))
     try:
         start = time.perf_counter()
-        manifest = write_phantoms(work / "phantoms", max(trained + prepared), args.phantom_size)
+        manifest = write_phantoms(
+            work / "phantoms", max(trained + prepared), args.generated, args.phantom_size
+        )
         generation = time.perf_counter() - start
         rows = {n: run_size(manifest, work, n, True, args) for n in trained}
         rows |= {n: run_size(manifest, work, n, False, args) for n in prepared if n not in rows}

@@ -12,8 +12,17 @@ import pytest
 from conftest import canonical_json, tiny_raw
 
 from mtlkit import Engine, load_config
+from mtlkit.config.schema import RoiConfig
+from mtlkit.data.disk_cache import DiskCache
 from mtlkit.data.roi_store import ROI_FOLDER, is_on_disk, new_roi_array
+from mtlkit.data.scan import scan_samples
 from mtlkit.errors import ConfigError, DataError
+from mtlkit.plugins.manifest import ManifestOptions, manifest_source
+from mtlkit.plugins.synthetic.phantoms import (
+    PhantomSettings,
+    generate_phantoms,
+    write_phantom_set,
+)
 
 
 def engine_for(tmp_path: Path, **data) -> Engine:
@@ -21,6 +30,12 @@ def engine_for(tmp_path: Path, **data) -> Engine:
     raw["data"].update(data)
     raw["output_dir"] = str(tmp_path / "runs")
     return Engine(load_config(raw))
+
+
+def phantom_manifest(folder: Path, patients: int, seed: int) -> Path:
+    """A phantom set of 48-pixel PNGs with masks, as ``mtl data synth`` writes it."""
+    phantoms = generate_phantoms(PhantomSettings(patients=patients, image_size=48), seed=seed)
+    return write_phantom_set(phantoms, folder)
 
 
 def mapped_files(folder: Path) -> list[str]:
@@ -102,3 +117,30 @@ def test_unusable_disk_folder_is_a_data_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(DataError, match="cannot create a .* RoI file"):
         new_roi_array((2, 1, 4, 4), blocker / "rois")
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_pending_cache_entries_point_into_the_rois_and_read_back_equal(tmp_path, on_disk):
+    """A first scan with a cache folder keeps no second copy of each crop or mask until
+    the run is accepted; the entries it then writes give a second scan the same arrays."""
+    manifest = phantom_manifest(tmp_path / "set", patients=6, seed=1)
+    listed = manifest_source(ManifestOptions(path=str(manifest))).samples
+    folder = tmp_path / "rois" if on_disk else None
+    roi = RoiConfig(mode="box", margin=0.5)
+
+    def scanned():
+        return scan_samples(
+            listed, roi, 32, cache=DiskCache(tmp_path / "c"), masks=True, roi_folder=folder
+        )
+
+    first = scanned()
+    pending = first.cache_writes.entries
+    assert len(pending) == len(listed) and first.from_cache == 0
+    assert all(p.rois is first.rois for p in pending)
+    assert not any("roi" in p.facts or "mask" in p.facts for p in pending)
+    assert first.cache_writes.save() is None
+    second = scanned()
+    assert second.from_cache == len(listed) and not second.cache_writes.entries
+    assert second.rois.equal(first.rois) and second.masks.equal(first.masks)
+    assert second.has_mask.equal(first.has_mask) and bool(first.has_mask.all())
+    assert is_on_disk(second.rois) == on_disk
