@@ -392,7 +392,7 @@ class Engine:
         """``statistics``: with the intervals and calibration of ``evaluation.statistics``
         (the per-epoch validation does without)."""
         rows = torch.from_numpy(indices)
-        probabilities, raw, maps = self._forward_all(data.cache[rows], tta)
+        probabilities, raw, maps = self._forward_all(data.rois_of(indices), tta)
         result = score_split(
             data,
             indices,

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import canonical_json, tiny_raw
 
 from mtlkit import Engine, load_config
 from mtlkit.config.schema import RoiConfig
 from mtlkit.data.disk_cache import DiskCache
+from mtlkit.data.prepared import RoiRows
 from mtlkit.data.roi_store import ROI_FOLDER, is_on_disk, new_roi_array
 from mtlkit.data.scan import scan_samples
 from mtlkit.errors import ConfigError, DataError
@@ -89,6 +91,12 @@ def test_disk_mode_maps_the_rois_from_a_file_and_trains_to_the_same_metrics(tmp_
     # in the folder, whatever happens to the run.
     assert any("(deleted)" in name for name in mapped_files(cache_dir / ROI_FOLDER))
     assert list((cache_dir / ROI_FOLDER).iterdir()) == []
+    # Evaluation reads a split from disk a batch at a time, never the whole split at once.
+    test = memory.data.indices("test")
+    split = disk.data.rois_of(test)
+    assert isinstance(split, RoiRows) and len(split) == len(test)
+    assert split[2:7].equal(memory.data.rois_of(test)[2:7])
+    assert isinstance(memory.data.rois_of(test), torch.Tensor)
     results = []
     for engine in (memory, disk):
         engine.fit()

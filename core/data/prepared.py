@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from mtlkit.data.roi_store import is_on_disk
 from mtlkit.data.samples import Sample
 from mtlkit.data.scan import CacheWrites
 from mtlkit.data.split_file import split_document
@@ -86,6 +87,13 @@ class PreparedData:
             raise IndexError(f"fold {fold} of {len(self.folds)}")
         return dataclasses.replace(self, fold=fold)
 
+    def rois_of(self, indices: np.ndarray) -> torch.Tensor | RoiRows:
+        """The RoIs of ``indices``, for a pass of the model over them in batches (``len``
+        and slices): gathered into one tensor in memory; from a cache on disk
+        (``data.cache_mode: disk``) a :class:`RoiRows` that reads a slice at a time."""
+        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return RoiRows(self.cache, rows) if is_on_disk(self.cache) else self.cache[rows]
+
     def indices(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
 
@@ -107,6 +115,23 @@ class PreparedData:
     def split_file(self) -> dict[str, Any]:
         """The content of splits.json: which image and patient went where, per fold."""
         return split_document(self.samples, self.folds, self.groups)
+
+
+class RoiRows:
+    """Some rows of a RoI array, read only when sliced: ``rows[a:b]`` is the tensor of the
+    rows at positions a..b, so a pass over a split of a cache on disk holds one batch."""
+
+    def __init__(self, cache: torch.Tensor, rows: torch.Tensor):
+        self.cache = cache
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: slice) -> torch.Tensor:
+        if not isinstance(positions, slice):
+            raise TypeError(f"RoiRows takes slices, got {type(positions).__name__}")
+        return self.cache[self.rows[positions]]
 
 
 _CHUNK_BYTES = 64 << 20
