@@ -8,13 +8,14 @@ generator takes about 5 ms an image) the set is filled with mirrored copies of t
 rendered phantoms (flipped or transposed, each a new patient, no duplicate of another):
 
 - preparation: ``Engine(config).data``: list the files, decode, check, hash, crop every
-  image into the RoI cache, find near-duplicates, draw the patient split (no disk cache);
+  image into the RoI cache, find near-duplicates, draw the patient split (cache_mode disk
+  adds the data.cache_dir look-ups of each file);
   the near-duplicate pair search is also timed on its own;
 - one training epoch (timm ``resnet10t``, ``--image-size`` px RoIs, batch 32, one thread,
   validation included), for the sizes of ``--sizes``; ``--prep-sizes`` are prepared only.
 
     python benchmarks/scaling.py [--sizes 1000,5000,20000] [--prep-sizes 100000]
-                                 [--generated 20000] [--cache-mode memory|disk]
+                                 [--generated 20000] [--cache-modes memory,disk]
 
 Each cost's growth is the slope of log(cost) against log(images), least squares over the
 sizes (1 = linear). Memory is fitted on the growth of the peak over the
@@ -43,13 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 VIEWS = (2, 4)  # images per patient, at least and at most: three on average
 
 
+def memory_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"needs Linux /proc/self/status ({field})")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far: VmHWM, which exec starts afresh (unlike
     ru_maxrss, which a child inherits from the process that forked it)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit("needs Linux /proc/self/status (VmHWM)")
+    return memory_mb("VmHWM")
 
 
 def mirrored(phantom, variant: int):
@@ -163,6 +169,10 @@ def measure(args: argparse.Namespace) -> dict:
         "cache_mb": data.cache.untyped_storage().nbytes() / 2**20,
         "baseline_rss_mb": baseline,
         "prepare_peak_rss_mb": peak_rss_mb(),
+        # Resident now, split: the process's own memory, and pages of mapped files (with
+        # cache_mode disk, the RoI file's pages, which the kernel drops under pressure).
+        "anon_rss_mb": memory_mb("RssAnon"),
+        "file_rss_mb": memory_mb("RssFile"),
     }
     if args.epoch:
         fit = engine.fit()
@@ -183,28 +193,65 @@ def slope(sizes: list[int], costs: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else None
 
 
-def run_size(manifest: Path, work: Path, images: int, epoch: bool, args) -> dict:
-    """``measure`` for one size in a fresh interpreter; returns its figures."""
-    folder = work / f"n{images}"
+def run_size(manifest: Path, work: Path, images: int, epoch: bool, mode: str, args) -> dict:
+    """``measure`` for one size and cache mode in a fresh interpreter; returns its figures."""
+    folder = work / f"{mode}-{images}"
     folder.mkdir()
-    subset = first_rows(manifest, images, manifest.parent / f"manifest-{images}.csv")
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--manifest",
-        str(subset),
-        "--work",
-        str(folder),
-        "--image-size",
-        str(args.image_size),
-        "--cache-mode",
-        args.cache_mode,
-    ] + (["--epoch"] if epoch else [])
+    subset = manifest.parent / f"manifest-{images}.csv"
+    if not subset.exists():
+        first_rows(manifest, images, subset)
+    command = [sys.executable, __file__, "--child", "--manifest", str(subset)]
+    command += ["--work", str(folder), "--image-size", str(args.image_size)]
+    command += ["--cache-modes", mode] + (["--epoch"] if epoch else [])
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"size {images} failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"size {images} ({mode}) failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(rows: dict[int, dict]) -> dict[str, float | None]:
+    """Derived figures of each size (in place) and each cost's fitted exponent."""
+    sizes = sorted(rows)
+    for r in rows.values():
+        r["prepare_rss_growth_mb"] = r["prepare_peak_rss_mb"] - r["baseline_rss_mb"]
+        r["rss_growth_mb"] = r["peak_rss_mb"] - r["baseline_rss_mb"]
+        r["prepare_without_pair_search_s"] = r["prepare_s"] - r["pair_search_s"]
+    epochs = [n for n in sizes if "epoch_s" in rows[n]]
+
+    def fitted(key: str, over: list[int]) -> float | None:
+        value = slope(over, [rows[n][key] for n in over])
+        return None if value is None else round(value, 3)
+
+    return {
+        "prepare_s": fitted("prepare_s", sizes),
+        "pair_search_s": fitted("pair_search_s", sizes),
+        "prepare_without_pair_search_s": fitted("prepare_without_pair_search_s", sizes),
+        "epoch_s": fitted("epoch_s", epochs),
+        "prepare_rss_growth_mb": fitted("prepare_rss_growth_mb", sizes),
+        "rss_growth_mb": fitted("rss_growth_mb", epochs),
+        "cache_mb": fitted("cache_mb", sizes),
+    }
+
+
+def print_table(mode: str, rows: dict[int, dict], exponents: dict) -> None:
+    print(f"cache_mode {mode}:")
+    header = "images prepare_s pair_search_s epoch_s cache_MiB peak_RSS growth anon file"
+    print(" ".join(f"{h:>13}" for h in header.split()))
+    for n in sorted(rows):
+        r = rows[n]
+        cells = [
+            n,
+            f"{r['prepare_s']:.1f}",
+            f"{r['pair_search_s']:.2f}",
+            f"{r['epoch_s']:.1f}" if "epoch_s" in r else "-",
+            f"{r['cache_mb']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['rss_growth_mb']:.0f}",
+            f"{r['anon_rss_mb']:.0f}",
+            f"{r['file_rss_mb']:.0f}",
+        ]
+        print(" ".join(f"{c:>13}" for c in cells))
+    print("fitted exponents (1 = linear): " + ", ".join(f"{k} {v}" for k, v in exponents.items()))
 
 
 def main() -> None:
@@ -216,81 +263,57 @@ def main() -> None:
     )
     parser.add_argument("--image-size", type=int, default=32, help="RoI side")
     parser.add_argument("--phantom-size", type=int, default=64, help="generated image side")
-    parser.add_argument("--cache-mode", choices=["memory", "disk"], default="memory")
+    parser.add_argument(
+        "--cache-modes", default="memory", help="data.cache_mode values, e.g. memory,disk"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--epoch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    modes = [m for m in args.cache_modes.split(",") if m]
+    if not modes or set(modes) - {"memory", "disk"}:
+        parser.error("--cache-modes takes memory, disk or memory,disk")
     if args.child:
+        args.cache_mode = modes[0]
         print(json.dumps(measure(args)))
         return
 
     trained = [int(n) for n in args.sizes.split(",") if n]
-    prepared = [int(n) for n in args.prep_sizes.split(",") if n]
+    prepared = [int(n) for n in args.prep_sizes.split(",") if n and int(n) not in trained]
     work = Path(tempfile.mkdtemp(prefix="mtlkit-scaling-"))
+    results = {}
     try:
         start = time.perf_counter()
         manifest = write_phantoms(
             work / "phantoms", max(trained + prepared), args.generated, args.phantom_size
         )
         generation = time.perf_counter() - start
-        rows = {n: run_size(manifest, work, n, True, args) for n in trained}
-        rows |= {n: run_size(manifest, work, n, False, args) for n in prepared if n not in rows}
+        for mode in modes:
+            rows = {n: run_size(manifest, work, n, True, mode, args) for n in trained}
+            rows |= {n: run_size(manifest, work, n, False, mode, args) for n in prepared}
+            results[mode] = rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    sizes = sorted(rows)
-    for n in sizes:
-        rows[n]["prepare_rss_growth_mb"] = (
-            rows[n]["prepare_peak_rss_mb"] - rows[n]["baseline_rss_mb"]
-        )
-        rows[n]["rss_growth_mb"] = rows[n]["peak_rss_mb"] - rows[n]["baseline_rss_mb"]
-    epochs = [n for n in sizes if "epoch_s" in rows[n]]
-
-    def fitted(key: str, over: list[int]) -> float | None:
-        value = slope(over, [rows[n][key] for n in over])
-        return None if value is None else round(value, 3)
-
-    exponents = {
-        "prepare_s": fitted("prepare_s", sizes),
-        "pair_search_s": fitted("pair_search_s", sizes),
-        "prepare_without_pair_search_s": slope(
-            sizes, [rows[n]["prepare_s"] - rows[n]["pair_search_s"] for n in sizes]
-        ),
-        "epoch_s": fitted("epoch_s", epochs),
-        "prepare_rss_growth_mb": fitted("prepare_rss_growth_mb", sizes),
-        "rss_growth_mb": fitted("rss_growth_mb", epochs),
-        "cache_mb": fitted("cache_mb", sizes),
-    }
-    if exponents["prepare_without_pair_search_s"] is not None:
-        exponents["prepare_without_pair_search_s"] = round(
-            exponents["prepare_without_pair_search_s"], 3
-        )
     print(
-        f"phantoms of {args.phantom_size}px cut to {args.image_size}px RoIs, cache_mode "
-        f"{args.cache_mode}; generated in {generation:.0f} s (not counted)"
+        f"phantoms of {args.phantom_size}px ({min(args.generated, max(trained + prepared))} "
+        f"rendered in {generation:.0f} s, not counted) cut to {args.image_size}px RoIs"
     )
-    print(
-        f"{'images':>8} {'prepare s':>10} {'pair search s':>14} {'epoch s':>8} "
-        f"{'cache MiB':>10} {'peak RSS MiB':>13} {'growth MiB':>11}"
-    )
-    for n in sizes:
-        r = rows[n]
-        epoch = f"{r['epoch_s']:8.1f}" if "epoch_s" in r else f"{'-':>8}"
-        print(
-            f"{n:>8} {r['prepare_s']:>10.1f} {r['pair_search_s']:>14.2f} {epoch} "
-            f"{r['cache_mb']:>10.1f} {r['peak_rss_mb']:>13.0f} {r['rss_growth_mb']:>11.0f}"
-        )
-    print("fitted exponents (1 = linear): " + ", ".join(f"{k} {v}" for k, v in exponents.items()))
     summary = {
         "benchmark": "scaling",
         "phantom_size": args.phantom_size,
         "image_size": args.image_size,
-        "cache_mode": args.cache_mode,
-        "sizes": {str(n): rows[n] for n in sizes},
-        "exponents": exponents,
+        "generated": args.generated,
+        "modes": {},
     }
+    for mode, rows in results.items():
+        exponents = summarise(rows)
+        print_table(mode, rows, exponents)
+        summary["modes"][mode] = {
+            "sizes": {str(n): rows[n] for n in sorted(rows)},
+            "exponents": exponents,
+        }
     print(json.dumps(summary))
 
 
