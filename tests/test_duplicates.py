@@ -358,21 +358,22 @@ def test_band_index_on_identical_hashes_and_constant_bits():
 
 def test_index_is_chosen_only_where_it_is_selective(monkeypatch):
     """With few errors allowed per bit the index is used; at BUSI's 60 of 256 bits its
-    4-bit bands could not beat comparing all pairs, and it is not even built."""
+    5-bit bands could not beat comparing all pairs, and it is not even counted."""
     import mtlkit.data.duplicates as duplicates
 
-    built = []
-    original = duplicates._index_candidates
-    monkeypatch.setattr(
-        duplicates, "_index_candidates", lambda bands: built.append(1) or original(bands)
-    )
+    calls = []
+    for name in ("_candidate_count", "_index_candidates"):
+        original = getattr(duplicates, name)
+        monkeypatch.setattr(
+            duplicates, name, lambda bands, f=original, n=name: calls.append(n) or f(bands)
+        )
     hashes = planted_hashes(3, 32, 400)
     small = find_near_duplicates(hashes, 8)
-    assert built and small.tolist() == find_near_duplicates(hashes, 8, index=False).tolist()
-    built.clear()
-    assert duplicates._bands(duplicates._as_words(hashes), 60, len(hashes) ** 2) is None
+    assert calls == ["_candidate_count", "_index_candidates"]
+    assert small.tolist() == find_near_duplicates(hashes, 8, index=False).tolist()
+    calls.clear()
     find_near_duplicates(hashes, 60)
-    assert not built
+    assert calls == []
 
 
 @pytest.mark.slow

@@ -197,8 +197,9 @@ def _bands(words: np.ndarray, max_distance: int, budget: int) -> list[np.ndarray
     if len(varying) <= max_distance:
         return None
     # A band of w bits has at most 2^w keys; n hashes spread evenly over k keys share them
-    # in k * C(n / k, 2) pairs, the fewest possible. (BUSI's dhash, 60 of 256 bits: w = 4.)
-    n, width = len(words), len(varying) // (max_distance + 1)
+    # in k * C(n / k, 2) pairs, the fewest possible. w is the widest band's, so this is a
+    # lower bound for every band. (BUSI's dhash, 60 of 256 bits: w = 5.)
+    n, width = len(words), -(-len(varying) // (max_distance + 1))
     keys_at_most = min(2.0**width, n)
     fewest = (max_distance + 1) * n * (n / keys_at_most - 1) / 2
     if fewest > budget:
