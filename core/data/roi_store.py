@@ -11,6 +11,7 @@ behind and two runs never share one. What is kept between runs is the per-image 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import weakref
@@ -48,7 +49,10 @@ def new_roi_array(shape: tuple[int, ...], folder: Path | None = None) -> torch.T
         ) from None
     finally:
         if name is not None:
-            Path(name).unlink(missing_ok=True)  # the mapping keeps the file alive
+            # The mapping keeps the file alive. Where a mapped file cannot be removed
+            # (Windows), it stays in the folder until someone deletes it.
+            with contextlib.suppress(OSError):
+                Path(name).unlink(missing_ok=True)
     _MAPPED[id(array)] = array  # arrays are unhashable; an id is unique while alive
     return torch.from_numpy(array)
 
