@@ -466,8 +466,9 @@ class Engine:
         rows = torch.from_numpy(indices)
         # Under torchrun each rank runs its share of the rows and every rank gets all of
         # them back in row order, so that the metrics are computed once over all of them.
+        # A cache on disk is read a batch at a time (rois_of), never as a whole split.
         probabilities, raw, maps = distributed.gathered(
-            lambda shard: self._forward_all(data.cache[shard], tta), rows
+            lambda shard: self._forward_all(data.rois_of(shard.numpy()), tta), rows
         )
         result = score_split(
             data,

@@ -293,3 +293,98 @@ def test_pairs_outside_the_image_range_are_rejected():
         group_duplicates(3, [(0, 3)])
     with pytest.raises(ValueError, match="outside"):
         group_duplicates(3, [(-1, 2)])
+
+
+# --- the band index ----------------------------------------------------------------------
+
+
+def planted_hashes(seed: int, n_bytes: int, n: int) -> list[bytes]:
+    """Random hashes with near copies planted at every distance from 0 to a third of the
+    bits, identical copies, and one hash copied many times."""
+    rng = np.random.default_rng(seed)
+    bits = n_bytes * 8
+    hashes = [rng.bytes(n_bytes) for _ in range(n)]
+    for _ in range(n):
+        source = hashes[rng.integers(len(hashes))]
+        hashes.append(
+            flip_bits(source, rng.choice(bits, rng.integers(0, bits // 3), replace=False))
+        )
+    hashes += [hashes[0]] * 12 + [hashes[1]] * 2
+    return [hashes[k] for k in rng.permutation(len(hashes))]
+
+
+@pytest.mark.parametrize("n_bytes", [8, 32])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_band_index_finds_exactly_the_pairs_of_the_all_pairs_search(n_bytes, seed):
+    hashes = planted_hashes(seed, n_bytes, 60)
+    bits = n_bytes * 8
+    for max_distance in [0, 1, 2, 3, 5, 8, bits // 16, bits // 4, bits - 1, bits]:
+        indexed = find_near_duplicates(hashes, max_distance, index=True)
+        every_pair = find_near_duplicates(hashes, max_distance, index=False)
+        assert indexed.dtype == np.int64
+        assert indexed.tolist() == every_pair.tolist(), max_distance
+        assert indexed.tolist() == find_near_duplicates(hashes, max_distance).tolist()
+
+
+def test_band_index_keeps_pairs_exactly_at_the_threshold():
+    """Each distance from 0 to 12 planted once, with 64 bits per hash: a pair at the
+    threshold is found, one bit further is not, in every band layout."""
+    rng = np.random.default_rng(5)
+    base = [rng.bytes(8) for _ in range(13)]
+    hashes = base + [
+        flip_bits(h, rng.choice(64, size=d, replace=False)) for d, h in enumerate(base)
+    ]
+    for max_distance in range(13):
+        pairs = find_near_duplicates(hashes, max_distance, index=True)
+        planted = {(d, 13 + d) for d in range(max_distance + 1)}
+        found = {(i, j) for i, j, _ in pairs.tolist()}
+        assert planted <= found
+        assert not {(d, 13 + d) for d in range(max_distance + 1, 13)} & found
+        assert pairs.tolist() == find_near_duplicates(hashes, max_distance, index=False).tolist()
+
+
+def test_band_index_on_identical_hashes_and_constant_bits():
+    """All-equal hashes (no bit varies) and hashes that differ in fewer bits than the
+    threshold: every pair, as the all-pairs search gives."""
+    same = [bytes(8)] * 5
+    assert len(find_near_duplicates(same, 0, index=True)) == 10
+    few = [flip_bits(bytes(8), [k]) for k in range(3)]  # three varying bits
+    assert find_near_duplicates(few, 3, index=True).tolist() == [
+        [0, 1, 2],
+        [0, 2, 2],
+        [1, 2, 2],
+    ]
+
+
+def test_index_is_chosen_only_where_it_is_selective(monkeypatch):
+    """With few errors allowed per bit the index is used; at BUSI's 60 of 256 bits its
+    5-bit bands could not beat comparing all pairs, and it is not even counted."""
+    import mtlkit.data.duplicates as duplicates
+
+    calls = []
+    for name in ("_candidate_count", "_index_candidates"):
+        original = getattr(duplicates, name)
+        monkeypatch.setattr(
+            duplicates, name, lambda bands, f=original, n=name: calls.append(n) or f(bands)
+        )
+    hashes = planted_hashes(3, 32, 400)
+    small = find_near_duplicates(hashes, 8)
+    assert calls == ["_candidate_count", "_index_candidates"]
+    assert small.tolist() == find_near_duplicates(hashes, 8, index=False).tolist()
+    calls.clear()
+    find_near_duplicates(hashes, 60)
+    assert calls == []
+
+
+@pytest.mark.slow
+def test_band_index_scales_to_100k_hashes():
+    """100,000 random 256-bit hashes with 1,000 planted pairs at distance 8: the index
+    finds exactly those (the all-pairs search would compare 5e9 pairs)."""
+    rng = np.random.default_rng(11)
+    hashes = [rng.bytes(32) for _ in range(100_000)]
+    planted = set()
+    for i in rng.choice(len(hashes), size=1000, replace=False):
+        planted.add((int(i), len(hashes)))
+        hashes.append(flip_bits(hashes[i], rng.choice(256, size=8, replace=False)))
+    pairs = find_near_duplicates(hashes, 8)
+    assert {(i, j) for i, j, _ in pairs.tolist()} == planted

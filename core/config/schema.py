@@ -272,6 +272,13 @@ class DataConfig(OptionsModel):
         description="folder for decoded RoIs, keyed by file content and preprocessing "
         "settings, reused by later runs; null: keep them in memory only",
     )
+    cache_mode: Literal["memory", "disk"] = Field(
+        "memory",
+        description="where a run keeps the RoIs it trains and evaluates on: memory (one "
+        "uint8 array, image_size^2 bytes per image), or disk (a memory-mapped scratch file in "
+        "cache_dir/rois/, removed when the run ends: for more images than fit in memory; "
+        "needs cache_dir)",
+    )
 
     @field_validator("cache_dir")
     @classmethod
@@ -279,6 +286,12 @@ class DataConfig(OptionsModel):
         if value is not None and ("\x00" in value or not value.strip()):
             raise ValueError("not a usable folder name")
         return value
+
+    @model_validator(mode="after")
+    def _disk_needs_a_folder(self) -> DataConfig:
+        if self.cache_mode == "disk" and self.cache_dir is None:
+            raise ValueError("cache_mode: disk needs data.cache_dir, the folder of the RoI file")
+        return self
 
 
 class ExternalSetConfig(OptionsModel):

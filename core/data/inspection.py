@@ -22,6 +22,7 @@ from mtlkit.data.duplicates import find_near_duplicates, group_duplicates, image
 from mtlkit.data.labels import as_number
 from mtlkit.data.prepared import PreparedData
 from mtlkit.data.roi import Locator
+from mtlkit.data.roi_store import ROI_FOLDER
 from mtlkit.data.samples import Sample, SampleSet
 from mtlkit.data.scan import Scan, scan_samples
 from mtlkit.data.split_file import leaks, read_split_file
@@ -265,6 +266,7 @@ def _scan(
         hasher = lambda image: image_hash(image, settings)  # noqa: E731
         name = f"{settings.method}/{settings.hash_size}"
     cache = DiskCache(Path(data.cache_dir)) if data.cache_dir else None
+    on_disk = data.cache_dir is not None and data.cache_mode == "disk"
     advance = progress(len(samples)) if progress else (lambda: None)
     return scan_samples(
         samples,
@@ -276,6 +278,7 @@ def _scan(
         advance=advance,
         masks=masks,
         locate=locate,
+        roi_folder=Path(data.cache_dir) / ROI_FOLDER if on_disk else None,
     )
 
 

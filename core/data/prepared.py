@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from mtlkit.data.roi_store import is_on_disk
 from mtlkit.data.samples import Sample
 from mtlkit.data.scan import CacheWrites
 from mtlkit.data.split_file import split_document
@@ -86,6 +87,13 @@ class PreparedData:
             raise IndexError(f"fold {fold} of {len(self.folds)}")
         return dataclasses.replace(self, fold=fold)
 
+    def rois_of(self, indices: np.ndarray) -> torch.Tensor | RoiRows:
+        """The RoIs of ``indices``, for a pass of the model over them in batches (``len``
+        and slices): gathered into one tensor in memory; from a cache on disk
+        (``data.cache_mode: disk``) a :class:`RoiRows` that reads a slice at a time."""
+        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return RoiRows(self.cache, rows) if is_on_disk(self.cache) else self.cache[rows]
+
     def indices(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
 
@@ -99,15 +107,43 @@ class PreparedData:
             digest.update(
                 f"{sample.image_id}|{sample.patient_id}|{labels}|{sample.box}|{image}\n".encode()
             )
-        digest.update(self.cache.numpy().tobytes())
-        for extra in (self.masks, self.has_mask, self.train_cache, self.train_masks):
-            if extra is not None:  # segmentation and roi.train_mode runs only
-                digest.update(extra.numpy().tobytes())
+        for array in (self.cache, self.masks, self.has_mask, self.train_cache, self.train_masks):
+            if array is not None:  # masks: segmentation and roi.train_mode runs only
+                _update_in_chunks(digest, array)
         return digest.hexdigest()
 
     def split_file(self) -> dict[str, Any]:
         """The content of splits.json: which image and patient went where, per fold."""
         return split_document(self.samples, self.folds, self.groups)
+
+
+class RoiRows:
+    """Some rows of a RoI array, read only when sliced: ``rows[a:b]`` is the tensor of the
+    rows at positions a..b, so a pass over a split of a cache on disk holds one batch."""
+
+    def __init__(self, cache: torch.Tensor, rows: torch.Tensor):
+        self.cache = cache
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: slice) -> torch.Tensor:
+        if not isinstance(positions, slice):
+            raise TypeError(f"RoiRows takes slices, got {type(positions).__name__}")
+        return self.cache[self.rows[positions]]
+
+
+_CHUNK_BYTES = 64 << 20
+
+
+def _update_in_chunks(digest: Any, array: torch.Tensor) -> None:
+    """Hash a tensor's bytes a slice of rows at a time: ``tobytes`` of the whole would copy
+    it, and a RoI cache on disk (``data.cache_mode: disk``) may not fit in memory."""
+    values = array.numpy()
+    rows = max(1, _CHUNK_BYTES // max(1, values[:1].nbytes))
+    for start in range(0, len(values), rows):
+        digest.update(np.ascontiguousarray(values[start : start + rows]).data)
 
 
 class RoiDataset(Dataset):

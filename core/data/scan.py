@@ -23,6 +23,7 @@ from mtlkit.components.contracts import image_problem
 from mtlkit.config.schema import RoiConfig
 from mtlkit.data.disk_cache import DiskCache, Entry
 from mtlkit.data.roi import Locator, crop_and_resize, crop_mask, roi_box
+from mtlkit.data.roi_store import new_roi_array
 from mtlkit.data.samples import Sample
 from mtlkit.errors import DataError
 
@@ -43,18 +44,38 @@ class ImageFacts:
 
 
 @dataclass
+class PendingEntry:
+    """A cache entry not yet written: its key, the image's facts, and where its crop (and
+    mask) lie in the scan's arrays. The crop is not copied: a scan of many images would
+    otherwise hold every crop twice until the run is accepted."""
+
+    key: str
+    facts: Entry
+    rois: torch.Tensor
+    index: int
+    masks: torch.Tensor | None = None  # None: no mask stored for this image
+
+    def entry(self) -> Entry:
+        """The entry as the disk cache stores it (:func:`_from_entry` reads it back)."""
+        entry = {"roi": self.rois[self.index, 0].numpy(), **self.facts}
+        if self.masks is not None:
+            entry["mask"] = self.masks[self.index, 0].numpy()
+        return entry
+
+
+@dataclass
 class CacheWrites:
     """Cache entries decoded by a scan, written to the disk cache only by :meth:`save`."""
 
     cache: DiskCache | None = None
-    entries: list[tuple[str, Entry]] = field(default_factory=list)
+    entries: list[PendingEntry] = field(default_factory=list)
 
     def save(self) -> str | None:
         """Write the pending entries (once); returns why the cache failed, or None."""
         if self.cache is None:
             return None
-        for key, entry in self.entries:
-            self.cache.put(key, entry)
+        for pending in self.entries:
+            self.cache.put(pending.key, pending.entry())
         self.entries.clear()
         return self.cache.failure
 
@@ -89,13 +110,17 @@ def scan_samples(
     advance: Callable[[], None] = lambda: None,
     masks: bool = False,
     locate: Locator | None = None,
+    roi_folder: Path | None = None,
 ) -> Scan:
     """Read, check and crop every sample; problems are collected, never raised one by one.
 
     ``masks``: also crop each image's lesion mask with its RoI (for segmentation heads).
-    ``locate``: where ``roi.mode`` is ``auto``, finds the lesion box of a whole image."""
-    rois = torch.zeros((len(samples), 1, size, size), dtype=torch.uint8)
-    mask_rois = torch.zeros_like(rois) if masks else None
+    ``locate``: where ``roi.mode`` is ``auto``, finds the lesion box of a whole image.
+    ``roi_folder``: keep the RoIs (and masks) in memory-mapped files there, not in memory
+    (:mod:`mtlkit.data.roi_store`)."""
+    shape = (len(samples), 1, size, size)
+    rois = new_roi_array(shape, roi_folder)
+    mask_rois = new_roi_array(shape, roi_folder) if masks else None
     has_mask = torch.zeros(len(samples), dtype=torch.bool) if masks else None
     facts: list[ImageFacts | None] = []
     problems: list[str] = []
@@ -121,7 +146,8 @@ def scan_samples(
                 advance()
                 continue
             if key:
-                writes.entries.append((key, _to_entry(crop, fact, mask if masks else None)))
+                with_mask = mask_rois if masks and mask is not None else None
+                writes.entries.append(PendingEntry(key, _facts_entry(fact), rois, index, with_mask))
             if not found:
                 whole_image.append(index)
         rois[index, 0] = torch.from_numpy(np.array(crop, dtype=np.uint8))
@@ -172,17 +198,14 @@ def scan_one(
     return crop, fact, mask, roi.mode != "auto" or found is not None
 
 
-def _to_entry(crop: np.ndarray, fact: ImageFacts, mask: np.ndarray | None = None) -> Entry:
-    entry = {
-        "roi": crop,
+def _facts_entry(fact: ImageFacts) -> Entry:
+    """The facts part of a cache entry (:class:`PendingEntry` adds the crop and mask)."""
+    return {
         "size": np.array([fact.width, fact.height]),
         "digest": np.array(fact.digest),
         "phash": np.frombuffer(fact.phash or b"", dtype=np.uint8),
         "has_phash": np.array(fact.phash is not None),
     }
-    if mask is not None:
-        entry["mask"] = mask
-    return entry
 
 
 ENTRY_KEYS = {"roi", "size", "digest", "phash", "has_phash"}
