@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from mtlkit.components.contracts import image_problem
-from mtlkit.config.schema import device_problem
 from mtlkit.data.roi import Box, crop_and_resize, roi_box
 from mtlkit.data.samples import Sample
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError
-from mtlkit.evaluation.external import trained_engine
+from mtlkit.evaluation.external import check_options, trained_engine
 from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.progress import Progress
 from mtlkit.results import RoiOutputs
@@ -57,14 +56,19 @@ BatchCallback = Callable[[list[PredictedRoi]], None]
 
 
 def load_predictor(
-    checkpoint: str | Path, *, device: str = "auto", progress: Progress | None = None
+    checkpoint: str | Path,
+    *,
+    device: str = "auto",
+    progress: Progress | None = None,
+    inference: str | None = None,
 ) -> Engine:
     """The engine of a trained model for prediction: ``checkpoint`` is a weights file or a
-    run directory (its first fold's and seed's best checkpoint)."""
-    problem = device_problem(device)
-    if problem:
-        raise UsageError(f"--device: {problem}")
-    return trained_engine(checkpoint_of(checkpoint), device=device, progress=progress)
+    run directory (its first fold's and seed's best checkpoint); ``inference`` replaces
+    the run's ``evaluation.inference`` (``mtl predict --inference``)."""
+    check_options(device, inference)
+    return trained_engine(
+        checkpoint_of(checkpoint), device=device, progress=progress, inference=inference
+    )
 
 
 def prediction_columns(engine: Engine) -> list[str]:
