@@ -1,5 +1,6 @@
 """``mtl export --format onnx``: a trained checkpoint as one ONNX file, run in ONNX Runtime
-and compared with PyTorch before it is written (the graph itself: ``onnx_graph``).
+and compared with PyTorch before it is written (the export call and the extra it needs:
+:mod:`mtlkit.inference.onnx_graph`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.export.graph import INPUT_NAME, DeployedModel
 from mtlkit.export.metadata import export_metadata, metadata_props
-from mtlkit.export.onnx_graph import INSTALL_HINT, OPSET, missing_onnx_modules, onnx_proto
 from mtlkit.files import atomic_write_bytes, check_output_file
+from mtlkit.inference.onnx_graph import INSTALL_HINT, OPSET, missing_onnx_modules, onnx_proto
 from mtlkit.progress import Progress
 from mtlkit.training.checkpoint import checkpoint_of, read_metadata
 from mtlkit.version import __version__

@@ -1,5 +1,5 @@
 """The ``onnx`` inference path: a model's forward pass as an ONNX Runtime session, built in
-memory with the exporter of ``mtl export`` (:func:`~mtlkit.export.onnx_graph.onnx_proto`).
+memory with the exporter ``mtl export`` uses too (:func:`~mtlkit.inference.onnx_graph.onnx_proto`).
 
 Only the network is exported (normalised images in, each task's logits out); the heads'
 probabilities, the mirror image and the constraints' adjustment stay in PyTorch
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtlkit.export.onnx_graph import onnx_proto
+from mtlkit.inference.onnx_graph import onnx_proto
 
 INPUT_NAME = "normalised_images"
 OUTPUT_PREFIX = "logits."

@@ -25,8 +25,8 @@ from torch import nn
 from mtlkit.components.interfaces import Constraint, DenseHead, TaskHead
 from mtlkit.config.schema import InferencePath
 from mtlkit.errors import ConfigError
-from mtlkit.export.onnx_graph import INSTALL_HINT, missing_onnx_modules
 from mtlkit.inference.folding import FoldingError, fold_batch_norms, frozen_copy
+from mtlkit.inference.onnx_graph import INSTALL_HINT, missing_onnx_modules
 from mtlkit.inference.onnx_model import OnnxForward
 from mtlkit.inference.outputs import Forward, predicted_outputs
 

@@ -1,6 +1,6 @@
 """A module as an ONNX graph in memory, with torch's ``torch.export``-based exporter, and
-the optional packages that needs: shared by ``mtl export`` (``onnx_file``) and the
-``onnx`` inference path (``mtlkit.inference.onnx_model``).
+the optional packages that needs: shared by ``mtl export`` (``mtlkit.export.onnx_file``)
+and the ``onnx`` inference path (``onnx_model``).
 
 The exporter is ``dynamo=True`` (it needs ``onnxscript``): the TorchScript exporter still
 exists in torch 2.14 but is deprecated, warns that it will be removed, and leaves the dense
