@@ -105,6 +105,17 @@ def speed(engine: Engine, runners: dict[str, InferencePaths], rounds: int) -> di
     return out
 
 
+def break_even(speed: dict) -> float | None:
+    """How many images ONNX Runtime must score before its export has paid for itself
+    against ``folded`` (what ``auto``'s ONNX_AFTER_IMAGES stands for); None when it never
+    does or either path was not measured."""
+    if "onnx" not in speed or "folded" not in speed:
+        return None
+    saved = 1 / speed["folded"]["images_per_second"] - 1 / speed["onnx"]["images_per_second"]
+    extra = speed["onnx"]["prepare_seconds"] - speed["folded"]["prepare_seconds"]
+    return round(extra / saved) if saved > 0 else None
+
+
 def accuracy(engine: Engine, runners: dict[str, InferencePaths]) -> dict:
     """Each path's test AUC per binary task (as ``mtl run`` reports it, TTA included), and
     its largest probability difference from eager on the test split."""
@@ -170,13 +181,14 @@ def main() -> None:
         auto = InferencePaths("auto", engine.device).choose(engine.model, 10**6)
         model = {
             **origin,
-            "backbone": engine.config.backbone.model_dump().get("model"),
+            "backbone": dict(engine.config.backbone).get("model"),
             "image_size": engine.config.data.image_size,
             "test_images": int(len(engine.data.indices("test"))),
             "auto_for_large_workloads": auto,
             "speed": speed(engine, runners, args.rounds),
             "test": accuracy(engine, runners),
         }
+        model["onnx_break_even_images"] = break_even(model["speed"])
         report["models"][name] = model
         print(f"\n{name}: {model['backbone']} at {model['image_size']} px; auto -> {auto}")
         for path in paths:

@@ -103,6 +103,7 @@ def predict_files(
     progress: Progress | None = None,
     on_batch: BatchCallback | None = None,
     as_frame: bool = False,
+    inference: str | None = None,
 ) -> Any:
     """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files; a
     single path is one path) with ``model``, an engine holding a trained model or a
@@ -113,10 +114,16 @@ def predict_files(
     (dict with every :func:`prediction_columns` key, None where it does not apply) per
     image, in the order given, or with ``as_frame`` a pandas DataFrame of them. A file that
     cannot be read or cut is a record whose ``error`` says why; with ``strict`` it raises
-    DataError instead. ``on_batch`` receives each batch's predicted images and RoIs."""
+    DataError instead. ``on_batch`` receives each batch's predicted images and RoIs.
+    ``inference`` replaces the checkpoint's ``evaluation.inference`` (with a checkpoint;
+    an engine keeps its own)."""
     if isinstance(paths, str | Path):  # a str is a Sequence too: of its characters
         paths = [paths]
-    engine = model if isinstance(model, Engine) else load_predictor(model, device=device)
+    engine = (
+        model
+        if isinstance(model, Engine)
+        else load_predictor(model, device=device, inference=inference)
+    )
     if engine.model is None:
         raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
     inputs = collect_inputs(paths, engine.host)
