@@ -104,12 +104,12 @@ class Prepared:
 
 
 class CompiledForward:
-    """``torch.compile`` of a folded copy; a compilation that fails (no C compiler, an
+    """``torch.compile`` of a frozen (folded) copy; a compilation that fails (no C compiler, an
     operator inductor cannot lower) warns once and runs the folded copy instead."""
 
-    def __init__(self, folded: nn.Module):
-        self.folded = folded
-        self.compiled: Any = torch.compile(folded)
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.compiled: Any = torch.compile(model)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.compiled is not None:
@@ -123,7 +123,7 @@ class CompiledForward:
                     stacklevel=2,
                 )
                 self.compiled = None
-        return self.folded(images)
+        return self.model(images)
 
 
 class InferencePaths:
@@ -141,6 +141,7 @@ class InferencePaths:
         self._prepared: dict[str, Prepared] = {}
         self._scored = 0  # images scored with the current weights, for auto's choice
         self._validating = False
+        self._onnx_problem: str | None = None  # "" once the onnx extra was found importable
 
     @contextlib.contextmanager
     def validating(self) -> Iterator[None]:
@@ -183,11 +184,13 @@ class InferencePaths:
             self._key, self._prepared, self._scored = key, {}, 0
 
     def _auto(self, images: int) -> str:
-        if self.device.type != "cpu" or onnx_problem() is not None:
+        if self.device.type != "cpu":
             return "folded"
-        if "onnx" in self._prepared or self._scored + images >= ONNX_AFTER_IMAGES:
-            return "onnx"
-        return "folded"
+        if "onnx" not in self._prepared and self._scored + images < ONNX_AFTER_IMAGES:
+            return "folded"  # decided before importing the extra: most calls stop here
+        if self._onnx_problem is None:
+            self._onnx_problem = onnx_problem() or ""
+        return "folded" if self._onnx_problem else "onnx"
 
     def _prepare(self, name: str, model: nn.Module, example: torch.Tensor) -> Prepared:
         if name == "channels_last":
@@ -196,13 +199,13 @@ class InferencePaths:
             check_inference(name, self.device)
             forward = OnnxForward(frozen_copy(model), example, torch.get_num_threads())
             return Prepared(name, forward)
-        folded = self._folded(model, example)
-        if folded.name != "folded" or name == "folded":
-            return folded
+        base = self._folded(model, example)  # channels_last alone where folding is refused
+        if name == "folded":
+            return base
         if name == "compile":
-            return Prepared(name, CompiledForward(folded.forward), channels_last=True)
+            return Prepared(name, CompiledForward(base.forward), channels_last=True)
         if name == "bf16":
-            return Prepared(name, folded.forward, channels_last=True, autocast=torch.bfloat16)
+            return Prepared(name, base.forward, channels_last=True, autocast=torch.bfloat16)
         raise AssertionError(name)  # PATHS and this method disagree
 
     def _folded(self, model: nn.Module, example: torch.Tensor) -> Prepared:
