@@ -4,7 +4,7 @@ single-image latency (median and p95), the time to prepare each path, the test A
 a fit's per-epoch validation (eager against ``auto``'s folded copy, rebuilt for each
 epoch's weights).
 
-    python benchmarks/inference.py [--paths eager,folded,...] [--rounds 12]
+    python benchmarks/inference.py [--paths eager,folded,...] [--models quick,busi] [--rounds 12]
         [--quick-epochs 3] [--busi-epochs 2] [--quick-run RUN_DIR] [--busi-run RUN_DIR]
         [--busi DIR]
 
@@ -175,6 +175,7 @@ def accuracy(engine: Engine, runners: dict[str, InferencePaths]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paths", default=",".join(MEASURED), help="comma-separated paths")
+    parser.add_argument("--models", default="quick,busi", help="quick, busi or both")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--quick-epochs", type=int, default=3)
     parser.add_argument("--busi-epochs", type=int, default=2)
@@ -198,6 +199,10 @@ def main() -> None:
         "models": {},
     }
     runs = {"quick": (args.quick_epochs, args.quick_run), "busi": (args.busi_epochs, args.busi_run)}
+    models = [m for m in args.models.split(",") if m]
+    if not models or set(models) - set(runs):
+        parser.error(f"--models: expected quick, busi or quick,busi, got {args.models!r}")
+    runs = {name: runs[name] for name in models}
     for name, (epochs, run_dir) in runs.items():
         engine, origin = trained(name, epochs, run_dir, args.busi)
         threads = engine.config.training.threads
