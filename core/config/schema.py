@@ -553,17 +553,16 @@ class EvaluationConfig(OptionsModel):
         "its mirror image's (reported validation and test metrics, external sets, evaluate, "
         "predict; the per-epoch validation that picks the best epoch does without)",
     )
-    inference: Literal["auto", "eager", "channels_last", "folded", "compile", "bf16", "onnx"] = (
-        Field(
-            "auto",
-            description="how evaluation and prediction run the model: eager (PyTorch as "
-            "trained, fp32), channels_last, folded (a frozen copy with BatchNorm folded into the "
-            "convolutions, channels_last), compile (torch.compile of the folded copy; falls back "
-            "to folded with a warning), onnx (ONNX Runtime, CPU, needs mtlkit[onnx]), bf16 (the "
-            "folded copy under bf16 autocast: not exact, opt-in); auto: onnx on a CPU with the "
-            "onnx extra once 512 images are scored with the same weights, else folded. All but "
-            "bf16 stay within 1e-4 of eager's probabilities (docs/performance.md)",
-        )
+    inference: InferencePath = Field(
+        "auto",
+        description="how evaluation and prediction run the model: eager (PyTorch as trained, "
+        "fp32), channels_last, folded (a frozen copy with BatchNorm folded into the "
+        "convolutions, channels_last), compile (torch.compile of the folded copy; falls back "
+        "to folded with a warning), onnx (ONNX Runtime, CPU, needs mtlkit[onnx]), bf16 (the "
+        "folded copy under bf16 autocast: not exact, opt-in); auto: onnx on a CPU with the "
+        "onnx extra once 512 images are scored with the same weights, else folded. A fit's "
+        "per-epoch validation runs eager under auto, compile and onnx. All but bf16 stay "
+        "within 1e-4 of eager's probabilities (docs/performance.md)",
     )
     external: list[ExternalSetConfig] = Field(
         default_factory=list, description="extra test sets evaluated with the trained model"

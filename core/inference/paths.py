@@ -47,9 +47,11 @@ ONNX_AFTER_IMAGES = 512
 """``auto`` builds the ONNX Runtime session (an export of several seconds) once this many
 images have been scored with the same weights: below that ``folded`` finishes first."""
 
-REBUILT_PER_EPOCH = ("compile", "onnx")
-"""Paths too costly to rebuild for each epoch's weights: the per-epoch validation of a fit
-runs ``folded`` instead (exact all the same)."""
+EAGER_PER_EPOCH = ("auto", "compile", "onnx")
+"""The settings under which a fit's per-epoch validation runs ``eager``: the weights change
+every epoch, and a new copy for each (a folded one: about a second; a compiled one or an
+export: many) costs more than it saves on a validation split of a few hundred images
+(``per_epoch_validation`` in benchmarks/inference.py)."""
 
 
 def onnx_problem() -> str | None:
@@ -145,7 +147,7 @@ class InferencePaths:
 
     @contextlib.contextmanager
     def validating(self) -> Iterator[None]:
-        """Within: the per-epoch validation of a fit (see :data:`REBUILT_PER_EPOCH`)."""
+        """Within: the per-epoch validation of a fit (see :data:`EAGER_PER_EPOCH`)."""
         previous, self._validating = self._validating, True
         try:
             yield
@@ -156,12 +158,9 @@ class InferencePaths:
         """The path that scores ``images`` images (mirror views included) with ``model``'s
         current weights, after ``auto`` and the per-epoch exception."""
         self._follow(model)
-        name = self.configured
-        if name == "auto":
-            name = self._auto(images)
-        if self._validating and name in REBUILT_PER_EPOCH:
-            name = "folded"
-        return name
+        if self._validating and self.configured in EAGER_PER_EPOCH:
+            return "eager"
+        return self._auto(images) if self.configured == "auto" else self.configured
 
     def prepared(self, name: str, model: nn.Module, example: torch.Tensor) -> Prepared:
         """Path ``name`` ready for ``model``'s current weights; ``example`` (normalised
@@ -212,8 +211,9 @@ class InferencePaths:
         """The folded channels_last copy; ``channels_last`` alone, with a warning, when
         folding would change what the model computes."""
         copy = frozen_copy(model, channels_last=True)
+        example = example[:2].contiguous(memory_format=torch.channels_last)  # 3 passes: keep small
         try:
-            fold_batch_norms(copy, example.contiguous(memory_format=torch.channels_last))
+            fold_batch_norms(copy, example)
         except FoldingError as exc:
             warnings.warn(f"inference: {exc}; running without folding", stacklevel=3)
             return Prepared("channels_last", frozen_copy(model, True), channels_last=True)
