@@ -43,9 +43,12 @@ BF16_TOLERANCE = 0.05
 """What ``bf16`` autocast is held to (its mantissa has 8 bits): not exact enough for
 ``auto``."""
 
-ONNX_AFTER_IMAGES = 512
+ONNX_AFTER_IMAGES = 1024
 """``auto`` builds the ONNX Runtime session (an export of several seconds) once this many
-images have been scored with the same weights: below that ``folded`` finishes first."""
+images have been scored with the same weights: below that ``folded`` finishes first. The
+break-even measured by benchmarks/inference.py (``onnx_break_even_images``) was 260-340
+images for resnet18 at 128 px and 1,100-5,800 for resnet10t at 64 px on 2 busy cores, so
+a run's own evaluation mostly stays on ``folded`` and bulk prediction moves to ONNX."""
 
 EAGER_PER_EPOCH = ("auto", "compile", "onnx")
 """The settings under which a fit's per-epoch validation runs ``eager``: the weights change
