@@ -241,3 +241,23 @@ def test_the_commands_pass_inference_on(checkpoint, tmp_path, monkeypatch, comma
     assert main([*argv, "--device", "cpu", "--inference", "channels_last"]) == 0
     assert seen == ["channels_last"]
     assert main([*argv, "--inference", "fastest"]) == 2
+
+
+@pytest.mark.parametrize("path", ["folded", "onnx"])
+def test_segmentation_maps_follow_eager_through_the_fast_paths(rois, path):
+    raw = tiny_raw()
+    raw["heads"] = ["bm", {"type": "segmentation", "width": 8}]
+    raw["constraints"] = []
+    raw["evaluation"]["reference_columns"] = {}
+    raw["evaluation"]["select"] = "bm.auc"
+    raw["data"]["split"]["stratify"] = ["bm"]
+    engine = scrambled(Engine(load_config(raw)))
+    engine.inference = InferencePaths("eager", engine.device)
+    _, _, eager = engine._forward_all(rois[:8])
+    engine.inference = InferencePaths(path, engine.device)
+    _, _, got = engine._forward_all(rois[:8])
+    assert got.keys() == eager.keys() and got
+    for name, maps in eager.items():
+        assert maps.shape == got[name].shape == (8, 32, 32)
+        # float16 maps: a 1e-4 difference can round to one float16 step (1e-3 near 1)
+        assert np.abs(got[name].astype(np.float32) - maps.astype(np.float32)).max() <= 1e-3
