@@ -1,8 +1,8 @@
 """The inference paths of ``evaluation.inference`` against eager fp32: throughput at batch 32,
 single-image latency (median and p95), the time to prepare each path, the test AUC of a
 ``configs/quick.yaml`` and a ``configs/busi.yaml`` model through each path, and the cost of
-a fit's per-epoch validation (eager, as ``auto`` runs it, against a folded copy made for
-each epoch's weights).
+a fit's per-epoch validation (eager against the folded copy ``auto`` makes for each
+epoch's weights).
 
     python benchmarks/inference.py [--paths eager,folded,...] [--models quick,busi] [--rounds 12]
         [--quick-epochs 3] [--busi-epochs 2] [--quick-run RUN_DIR] [--busi-run RUN_DIR]
@@ -109,8 +109,8 @@ def speed(engine: Engine, runners: dict[str, InferencePaths], rounds: int) -> di
 
 def validation_cost(engine: Engine, rounds: int) -> dict:
     """Seconds of one per-epoch validation (the validation split, no TTA) after the weights
-    changed, as during a fit: eager on the live model (what ``auto`` runs there) against
-    ``folded``, which makes a new copy each time (the copy's cost included)."""
+    changed, as during a fit: eager on the live model against ``folded`` (what ``auto``
+    runs there), which makes a new copy each time (the copy's cost included)."""
     rois = engine.data.cache[torch.from_numpy(engine.data.indices("val"))]
     weight = next(engine.model.parameters())
     runners = {"eager": InferencePaths("eager", engine.device)}
@@ -235,7 +235,7 @@ def main() -> None:
         v = model["per_epoch_validation"]
         print(
             f"  per-epoch validation ({v['val_images']} images, weights changed): eager "
-            f"{v['eager_seconds']:.2f} s (auto), folded (a new copy) {v['folded_seconds']:.2f} "
+            f"{v['eager_seconds']:.2f} s, folded (auto: a new copy) {v['folded_seconds']:.2f} "
             f"s, x{v['folded_speedup']:.2f}; ONNX pays off after "
             f"{model['onnx_break_even_images']} images"
         )

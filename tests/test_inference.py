@@ -152,11 +152,11 @@ def test_auto_runs_folded_until_onnx_pays_off(engine, monkeypatch):
     assert paths.choose(engine.model, ONNX_AFTER_IMAGES) == "onnx"
     paths.scored(ONNX_AFTER_IMAGES - 10)
     assert paths.choose(engine.model, 10) == "onnx"  # the images already scored count
-    with paths.validating():  # a new copy for each epoch's weights would cost more
-        assert paths.choose(engine.model, 10 * ONNX_AFTER_IMAGES) == "eager"
-    folded = InferencePaths("folded", torch.device("cpu"))
-    with folded.validating():  # asked for by name: kept
-        assert folded.choose(engine.model, 10) == "folded"
+    with paths.validating():  # a new export for each epoch's weights would cost more
+        assert paths.choose(engine.model, 10 * ONNX_AFTER_IMAGES) == "folded"
+    eager = InferencePaths("eager", torch.device("cpu"))
+    with eager.validating():  # asked for by name: kept
+        assert eager.choose(engine.model, 10) == "eager"
     assert InferencePaths("auto", torch.device("meta")).choose(engine.model, 10**6) == "folded"
 
 

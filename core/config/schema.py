@@ -561,7 +561,7 @@ class EvaluationConfig(OptionsModel):
         "to folded with a warning), onnx (ONNX Runtime, CPU, needs mtlkit[onnx]), bf16 (the "
         "folded copy under bf16 autocast: not exact, opt-in); auto: onnx on a CPU with the "
         "onnx extra once 1024 images are scored with the same weights, else folded. A fit's "
-        "per-epoch validation runs eager under auto, compile and onnx. All but bf16 stay "
+        "per-epoch validation runs folded under auto, compile and onnx. All but bf16 stay "
         "within 1e-4 of eager's probabilities (docs/performance.md)",
     )
     external: list[ExternalSetConfig] = Field(
