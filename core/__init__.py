@@ -3,7 +3,8 @@
 This module is the public API, the one place users and plugin authors import from:
 
 - running: :class:`Engine`, :func:`run`, :func:`load_config`, :class:`RunConfig` and the
-  result types; predictions for new image files (:func:`predict_files`);
+  result types; predictions for new image files (:func:`predict_files`); the inference
+  paths of ``evaluation.inference`` (:data:`INFERENCE_PATHS`);
 - writing plugins: :data:`hookimpl`, :class:`OptionsModel`, the component bases
   (:class:`TaskHead` and the ready-made :class:`MulticlassHead` that a multiclass task is
   a preset of, :class:`Constraint`, :class:`TaskWeighting`, :class:`Baseline` with
@@ -93,6 +94,7 @@ from mtlkit.evaluation.metrics import split_metric_name
 from mtlkit.evaluation.statistics import paired_t_test
 from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.files import atomic_write_bytes, atomic_write_text, check_output_file, to_json
+from mtlkit.inference.paths import PATHS as INFERENCE_PATHS
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, Predictions, RoiOutputs, RunResult
 from mtlkit.runs.prediction import (
@@ -125,6 +127,7 @@ __all__ = [
     "Constraint",
     "DataError",
     "Engine",
+    "INFERENCE_PATHS",
     "EpochLog",
     "ExperimentLogger",
     "LoggedFit",

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from mtlkit.background_writer import BackgroundWriter
 from mtlkit.components.host import PluginHost
-from mtlkit.components.interfaces import Constraint, DenseHead, TaskHead, TaskWeighting
+from mtlkit.components.interfaces import Constraint, TaskWeighting
 from mtlkit.components.resolve import (
     Components,
     read_sample_set,
@@ -37,6 +37,7 @@ from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.files import atomic_write_bytes
+from mtlkit.inference.paths import InferencePaths, check_inference
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, EvalResult, FitResult, RoiOutputs
 from mtlkit.training import distributed
@@ -86,6 +87,10 @@ class Engine:
         self.progress = progress or Progress(enabled=False)
         # Under torchrun each rank of a machine takes its own GPU (cuda:LOCAL_RANK).
         self.device = distributed.rank_device(resolve_device(config.training.device))
+        check_inference(config.evaluation.inference, self.device)
+        # The path evaluation and prediction run, with its copy of the model (never the
+        # live one, which may be training).
+        self.inference = InferencePaths(config.evaluation.inference, self.device)
         self._data = data
         self.model: MultiTaskModel | None = None
         self.checkpoint_dir: Path | None = None
@@ -339,7 +344,8 @@ class Engine:
             return {}
         # The per-epoch choice of the best epoch does without test-time augmentation:
         # it would double the validation cost of every epoch. Reported metrics use it.
-        return self._evaluate(self.data, indices, "val", tta=False, statistics=False).tasks
+        with self.inference.validating():
+            return self._evaluate(self.data, indices, "val", tta=False, statistics=False).tasks
 
     def _resume(self, objects: FitObjects, record: FitRecord) -> int:
         """Continue from the saved training state, if there is one; returns the epochs done.
@@ -532,25 +538,26 @@ class Engine:
             raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
         return self._forward_all(rois, tta=True)[2]
 
-    @torch.no_grad()
     def _forward_all(
         self, rois: torch.Tensor, tta: bool = True
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, np.ndarray]]:
         """:meth:`_infer`'s probabilities and raw probabilities, and each segmentation
         task's per-pixel probabilities (N, S, S) as float16, from one pass of the model
-        (the mirrored view's maps are mirrored back before they are averaged)."""
+        (the mirrored view's maps are mirrored back before they are averaged), through the
+        ``evaluation.inference`` path (``mtlkit.inference.paths``)."""
         model = self.model
-        model.eval()
         adjusting = [c for c in self.constraints if c.adjusts_outputs]
         parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         raw_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.heads}
         map_parts: dict[str, list[np.ndarray]] = {h.name: [] for h in self.dense_heads}
         batch = max(self.config.training.batch_size, 64)
         mirror = tta and self.config.evaluation.tta == "hflip"
+        path = self.inference.choose(model, len(rois) * (2 if mirror else 1))
         for start in range(0, len(rois), batch):
             images = normalize_batch(rois[start : start + batch]).to(self.device)
-            adjusted, probs, maps = predicted_outputs(
-                model, self.heads, self.dense_heads, adjusting, images, mirror
+            run = self.inference.prepared(path, model, images)
+            adjusted, probs, maps = run.outputs(
+                images, self.heads, self.dense_heads, adjusting, mirror
             )
             for head in self.heads:
                 parts[head.name].append(adjusted[head.name].cpu().numpy())
@@ -558,6 +565,7 @@ class Engine:
                     raw_parts[head.name].append(probs[head.name].cpu().numpy())
             for name, m in maps.items():
                 map_parts[name].append(m.half().cpu().numpy())
+        self.inference.scored(len(rois) * (2 if mirror else 1))
         final = _joined(parts)
         return final, (_joined(raw_parts) if adjusting else None), _joined(map_parts)
 
@@ -643,46 +651,6 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
-
-
-def adjusted_probabilities(
-    constraints: Sequence[Constraint], probabilities: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """``probabilities`` after every constraint's ``adjust``, in order; each constraint sees
-    the previous one's result, and tasks it leaves out keep their probabilities."""
-    for constraint in constraints:
-        probabilities = {**probabilities, **constraint.adjust(probabilities)}
-    return probabilities
-
-
-def predicted_outputs(
-    model: nn.Module,
-    heads: Sequence[TaskHead],
-    dense_heads: Sequence[DenseHead],
-    adjusting: Sequence[Constraint],
-    images: torch.Tensor,
-    mirror: bool = False,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """What the model predicts for a batch of normalised images: each task's probabilities
-    after the ``adjusting`` constraints, the raw ones, and each dense task's per-pixel
-    probabilities (N, S, S). With ``mirror`` every output is the mean over each image and
-    its mirror image (the mirrored maps are mirrored back first), and the adjustment is
-    applied to that mean. The engine and the exported ONNX graph both compute this."""
-    views = [False, True] if mirror else [False]
-    probs: dict[str, torch.Tensor] = {}
-    maps: dict[str, torch.Tensor] = {}
-    for mirrored in views:
-        outputs = model(torch.flip(images, dims=[3]) if mirrored else images)
-        for head in heads:
-            p = head.probabilities(outputs[head.name].float())
-            probs[head.name] = probs[head.name] + p if head.name in probs else p
-        for head in dense_heads:
-            m = head.probabilities(outputs[head.name].float())
-            m = torch.flip(m, dims=[2]) if mirrored else m
-            maps[head.name] = maps[head.name] + m if head.name in maps else m
-    probs = {name: p / len(views) for name, p in probs.items()}
-    maps = {name: m / len(views) for name, m in maps.items()}
-    return adjusted_probabilities(adjusting, probs), probs, maps
 
 
 def _over_ranks(trained: EpochTraining) -> EpochTraining:

@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from mtlkit import (
+    INFERENCE_PATHS,
     Command,
     CommandContext,
     DataError,
@@ -51,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--explain", metavar="DIR", help="also write Grad-CAM overlays per image and task here"
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--inference",
+        choices=INFERENCE_PATHS,
+        help="how the model is run (default: the run's evaluation.inference): "
+        + ", ".join(INFERENCE_PATHS),
+    )
     parser.add_argument(
         "--batch-size", type=int, help="images read and predicted at a time (default: the run's)"
     )
@@ -94,7 +101,9 @@ def run_predict(args: argparse.Namespace, ctx: CommandContext) -> int:
         weights = checkpoint_of(args.checkpoint)
         if weights != Path(args.checkpoint).expanduser():  # a run directory: say which one
             ctx.err.print(f"using checkpoint {shown(weights)}")
-        engine = load_predictor(weights, device=args.device, progress=progress)
+        engine = load_predictor(
+            weights, device=args.device, progress=progress, inference=args.inference
+        )
         explainer = GradCamStep(engine, Path(args.explain)) if args.explain else None
         records = predict_files(
             engine,

@@ -24,7 +24,7 @@ from mtlkit import (
     load_config,
     run,
 )
-from mtlkit.engine import adjusted_probabilities
+from mtlkit.inference.outputs import adjusted_probabilities
 from mtlkit.plugins.constraints import (
     Coherent,
     CoherentOptions,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -230,6 +231,20 @@ def test_the_launcher_refuses_bad_counts_and_nesting(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "1")
     with pytest.raises(UsageError, match="inside a torchrun job"):
         launch(2, ["run", "cfg.yaml"])
+
+
+def test_the_ranks_keep_this_process_blas_threads_and_its_environment_is_put_back(monkeypatch):
+    # torchrun would set OMP_NUM_THREADS=1, which changes numpy's BLAS sums and so the
+    # prepared data; after the job this process's environment is as it was.
+    seen = {}
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("torch.distributed.run.run", lambda _args: seen.update(os.environ.copy()))
+    assert launch(2, ["run", "cfg.yaml"]) == 0
+    assert seen["OMP_NUM_THREADS"] == str(os.cpu_count() or 1)
+    assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch(2, ["run", "cfg.yaml"]) == 0
+    assert seen["OMP_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "3"
 
 
 def test_a_rank_killed_by_a_signal_is_a_training_error(monkeypatch):

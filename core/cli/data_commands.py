@@ -33,6 +33,7 @@ from mtlkit.data.inspection import DataReport, inspect_data, prepare_data, roi_f
 from mtlkit.errors import DataError, UsageError
 from mtlkit.evaluation.external import evaluate_checkpoint
 from mtlkit.files import atomic_write_text, check_run_dir, prepare_run_dir, to_json
+from mtlkit.inference.paths import PATHS as INFERENCE_PATHS
 from mtlkit.progress import Progress
 from mtlkit.results import RunResult
 from mtlkit.text import shown
@@ -315,6 +316,12 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write metrics.json and predictions.csv into this folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--inference",
+        choices=INFERENCE_PATHS,
+        help="how the model is run (default: the run's evaluation.inference): "
+        + ", ".join(INFERENCE_PATHS),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -328,6 +335,7 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             device=args.device,
             host=ctx.host,
             progress=progress,
+            inference=args.inference,
         )
     for entry, options in result.reports:
         report = call_component(entry, options, "reports")

@@ -3,9 +3,10 @@ machine (one rank each, DDP; see :mod:`mtlkit.training.distributed`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from mtlkit.errors import TrainingError, UsageError
 from mtlkit.training import distributed
@@ -40,11 +41,10 @@ def launch(nproc: int, command: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    # One CPU thread share per rank, unless the user chose (torchrun would pick 1, noisily).
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     _quiet_torchrun_logs()
     try:
-        run(parse_args(torchrun_arguments(nproc, command)))
+        with _rank_environment():
+            run(parse_args(torchrun_arguments(nproc, command)))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
@@ -55,6 +55,26 @@ def launch(nproc: int, command: Sequence[str]) -> int:
             "stopped with it"
         ) from None
     return 0
+
+
+@contextlib.contextmanager
+def _rank_environment() -> Iterator[None]:
+    """The ranks' environment while torchrun runs them; this process's is put back after.
+
+    torchrun sets ``OMP_NUM_THREADS=1`` where it is unset, which also changes numpy's BLAS
+    threads, and with them the last bits of float sums in data preparation (the phantom
+    generator's): the ranks would prepare other data than one process does. So the ranks
+    keep this process's BLAS threads (all cores when unset) and each rank takes its share
+    of torch's threads itself (:func:`mtlkit.training.distributed.session`)."""
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = saved or str(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def _quiet_torchrun_logs() -> None:

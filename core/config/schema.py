@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -539,6 +539,14 @@ def device_problem(value: Any) -> str | None:
     return None
 
 
+def inference_problem(value: Any) -> str | None:
+    """Why ``value`` is not an ``evaluation.inference`` path, or None (None is no value)."""
+    choices = get_args(InferencePath)
+    if value is not None and value not in choices:
+        return f"expected one of {', '.join(choices)}, got {value!r}"[:200]
+    return None
+
+
 class StatisticsConfig(OptionsModel):
     """The uncertainty and calibration of each binary task on every evaluated set, in
     metrics.json beside the metrics (multiclass tasks get none of it)."""
@@ -578,6 +586,9 @@ class StatisticsConfig(OptionsModel):
     )
 
 
+InferencePath = Literal["auto", "eager", "channels_last", "folded", "compile", "bf16", "onnx"]
+
+
 class EvaluationConfig(OptionsModel):
     """How the trained models are scored: metrics, epoch selection, extra test sets."""
 
@@ -599,6 +610,17 @@ class EvaluationConfig(OptionsModel):
         description="test-time augmentation: hflip averages each image's probabilities with "
         "its mirror image's (reported validation and test metrics, external sets, evaluate, "
         "predict; the per-epoch validation that picks the best epoch does without)",
+    )
+    inference: InferencePath = Field(
+        "auto",
+        description="how evaluation and prediction run the model: eager (PyTorch as trained, "
+        "fp32), channels_last, folded (a frozen copy with BatchNorm folded into the "
+        "convolutions, channels_last), compile (torch.compile of the folded copy; falls back "
+        "to folded with a warning), onnx (ONNX Runtime, CPU, needs mtlkit[onnx]), bf16 (the "
+        "folded copy under bf16 autocast: not exact, opt-in); auto: onnx on a CPU with the "
+        "onnx extra once 1024 images are scored with the same weights, else folded. A fit's "
+        "per-epoch validation runs folded under auto, compile and onnx. All but bf16 stay "
+        "within 1e-4 of eager's probabilities (docs/performance.md)",
     )
     external: list[ExternalSetConfig] = Field(
         default_factory=list, description="extra test sets evaluated with the trained model"

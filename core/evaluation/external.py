@@ -16,7 +16,7 @@ from mtlkit.components.host import PluginHost
 from mtlkit.components.usage import missing_plugins
 from mtlkit.config.loading import dump_config, expand_shorthand, read_yaml, validate_config
 from mtlkit.config.problems import validation_problems
-from mtlkit.config.schema import ExternalSetConfig, device_problem
+from mtlkit.config.schema import ExternalSetConfig, device_problem, inference_problem
 from mtlkit.engine import Engine
 from mtlkit.errors import ConfigError, PluginError, UsageError, list_problems
 from mtlkit.evaluation.documents import evaluation_document, predictions_csv
@@ -47,6 +47,17 @@ def load_external_set(path: Path) -> ExternalSetConfig:
         raise ConfigError(validation_problems(exc), str(path)) from None
 
 
+def check_options(device: str, inference: str | None) -> None:
+    """A UsageError naming the option (``--device``, ``--inference``) whose value is not
+    one, before anything is read."""
+    for option, problem in (
+        ("--device", device_problem(device)),
+        ("--inference", inference_problem(inference)),
+    ):
+        if problem:
+            raise UsageError(f"{option}: {problem}")
+
+
 def trained_engine(
     checkpoint: Path,
     *,
@@ -54,13 +65,17 @@ def trained_engine(
     host: PluginHost | None = None,
     progress: Progress | None = None,
     load: bool = True,
+    inference: str | None = None,
 ) -> Engine:
     """An engine built from the config a checkpoint was trained with, holding its weights
-    (with ``load``), for scoring or explaining a trained model without its run."""
+    (with ``load``), for scoring or explaining a trained model without its run;
+    ``inference`` replaces its ``evaluation.inference`` (``--inference``)."""
     checkpoint = Path(checkpoint)
     meta = read_metadata(checkpoint)
     raw = meta["config"]
     raw["training"]["device"] = device
+    if inference is not None:
+        raw.setdefault("evaluation", {})["inference"] = inference
     backbone = raw.get("backbone")
     if isinstance(backbone, dict) and "pretrained" in backbone:
         # The checkpoint holds the weights: no download, and no weights file that may
@@ -93,16 +108,18 @@ def evaluate_checkpoint(
     device: str = "auto",
     host: PluginHost | None = None,
     progress: Progress | None = None,
+    inference: str | None = None,
 ) -> EvaluationOutcome:
-    """Score ``checkpoint`` on the test set described by ``data_file``."""
-    problem = device_problem(device)
-    if problem:
-        raise UsageError(f"--device: {problem}")
+    """Score ``checkpoint`` on the test set described by ``data_file``; ``inference``
+    replaces the checkpoint's ``evaluation.inference``."""
+    check_options(device, inference)
     meta = read_metadata(checkpoint)
     external = load_external_set(data_file)
     if out_dir is not None:
         check_run_dir(out_dir)
-    engine = trained_engine(checkpoint, device=device, host=host, progress=progress, load=False)
+    engine = trained_engine(
+        checkpoint, device=device, host=host, progress=progress, load=False, inference=inference
+    )
     config = engine.config
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)

@@ -2,7 +2,7 @@
 
 The normalisation, the constraints' output adjustment and (optionally) the mirror-image
 test-time augmentation are inside the graph, computed by the engine's own
-:func:`~mtlkit.engine.predicted_outputs`, so the exported model predicts what
+:func:`~mtlkit.inference.outputs.predicted_outputs`, so the exported model predicts what
 ``Engine.predict`` does on the same RoIs.
 """
 
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from mtlkit.components.interfaces import Constraint, DenseHead, TaskHead
 from mtlkit.data.transforms import normalize_batch
-from mtlkit.engine import Engine, predicted_outputs
 from mtlkit.errors import UsageError
+from mtlkit.inference.outputs import predicted_outputs
+
+if TYPE_CHECKING:
+    from mtlkit.engine import Engine
 
 INPUT_NAME = "image"
 RAW_SUFFIX = "_raw"

@@ -1,9 +1,6 @@
 """``mtl export --format onnx``: a trained checkpoint as one ONNX file, run in ONNX Runtime
-and compared with PyTorch before it is written.
-
-The exporter is torch's ``torch.export``-based one (``dynamo=True``, which needs
-``onnxscript``): the TorchScript exporter still exists in torch 2.14 but is deprecated,
-warns that it will be removed, and leaves the dense heads' spatial sizes symbolic.
+and compared with PyTorch before it is written (the export call and the extra it needs:
+:mod:`mtlkit.inference.onnx_graph`).
 """
 
 from __future__ import annotations
@@ -15,24 +12,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtlkit.components.resolve import missing_modules
 from mtlkit.errors import MtlError, UsageError
 from mtlkit.evaluation.external import trained_engine
 from mtlkit.export.graph import INPUT_NAME, DeployedModel
 from mtlkit.export.metadata import export_metadata, metadata_props
 from mtlkit.files import atomic_write_bytes, check_output_file
+from mtlkit.inference.onnx_graph import INSTALL_HINT, OPSET, missing_onnx_modules, onnx_proto
 from mtlkit.progress import Progress
 from mtlkit.training.checkpoint import checkpoint_of, read_metadata
 from mtlkit.version import __version__
 
-OPSET = 18
-"""The ONNX opset of every export: the oldest the torch.export-based exporter writes."""
-
 TOLERANCE = 1e-4
 """The largest difference between ONNX Runtime's and PyTorch's outputs an export accepts."""
-
-EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
-INSTALL_HINT = "pip install 'mtlkit[onnx]'"
 
 
 @dataclass
@@ -48,7 +39,7 @@ class ExportOutcome:
 def require_onnx_extra() -> None:
     """A UsageError naming the install command when a package of the ``onnx`` extra is
     missing."""
-    missing = missing_modules(EXTRA_MODULES)
+    missing = missing_onnx_modules()
     if missing:
         raise UsageError(
             f"exporting to ONNX needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}"
@@ -121,23 +112,7 @@ def export_onnx(
 def _exported_proto(deployed: DeployedModel, size: int):
     """The ONNX model of ``deployed``, with a dynamic batch size."""
     example = torch.zeros((2, 1, size, size), dtype=torch.uint8)
-    names = [o.name for o in deployed.outputs]
-    try:
-        program = torch.onnx.export(
-            deployed,
-            (example,),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=names,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            opset_version=OPSET,
-            verbose=False,
-        )
-    except Exception as exc:  # torch.export refuses code it cannot trace (a plugin's model)
-        raise MtlError(
-            f"torch could not export the model to ONNX ({type(exc).__name__}: {str(exc)[:1000]})"
-        ) from None
-    return program.model_proto
+    return onnx_proto(deployed, example, INPUT_NAME, [o.name for o in deployed.outputs])
 
 
 def max_difference(model: bytes, deployed: DeployedModel, size: int, seed: int = 0) -> float:

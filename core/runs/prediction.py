@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from mtlkit.components.contracts import image_problem
-from mtlkit.config.schema import device_problem
 from mtlkit.data.roi import Box, crop_and_resize, roi_box
 from mtlkit.data.samples import Sample
 from mtlkit.engine import Engine
 from mtlkit.errors import DataError, UsageError
-from mtlkit.evaluation.external import trained_engine
+from mtlkit.evaluation.external import check_options, trained_engine
 from mtlkit.evaluation.thresholds import positive_at
 from mtlkit.progress import Progress
 from mtlkit.results import RoiOutputs
@@ -57,14 +56,19 @@ BatchCallback = Callable[[list[PredictedRoi]], None]
 
 
 def load_predictor(
-    checkpoint: str | Path, *, device: str = "auto", progress: Progress | None = None
+    checkpoint: str | Path,
+    *,
+    device: str = "auto",
+    progress: Progress | None = None,
+    inference: str | None = None,
 ) -> Engine:
     """The engine of a trained model for prediction: ``checkpoint`` is a weights file or a
-    run directory (its first fold's and seed's best checkpoint)."""
-    problem = device_problem(device)
-    if problem:
-        raise UsageError(f"--device: {problem}")
-    return trained_engine(checkpoint_of(checkpoint), device=device, progress=progress)
+    run directory (its first fold's and seed's best checkpoint); ``inference`` replaces
+    the run's ``evaluation.inference`` (``mtl predict --inference``)."""
+    check_options(device, inference)
+    return trained_engine(
+        checkpoint_of(checkpoint), device=device, progress=progress, inference=inference
+    )
 
 
 def prediction_columns(engine: Engine) -> list[str]:
@@ -99,6 +103,7 @@ def predict_files(
     progress: Progress | None = None,
     on_batch: BatchCallback | None = None,
     as_frame: bool = False,
+    inference: str | None = None,
 ) -> Any:
     """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files; a
     single path is one path) with ``model``, an engine holding a trained model or a
@@ -109,10 +114,16 @@ def predict_files(
     (dict with every :func:`prediction_columns` key, None where it does not apply) per
     image, in the order given, or with ``as_frame`` a pandas DataFrame of them. A file that
     cannot be read or cut is a record whose ``error`` says why; with ``strict`` it raises
-    DataError instead. ``on_batch`` receives each batch's predicted images and RoIs."""
+    DataError instead. ``on_batch`` receives each batch's predicted images and RoIs.
+    ``inference`` replaces the checkpoint's ``evaluation.inference`` (with a checkpoint;
+    an engine keeps its own)."""
     if isinstance(paths, str | Path):  # a str is a Sequence too: of its characters
         paths = [paths]
-    engine = model if isinstance(model, Engine) else load_predictor(model, device=device)
+    engine = (
+        model
+        if isinstance(model, Engine)
+        else load_predictor(model, device=device, inference=inference)
+    )
     if engine.model is None:
         raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
     inputs = collect_inputs(paths, engine.host)

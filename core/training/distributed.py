@@ -108,6 +108,9 @@ def session(training: TrainingConfig) -> Iterator[None]:
     if device.type not in ("cpu", "cuda"):
         where = "training.device"
         raise ConfigError([(where, "torchrun training needs the CPU (gloo) or CUDA (NCCL)")])
+    if not training.threads:  # the ranks of a machine share its cores (fit sets threads)
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks_here))
     timeout = dt.timedelta(seconds=training.distributed.timeout)
     try:
         dist.init_process_group(backend, timeout=timeout)
