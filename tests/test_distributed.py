@@ -233,9 +233,9 @@ def test_the_launcher_refuses_bad_counts_and_nesting(monkeypatch):
         launch(2, ["run", "cfg.yaml"])
 
 
-def test_the_ranks_keep_this_process_blas_threads_and_its_environment_is_put_back(monkeypatch):
-    # torchrun would set OMP_NUM_THREADS=1, which changes numpy's BLAS sums and so the
-    # prepared data; after the job this process's environment is as it was.
+def test_the_ranks_keep_this_process_thread_setting_and_its_environment_is_put_back(monkeypatch):
+    # torchrun would set OMP_NUM_THREADS=1 (one BLAS thread per rank); after the job this
+    # process's environment is as it was.
     seen = {}
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("torch.distributed.run.run", lambda _args: seen.update(os.environ.copy()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -351,3 +352,19 @@ def test_subtype_oracle_is_a_distribution(small: list[Phantom]) -> None:
     for p in small:
         assert list(p.subtype_oracle) == list(SUBTYPES)
         assert sum(p.subtype_oracle.values()) == pytest.approx(1.0)
+
+
+def test_a_phantom_set_is_the_same_bytes_whatever_the_blas_threads():
+    # Matrix products sum in another order on more threads; torchrun sets
+    # OMP_NUM_THREADS=1, so its ranks must generate what one process generates.
+    from threadpoolctl import threadpool_limits
+
+    settings = PhantomSettings(patients=40, image_size=64)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = generate_phantoms(settings, seed=11)
+    with threadpool_limits(limits=max(2, os.cpu_count() or 2), user_api="blas"):
+        many = generate_phantoms(settings, seed=11)
+    assert [p.pixels.tobytes() for p in one] == [p.pixels.tobytes() for p in many]
+    assert [(p.bm, p.alnm_count, p.oracle) for p in one] == [
+        (p.bm, p.alnm_count, p.oracle) for p in many
+    ]

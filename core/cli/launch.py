@@ -61,11 +61,11 @@ def launch(nproc: int, command: Sequence[str]) -> int:
 def _rank_environment() -> Iterator[None]:
     """The ranks' environment while torchrun runs them; this process's is put back after.
 
-    torchrun sets ``OMP_NUM_THREADS=1`` where it is unset, which also changes numpy's BLAS
-    threads, and with them the last bits of float sums in data preparation (the phantom
-    generator's): the ranks would prepare other data than one process does. So the ranks
-    keep this process's BLAS threads (all cores when unset) and each rank takes its share
-    of torch's threads itself (:func:`mtlkit.training.distributed.session`)."""
+    torchrun sets ``OMP_NUM_THREADS=1`` where it is unset (and says so), which would also
+    leave numpy's BLAS one thread per rank. The ranks keep this process's setting (all
+    cores when unset) and each rank takes its share of torch's threads itself
+    (:func:`mtlkit.training.distributed.session`); nothing the ranks prepare depends on
+    it (the phantom generator pins its BLAS threads)."""
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = saved or str(os.cpu_count() or 1)
     try:

@@ -24,6 +24,7 @@ The generative model, per patient:
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from scipy import ndimage
 from scipy.optimize import brentq
 from scipy.special import expit, gammainc, ndtr, ndtri
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 TASKS: tuple[str, ...] = ("bm", "alnm", "alnm_ge2", "alnm_ge3", "alnm_ge4")
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -214,6 +216,19 @@ class _Calibration:
 # --------------------------------------------------------------------------- latent model
 
 
+def _one_blas_thread(function):
+    """``function`` with numpy's BLAS on one thread: a matrix product's float sums depend on
+    how many threads share it, and a phantom set must be the same bytes on every machine
+    and under torchrun (which sets ``OMP_NUM_THREADS=1``) as in one process."""
+
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
 def _truncated_normal(
     rng: np.random.Generator, mean: float, sd: float, low: float, high: float, n: int
 ) -> np.ndarray:
@@ -380,6 +395,7 @@ def _trait_scale() -> tuple[np.ndarray, np.ndarray]:
     return traits.mean(axis=0), traits.std(axis=0)
 
 
+@_one_blas_thread
 def subtype_probabilities(features: dict[str, float], difficulty: float = 1.0) -> np.ndarray:
     """P(subtype | the lesion's traits) of a malignant lesion, in SUBTYPES order: the oracle
     of the subtype task."""
@@ -679,6 +695,7 @@ def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 # --------------------------------------------------------------------------- public API
 
 
+@_one_blas_thread
 def generate_phantoms(
     settings: PhantomSettings = PhantomSettings(), seed: int = 0
 ) -> list[Phantom]:
@@ -790,6 +807,7 @@ def _task_label(p: Phantom, task: str) -> int | None:
     return int(p.alnm_count >= threshold)
 
 
+@_one_blas_thread
 def oracle_aucs(phantoms: list[Phantom]) -> dict[str, float]:
     """AUC of the generator's oracle probability against the drawn label, per task.
 
@@ -809,6 +827,7 @@ def oracle_aucs(phantoms: list[Phantom]) -> dict[str, float]:
     return result
 
 
+@_one_blas_thread
 def oracle_subtype_auc(phantoms: list[Phantom]) -> float:
     """Macro one-vs-rest AUC of the generator's subtype probabilities over the typed images:
     the best the subtype task can reach on this data; NaN unless every subtype occurs."""
