@@ -34,7 +34,8 @@ import torch
 from mtlkit import Engine, hookimpl, load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import busi_plain_baseline as plain  # noqa: E402  (the sibling script, not a package)
+import busi_plain_baseline as plain  # noqa: E402  (the sibling scripts, not a package)
+from train_overhead import spread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,14 +79,6 @@ def mtlkit_round(config, data, seed: int, clock: EpochClock) -> dict[str, list[f
 def plain_round(split_data, seed: int, epochs: int) -> dict[str, list[float]]:
     result = plain.train_one(split_data, seed, epochs)
     return {"ips": result["epoch_images_per_second"][1:], "epoch_s": result["epoch_seconds"][1:]}
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {
-        "min": round(min(values), 4),
-        "median": round(statistics.median(values), 4),
-        "max": round(max(values), 4),
-    }
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ is "how to run it".
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,6 @@ from mtlkit.training import distributed
 from mtlkit.training.checkpoint import load_weights, read_metadata, save_weights
 from mtlkit.training.device import resolve_device
 from mtlkit.training.fit import (
-    EpochTraining,
     FitObjects,
     FitRecord,
     build_fit_objects,
@@ -319,7 +317,7 @@ class Engine:
             self.progress,
             known.to(targets.device) if known is not None else None,
         )
-        trained = _over_ranks(trained)
+        trained = trained.over_ranks()
         # The ranks validate (and rank 0 saves) with rank 0's batch-norm statistics.
         distributed.broadcast_buffers(
             {id(m): m for m in (objects.model, objects.evaluated)}.values()
@@ -651,22 +649,6 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
-
-
-def _over_ranks(trained: EpochTraining) -> EpochTraining:
-    """An epoch's mean losses over all ranks and its images summed (itself in one process)."""
-    if not distributed.active():
-        return trained
-    tasks = list(trained.task_losses)
-    means = [trained.loss, *trained.task_losses.values(), trained.constraint_loss]
-    (loss, *parts, constraint), (images,) = distributed.over_ranks(means, [trained.images])
-    return dataclasses.replace(
-        trained,
-        loss=loss,
-        task_losses=dict(zip(tasks, parts, strict=True)),
-        constraint_loss=constraint,
-        images=images,
-    )
 
 
 def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@ epoch over them, and the record of the epochs done."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from mtlkit.config.schema import TrainingConfig
 from mtlkit.errors import TrainingError, UsageError
 from mtlkit.progress import Progress
 from mtlkit.results import EpochLog, FitResult
+from mtlkit.training import distributed
 from mtlkit.training.averaging import WeightAverage
 from mtlkit.training.losses import Objective
 from mtlkit.training.model import MultiTaskModel
@@ -129,6 +131,22 @@ class EpochTraining:
     seconds: float
     images: int
     task_weights: dict[str, float] = field(default_factory=dict)
+
+    def over_ranks(self) -> EpochTraining:
+        """The epoch's mean losses over all ranks and its images summed (itself in one
+        process), as history.json records them under torchrun."""
+        if not distributed.active():
+            return self
+        tasks = list(self.task_losses)
+        means = [self.loss, *self.task_losses.values(), self.constraint_loss]
+        (loss, *parts, constraint), (images,) = distributed.over_ranks(means, [self.images])
+        return dataclasses.replace(
+            self,
+            loss=loss,
+            task_losses=dict(zip(tasks, parts, strict=True)),
+            constraint_loss=constraint,
+            images=images,
+        )
 
     def log(self, epoch: int, lr: float, val_score: float, val_metrics: dict) -> EpochLog:
         """The epoch's log, with its learning rate and validation results."""
