@@ -597,7 +597,7 @@ class Engine:
         found = self.locator(roi)(image) if roi.mode == "auto" else None
         if found is None:
             return (0, 0, width, height), False
-        return with_margin(found, width, height, roi.margin), True
+        return with_margin(found, width, height, roi.margin, roi.shape), True
 
     def predict_whole(
         self, images: Sequence[np.ndarray]

@@ -177,6 +177,12 @@ class RoiConfig(OptionsModel):
         "around the lesion a trained localiser (roi.localizer) finds",
     )
     margin: float = Field(0.2, ge=0, le=3, description="context added on each side, x box size")
+    shape: Literal["stretch", "square"] = Field(
+        "stretch",
+        description="stretch: the box plus margin is resized to the square input as it is "
+        "(the paper); square: it is first grown to a square around its centre (its longer "
+        "side), so the lesion keeps its shape, e.g. taller than wide",
+    )
     localizer: str | None = Field(
         None,
         description="mode auto: a localisation model, its checkpoint (.safetensors) or the "

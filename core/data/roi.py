@@ -60,16 +60,37 @@ def roi_box(
         box = sample.box
         if box[2] > width or box[3] > height:
             raise DataError(f"box {box} extends outside the {width}x{height} image")
-    return with_margin(box, width, height, roi.margin)
+    return with_margin(box, width, height, roi.margin, roi.shape)
 
 
-def with_margin(box: Box, width: int, height: int, margin: float) -> Box:
-    """``box`` grown by ``margin`` x its size on each side, clipped to the image."""
+def with_margin(box: Box, width: int, height: int, margin: float, shape: str = "stretch") -> Box:
+    """``box`` grown by ``margin`` x its size on each side, clipped to the image; with
+    ``shape`` "square" a square around the box's centre instead (see :func:`square_box`)."""
+    if shape == "square":
+        return square_box(box, width, height, margin)
     x0, y0, x1, y1 = box
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
     x0, y0 = max(0, int(round(x0 - mx))), max(0, int(round(y0 - my)))
     x1, y1 = min(width, int(round(x1 + mx))), min(height, int(round(y1 + my)))
     return x0, y0, x1, y1
+
+
+def square_box(box: Box, width: int, height: int, margin: float) -> Box:
+    """The square of side ``(1 + 2 margin)`` x ``box``'s longer side around its centre,
+    moved inside the image where it sticks out (rather than cut, which would stretch the
+    lesion again); only a square larger than the image itself is cut to it."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+
+    def span(start: int, end: int, limit: int) -> tuple[int, int]:
+        length = min(limit, max(1, int(round(side))))
+        first = int(round((start + end - length) / 2))
+        first = min(max(0, first), limit - length)
+        return first, first + length
+
+    left, right = span(x0, x1, width)
+    top, bottom = span(y0, y1, height)
+    return left, top, right, bottom
 
 
 def crop_and_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:

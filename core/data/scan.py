@@ -127,6 +127,8 @@ def scan_samples(
     from_cache = 0
     writes = CacheWrites(cache)
     settings = f"v{SCAN_VERSION}|{roi.mode}|{roi.margin}|{size}|{hasher_name}"
+    if roi.shape != "stretch":  # the default leaves the caches of earlier runs valid
+        settings += f"|{roi.shape}"
     settings += "|masks" if masks else ""
     # The localiser's RoIs are not kept on disk: they depend on a model, not on the files.
     cached = cache is not None and roi.mode != "auto"

@@ -89,6 +89,7 @@ def preprocessing(engine: Engine) -> dict[str, Any]:
         "roi": {
             "mode": roi.mode,
             "margin": roi.margin,
+            "shape": roi.shape,
             "localizer": roi.localizer,
             "crop": (
                 "the whole image"
@@ -96,8 +97,13 @@ def preprocessing(engine: Engine) -> dict[str, Any]:
                 else "the lesion's box (mode box: the drawn box; mask: the mask's extent; "
                 "auto: the localiser's box) grown by margin x its width and height on each "
                 "side, clipped to the image"
+                if roi.shape == "stretch"
+                else "the square of side (1 + 2 margin) x the longer side of the lesion's box "
+                "(mode box: the drawn box; mask: the mask's extent; auto: the localiser's "
+                "box) around its centre, moved inside the image where it sticks out"
             ),
-            "resize": f"bilinear (Pillow) to {size} x {size}, not keeping the aspect ratio",
+            "resize": f"bilinear (Pillow) to {size} x {size}"
+            + (", not keeping the aspect ratio" if roi.shape == "stretch" else ""),
         },
     }
 

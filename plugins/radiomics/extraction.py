@@ -57,6 +57,7 @@ class ExtractionSettings:
     min_pixels: int
     roi_mode: str
     roi_margin: float
+    roi_shape: str
 
     @classmethod
     def from_options(cls, options: RadiomicsOptions, roi: RoiConfig) -> ExtractionSettings:
@@ -71,6 +72,7 @@ class ExtractionSettings:
             min_pixels=options.min_pixels,
             roi_mode=roi.mode,
             roi_margin=roi.margin,
+            roi_shape=roi.shape,
         )
 
     def pyradiomics_settings(self) -> dict[str, Any]:
@@ -92,9 +94,11 @@ class ExtractionSettings:
 
     def fingerprint(self) -> str:
         """Settings and versions, as text, for the cache key and ``extraction.json``."""
+        fields = asdict(self)
+        if fields["roi_shape"] == "stretch":  # as before the option: earlier caches stay valid
+            del fields["roi_shape"]
         return json.dumps(
-            {"version": EXTRACTION_VERSION, **asdict(self), **library_versions()},
-            sort_keys=True,
+            {"version": EXTRACTION_VERSION, **fields, **library_versions()}, sort_keys=True
         )
 
 
