@@ -32,11 +32,12 @@ lint: setup
 	$(BIN)/ruff check core plugins tests benchmarks examples
 	$(BIN)/ruff format --check core plugins tests benchmarks examples
 
-bench: setup  ## every figure of docs/performance.md (about an hour on 2 CPU cores)
+bench: setup  ## every figure of docs/performance.md (about 25 minutes on 2 idle CPU cores)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/busi_throughput.py
 	$(BIN)/python benchmarks/checkpoint_writes.py
 	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/onnx_settings.py
 	$(BIN)/python benchmarks/ddp_check.py
 	$(BIN)/python benchmarks/scaling.py
 

@@ -11,14 +11,24 @@ from mtlkit import OptionsModel, hookimpl
 
 class BCEOptions(OptionsModel):
     pos_weight: float | None = Field(None, gt=0, description="weight of positive samples")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="targets pulled towards 0.5 by this share: 1 -> 1 - s/2, 0 -> s/2",
+    )
 
 
 def bce_loss(options: BCEOptions):
-    """Binary cross-entropy on logits (the paper's loss)."""
+    """Binary cross-entropy on logits (the paper's loss); with ``label_smoothing`` s the
+    targets are 1 - s/2 and s/2, so the logits stop growing once they fit."""
     pos_weight = None if options.pos_weight is None else torch.tensor(options.pos_weight)
+    smoothing = options.label_smoothing
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = None if pos_weight is None else pos_weight.to(logits.device)
+        if smoothing:
+            targets = targets * (1 - smoothing) + smoothing / 2
         return F.binary_cross_entropy_with_logits(
             logits.reshape(-1), targets, reduction="none", pos_weight=weight
         )

@@ -71,6 +71,21 @@ def test_pos_weight_scales_positive_samples():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_label_smoothing_pulls_the_targets_towards_one_half_and_keeps_the_mask():
+    logits = torch.tensor([[1.5], [-0.5], [0.7]], requires_grad=True)
+    targets = torch.tensor([1.0, 0.0, NAN])
+    loss = masked_task_loss(bce_loss(BCEOptions(label_smoothing=0.2)), logits, targets)
+    expected = (bce_by_hand(1.5, 0.9) + bce_by_hand(-0.5, 0.1)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert logits.grad[2].item() == 0.0  # the unknown target still contributes nothing
+    # the loss is smallest at the smoothed target's logit, not at +infinity
+    at_target = torch.tensor([[math.log(0.9 / 0.1)]], requires_grad=True)
+    smoothed = masked_task_loss(bce_loss(BCEOptions(label_smoothing=0.2)), at_target, targets[:1])
+    smoothed.backward()
+    assert abs(at_target.grad.item()) < 1e-6
+
+
 def test_masked_cross_entropy_for_multiclass():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]], requires_grad=True)
     targets = torch.tensor([0.0, NAN, 1.0])
