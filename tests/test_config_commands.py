@@ -204,7 +204,11 @@ def test_config_show_fills_in_defaults_not_written_in_the_file(capsys):
     assert shown["backbone"]["drop_path_rate"] == 0.0  # a component's own default
     assert shown["heads"][0]["type"] == "bm" and shown["heads"][0]["positive"] == ["malignant", 1]
     assert shown["heads"][2]["name"] == "alnm_ge2"  # derived by the head's options model
-    assert shown["heads"][0]["loss"] == {"type": "bce", "pos_weight": None}  # the default loss
+    assert shown["heads"][0]["loss"] == {
+        "type": "bce",
+        "pos_weight": None,
+        "label_smoothing": 0.0,
+    }  # the default loss
     assert shown["data"]["source"]["columns"] == {}  # a key the core handles for every source
     assert shown["evaluation"]["statistics"]["bootstrap_resamples"] == 2000
 
@@ -229,7 +233,7 @@ def test_config_show_takes_overrides_like_mtl_run(capsys):
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["training"]["epochs"] == 3
     assert shown["heads"][0]["dropout"] == 0.25
-    assert shown["heads"][1]["loss"] == {"type": "bce", "pos_weight": None}
+    assert shown["heads"][1]["loss"] == {"type": "bce", "pos_weight": None, "label_smoothing": 0.0}
 
 
 def test_config_show_refuses_a_bad_config_as_mtl_validate_does(tmp_path, capsys):
