@@ -78,8 +78,9 @@ def sessions(model: torch.nn.Module, example: torch.Tensor, calibration: torch.T
     }
 
 
-def quantised(proto: bytes, calibration: torch.Tensor) -> str:
-    """The path of ``proto`` quantised to int8, calibrated on ``calibration``."""
+def quantised(proto: bytes, calibration: torch.Tensor) -> bytes:
+    """``proto`` quantised to int8, calibrated on ``calibration`` (ONNX Runtime's tools work
+    on files: they are written to a temporary folder, removed before this returns)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -87,10 +88,6 @@ def quantised(proto: bytes, calibration: torch.Tensor) -> str:
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    folder = Path(tempfile.mkdtemp(prefix="onnx-settings-"))
-    (folder / "model.onnx").write_bytes(proto)
-    quant_pre_process(str(folder / "model.onnx"), str(folder / "prepared.onnx"))
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -100,16 +97,20 @@ def quantised(proto: bytes, calibration: torch.Tensor) -> str:
             batch = next(self.batches, None)
             return None if batch is None else {INPUT_NAME: batch.numpy()}
 
-    quantize_static(
-        str(folder / "prepared.onnx"),
-        str(folder / "int8.onnx"),
-        Batches(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    return str(folder / "int8.onnx")
+    with tempfile.TemporaryDirectory(prefix="onnx-settings-") as name:
+        folder = Path(name)
+        (folder / "model.onnx").write_bytes(proto)
+        quant_pre_process(str(folder / "model.onnx"), str(folder / "prepared.onnx"))
+        quantize_static(
+            str(folder / "prepared.onnx"),
+            str(folder / "int8.onnx"),
+            Batches(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+        return (folder / "int8.onnx").read_bytes()
 
 
 def main() -> None:
