@@ -9,8 +9,14 @@ keeps its AUC under these is less tied to the training scanner's look; the held-
 hospital remains the real test.
 
     python benchmarks/busi_shift.py RUN_DIR [RUN_DIR ...] [--strength 0.7] [--task bm]
+        [--split val] [--adapt-bn] [--prevalence 0.6]
 
 Prints, per run, the test AUC of each fold and seed's model per shift, and mean +- SD.
+With --adapt-bn also each model with its batch-norm statistics recomputed on the shifted
+images it scores (``mtlkit.evaluation.bn_adaptation``; no labels used). --prevalence P
+scores a subset of the split whose share of positives is P (every positive kept, negatives
+dropped at random, or the other way round), as another hospital's case mix would be: the
+statistics then come from a set unlike the training one in more than its scanner.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from mtlkit.data.ultrasound_augment import (
     TimeGainCompensation,
 )
 from mtlkit.evaluation.auc import binary_auc
+from mtlkit.evaluation.bn_adaptation import adapted_to, in_batches
 
 SHIFTS = {
     "none": [],
@@ -54,6 +61,20 @@ def shifted(rois: torch.Tensor, steps: list[type], strength: float, seed: int) -
     return out
 
 
+def with_prevalence(rows: np.ndarray, truth: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The rows of a subset whose share of positives is ``share``: all of one class and as
+    many of the other, drawn at random, as that share needs."""
+    positive, negative = rows[truth[rows] == 1], rows[truth[rows] == 0]
+    rng = np.random.default_rng(seed)
+    if share * (len(positive) + len(negative)) > len(positive):  # fewer negatives
+        keep = int(round(len(positive) * (1 - share) / share))
+        negative = rng.choice(negative, size=min(keep, len(negative)), replace=False)
+    else:
+        keep = int(round(len(negative) * share / (1 - share)))
+        positive = rng.choice(positive, size=min(keep, len(positive)), replace=False)
+    return np.sort(np.concatenate([positive, negative]))
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     found = sorted(run_dir.glob("**/checkpoints/best.safetensors"))
     return [p for p in found if "lesion" not in p.parts]
@@ -66,9 +87,12 @@ def main() -> None:
     parser.add_argument("--task", default="bm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="test", help="val to choose a recipe, test to report")
+    parser.add_argument("--adapt-bn", action="store_true", help="also with test-time BN stats")
+    parser.add_argument("--prevalence", type=float, help="score a subset with this positive share")
     args = parser.parse_args()
+    names = [*SHIFTS, *(f"{n}+adapt" for n in SHIFTS if args.adapt_bn)]
     for run_dir in args.runs:
-        table: dict[str, list[float]] = {name: [] for name in SHIFTS}
+        table: dict[str, list[float]] = {name: [] for name in names}
         for checkpoint in checkpoints(run_dir):
             engine = trained_engine(checkpoint, device="cpu")
             data = engine.data  # read with the run's own config: its split, RoIs, localiser
@@ -78,16 +102,29 @@ def main() -> None:
             column = fold_data.task_names.index(args.task)
             truth = fold_data.targets[test, column].numpy()
             known = ~np.isnan(truth)
+            test, truth = test[known], truth[known].astype(np.int64)
+            if args.prevalence is not None:
+                chosen = with_prevalence(np.arange(len(test)), truth, args.prevalence, args.seed)
+                test, truth = test[chosen], truth[chosen]
+            trained = engine.model
             for name, steps in SHIFTS.items():
                 rois = shifted(data.cache[torch.from_numpy(test)], steps, args.strength, args.seed)
-                probabilities = engine.predict([r[0].numpy() for r in rois])[args.task]
-                auc = binary_auc(truth[known].astype(np.int64), probabilities[known])
-                table[name].append(auc)
+                variants = {name: trained}
+                if args.adapt_bn:
+                    variants[f"{name}+adapt"] = adapted_to(trained, in_batches(rois), engine.device)
+                for label, model in variants.items():
+                    engine.model = model
+                    probabilities = engine.predict([r[0].numpy() for r in rois])[args.task]
+                    table[label].append(binary_auc(truth, probabilities))
+                engine.model = trained
             print(f"{checkpoint}: " + ", ".join(f"{n} {v[-1]:.3f}" for n, v in table.items()))
-        print(f"\n{run_dir} ({args.split} AUC of {args.task}, strength {args.strength}):")
+        print(
+            f"\n{run_dir} ({args.split} AUC of {args.task}, strength {args.strength}, "
+            f"{len(test)} images, {truth.mean():.0%} positive):"
+        )
         for name, values in table.items():
             sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-            print(f"  {name:<11} {statistics.fmean(values):.3f} +- {sd:.3f}  (n={len(values)})")
+            print(f"  {name:<16} {statistics.fmean(values):.3f} +- {sd:.3f}  (n={len(values)})")
 
 
 if __name__ == "__main__":

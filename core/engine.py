@@ -6,7 +6,8 @@ is "how to run it".
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from mtlkit.data.roi import Box, Locator, with_margin
 from mtlkit.data.samples import SampleSet
 from mtlkit.data.transforms import draws_nothing, normalize_batch, train_transform
 from mtlkit.errors import MtlError, UsageError
+from mtlkit.evaluation.bn_adaptation import MIN_IMAGES, adapted_to
 from mtlkit.evaluation.metrics import score_split
 from mtlkit.evaluation.segmentation import segmentation_metrics
 from mtlkit.files import atomic_write_bytes
@@ -155,7 +157,7 @@ class Engine:
         entry, options, columns = resolve_source(self.host, external.source, f"{where}.source")
         sample_set = self._read_source(entry, options, f"{where}.source", columns)
         data = roi_for(self.config.data, external.roi)
-        return prepare_external(
+        prepared = prepare_external(
             sample_set,
             self.components.heads,
             data,
@@ -164,6 +166,12 @@ class Engine:
             masks=bool(self.dense_heads),
             locate=self.locator(data.roi),
         )
+        if external.adapt_bn and len(prepared.samples) < MIN_IMAGES:  # refused before training
+            raise UsageError(
+                f"{where}: adapt_bn needs at least {MIN_IMAGES} images for batch-norm "
+                f"statistics, the set has {len(prepared.samples)}"
+            )
+        return prepared
 
     def locator(self, roi: RoiConfig) -> Locator | None:
         """The localiser of ``roi.mode: auto`` (loaded once per engine), else None."""
@@ -447,12 +455,37 @@ class Engine:
             raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
         return self._evaluate_split(split)
 
-    def evaluate_external(self, data: PreparedData) -> EvalResult:
-        """Metrics of the current model on an external set from :meth:`load_external`."""
+    def evaluate_external(self, data: PreparedData, adapt_bn: bool = False) -> EvalResult:
+        """Metrics of the current model on an external set from :meth:`load_external`;
+        ``adapt_bn``: with batch-norm statistics recomputed on the set's own images first
+        (:meth:`batch_norm_adapted`)."""
         if self.model is None:
             raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
         name = data.splits[0] if data.splits else "external"
-        return self._evaluate(data, np.arange(len(data.samples)), name)
+        rows = np.arange(len(data.samples))
+        if not adapt_bn:
+            return self._evaluate(data, rows, name)
+        batch = max(self.config.training.batch_size, 64)
+        batches = (data.rois_of(rows[i : i + batch]) for i in range(0, len(rows), batch))
+        with self.batch_norm_adapted(batches):
+            result = self._evaluate(data, rows, name)
+        result.extra["batch_norm"] = f"statistics of this set's {len(rows)} images"
+        return result
+
+    @contextlib.contextmanager
+    def batch_norm_adapted(self, batches: Iterable[torch.Tensor]) -> Iterator[nn.Module]:
+        """Within the block the engine predicts with a copy of its model whose batch-norm
+        statistics are those of ``batches`` (uint8 RoIs N x 1 x S x S at the input size):
+        test-time adaptation to another site's scanner, no labels used
+        (:mod:`mtlkit.evaluation.bn_adaptation`). The trained model is back after it."""
+        if self.model is None:
+            raise UsageError("the engine has no model yet: call fit() or load_checkpoint() first")
+        trained = self.model
+        self.model = adapted_to(trained, batches, self.device)
+        try:
+            yield self.model
+        finally:
+            self.model = trained
 
     def _evaluate_split(self, split: str) -> EvalResult:
         return self._evaluate(self.data, self.data.indices(split), split)

@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first image that cannot be predicted"
     )
+    parser.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="recompute the model's batch-norm statistics on these images first (another "
+        "site's scanner; at least 16 images; each prediction then depends on the set)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -112,6 +118,7 @@ def run_predict(args: argparse.Namespace, ctx: CommandContext) -> int:
             strict=args.strict,
             progress=progress,
             on_batch=explainer,
+            adapt_bn=args.adapt_bn,
         )
     failed = [r for r in records if r["error"]]
     for record in failed:
@@ -126,9 +133,10 @@ def run_predict(args: argparse.Namespace, ctx: CommandContext) -> int:
     threshold = engine.config.evaluation.threshold
     done = len(records) - len(failed)
     where = f" -> {shown(out)}" if out is not None else ""
+    adapted = ", batch-norm statistics of these images" if args.adapt_bn else ""
     ctx.console.print(
         f"{done} image(s) predicted, {len(failed)} skipped (decisions at the run's threshold "
-        f"{threshold}){where}"
+        f"{threshold}{adapted}){where}"
     )
     if explainer is not None:
         explainer.finish()

@@ -312,10 +312,16 @@ def characteristics_table(table: Characteristics, title: str) -> Table:
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="weights saved by a run (.safetensors)")
     parser.add_argument(
-        "--data", required=True, help="YAML with name, source and optionally roi of the test set"
+        "--data", required=True, help="YAML with name, source and optionally roi and adapt_bn"
     )
     parser.add_argument("--out", help="write metrics.json and predictions.csv into this folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    parser.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="recompute the model's batch-norm statistics on the set's images before "
+        "scoring it (as adapt_bn: true in the --data file)",
+    )
     parser.add_argument(
         "--inference",
         choices=INFERENCE_PATHS,
@@ -336,6 +342,7 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             host=ctx.host,
             progress=progress,
             inference=args.inference,
+            adapt_bn=args.adapt_bn or None,
         )
     for entry, options in result.reports:
         report = call_component(entry, options, "reports")

@@ -310,6 +310,12 @@ class ExternalSetConfig(OptionsModel):
     roi: RoiConfig | None = Field(
         None, description="the RoI settings of this set; null: the training data's roi"
     )
+    adapt_bn: bool = Field(
+        False,
+        description="recompute the model's batch-norm statistics on this set's images "
+        "before scoring it (test-time adaptation to another site's scanner; no labels "
+        "used, but each image's prediction then depends on the set; 16 images at least)",
+    )
 
     @field_validator("name")
     @classmethod

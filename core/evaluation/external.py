@@ -35,7 +35,7 @@ class EvaluationOutcome:
 
 
 def load_external_set(path: Path) -> ExternalSetConfig:
-    """A test-set file: ``name``, ``source`` and optionally ``roi``, validated with YAML paths."""
+    """A test-set file: ``name``, ``source``, optionally ``roi`` and ``adapt_bn``; validated."""
     raw = read_yaml(path)
     if isinstance(raw, dict) and "source" in raw:
         wrapper = {"data": {"source": raw["source"]}}
@@ -109,12 +109,16 @@ def evaluate_checkpoint(
     host: PluginHost | None = None,
     progress: Progress | None = None,
     inference: str | None = None,
+    adapt_bn: bool | None = None,
 ) -> EvaluationOutcome:
     """Score ``checkpoint`` on the test set described by ``data_file``; ``inference``
-    replaces the checkpoint's ``evaluation.inference``."""
+    replaces the checkpoint's ``evaluation.inference``, ``adapt_bn`` (unless None) the
+    file's ``adapt_bn``."""
     check_options(device, inference)
     meta = read_metadata(checkpoint)
     external = load_external_set(data_file)
+    if adapt_bn is not None:
+        external = external.model_copy(update={"adapt_bn": adapt_bn})
     if out_dir is not None:
         check_run_dir(out_dir)
     engine = trained_engine(
@@ -123,7 +127,7 @@ def evaluate_checkpoint(
     config = engine.config
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)
-    result = engine.evaluate_external(data)
+    result = engine.evaluate_external(data, external.adapt_bn)
     metrics = evaluation_document(config, str(checkpoint), meta["info"], {external.name: result})
     if out_dir is not None:
         with prepare_run_dir(out_dir):

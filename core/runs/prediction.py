@@ -9,13 +9,16 @@ included). The result is one record per image: every task's probability and its 
 at the run's threshold (``evaluation.threshold``, the one its metrics use), the raw
 probabilities where a constraint adjusts them, each segmentation task's lesion area, and
 which RoI was used. An image that cannot be read or cut is a record with an ``error``.
+With ``adapt_bn`` the images are read twice: once for the batch-norm statistics of the
+whole set (``mtlkit.evaluation.bn_adaptation``), once to predict them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +107,7 @@ def predict_files(
     on_batch: BatchCallback | None = None,
     as_frame: bool = False,
     inference: str | None = None,
+    adapt_bn: bool = False,
 ) -> Any:
     """Predict every image that ``paths`` name (files, folders, manifest ``.csv`` files; a
     single path is one path) with ``model``, an engine holding a trained model or a
@@ -116,7 +120,9 @@ def predict_files(
     cannot be read or cut is a record whose ``error`` says why; with ``strict`` it raises
     DataError instead. ``on_batch`` receives each batch's predicted images and RoIs.
     ``inference`` replaces the checkpoint's ``evaluation.inference`` (with a checkpoint;
-    an engine keeps its own)."""
+    an engine keeps its own). ``adapt_bn``: predict with the model's batch-norm statistics
+    recomputed on all these images first (another site's images; at least 16 that can be
+    cut); the engine's own model is unchanged."""
     if isinstance(paths, str | Path):  # a str is a Sequence too: of its characters
         paths = [paths]
     engine = (
@@ -136,17 +142,42 @@ def predict_files(
     progress = progress or Progress(enabled=False)
     task = progress.task("predicting images", total=len(inputs))
     records: list[dict[str, Any]] = []
-    for start in range(0, len(inputs), size):
-        with torch.inference_mode():
-            batch = _predict_batch(engine, inputs[start : start + size], columns, strict)
-        for _ in batch:
-            progress.advance(task)
-        records += [item.record for item in batch]
-        predicted = [item for item in batch if item.roi is not None]
-        if on_batch is not None and predicted:  # outside inference mode: Grad-CAM needs gradients
-            on_batch(predicted)
+    adapting = (
+        engine.batch_norm_adapted(_rois_in_batches(engine, inputs, size, progress))
+        if adapt_bn
+        else contextlib.nullcontext()
+    )
+    with adapting:
+        for start in range(0, len(inputs), size):
+            with torch.inference_mode():
+                batch = _predict_batch(engine, inputs[start : start + size], columns, strict)
+            for _ in batch:
+                progress.advance(task)
+            records += [item.record for item in batch]
+            predicted = [item for item in batch if item.roi is not None]
+            if on_batch is not None and predicted:  # outside inference mode: Grad-CAM needs it
+                on_batch(predicted)
     progress.remove(task)
     return records_frame(records, columns) if as_frame else records
+
+
+def _rois_in_batches(
+    engine: Engine, inputs: list[PredictionInput], size: int, progress: Progress
+) -> Iterator[torch.Tensor]:
+    """The RoIs of every input that can be cut, ``size`` images at a time, for the
+    batch-norm statistics; the others are skipped here and reported by the prediction."""
+    task = progress.task("reading images for batch-norm statistics", total=len(inputs))
+    for start in range(0, len(inputs), size):
+        rois = []
+        for item in inputs[start : start + size]:
+            progress.advance(task)
+            if item.sample is None:
+                continue
+            with contextlib.suppress(DataError):
+                rois.append(_cut(engine, item.sample, {}))
+        if rois:
+            yield torch.from_numpy(np.stack(rois))[:, None]
+    progress.remove(task)
 
 
 def _predict_batch(
