@@ -14,7 +14,13 @@ from pydantic import Field
 from rich.console import Console
 
 from mtlkit import OptionsModel, OutputName, RunResult, atomic_write_text, hookimpl, shown
-from mtlkit.plugins.reports import METRIC_TITLES, format_value, markdown_text, metric_names
+from mtlkit.plugins.reports import (
+    METRIC_TITLES,
+    adapted_note,
+    format_value,
+    markdown_text,
+    metric_names,
+)
 from mtlkit.plugins.run_files import RunFiles, read_run
 from mtlkit.plugins.segmentation import SegmentationOptions
 
@@ -276,7 +282,7 @@ def _metrics(run: RunFiles) -> str:
         lines += [
             "",
             f"### {md(split)}: {md(content.get('n_images', '?'))} images, "
-            f"{md(content.get('n_patients', '?'))} patients",
+            f"{md(content.get('n_patients', '?'))} patients{md(adapted_note(content))}",
             "",
             "| task | n | " + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names) + " |",
             "|---|---|" + "---|" * len(names),

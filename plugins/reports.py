@@ -37,6 +37,12 @@ METRIC_TITLES = {
 }
 
 
+def adapted_note(content: dict[str, Any]) -> str:
+    """``", batch norm adapted to the set"`` for a set scored with its own batch-norm
+    statistics (``adapt_bn``), else nothing."""
+    return ", batch norm adapted to the set" if content.get("batch_norm") else ""
+
+
 def format_value(value: Any) -> str:
     """A metric as the paper prints it: ``0.782`` or ``0.782 ± 0.010 (0.753, 0.808)``; ``-``
     for what is undefined or not a number (a results file read back may hold anything)."""
@@ -257,7 +263,7 @@ def summary_report(options: SummaryOptions):
                 title=shown(
                     f"{run_name(result)}: {split} "
                     f"({format_count(content['n_images'])} images, "
-                    f"{format_count(content['n_patients'])} patients)"
+                    f"{format_count(content['n_patients'])} patients{adapted_note(content)})"
                 ),
                 # one column more than the CNN's alone: without vertical rules and with
                 # collapsed padding it still fits an 80-column console
@@ -332,7 +338,7 @@ def markdown_report(options: MarkdownOptions):
             model_cell = " model |" if side_by_side else ""
             lines += [
                 f"## {md(split)}: {md(format_count(content['n_images']))} images, "
-                f"{md(format_count(content['n_patients']))} patients",
+                f"{md(format_count(content['n_patients']))} patients{md(adapted_note(content))}",
                 "",
                 f"| task |{model_cell} n | "
                 + " | ".join(md(METRIC_TITLES.get(n, n)) for n in names)

@@ -115,7 +115,7 @@ EXTERNAL = {"type": "synthetic", "patients": 10, "image_size": 32, "seed": 7}
 @pytest.fixture(scope="module")
 def adapted_run(tmp_path_factory):
     """A tiny run scoring one external set twice: as trained and adapted."""
-    raw = tiny_raw(name="adapt")
+    raw = tiny_raw(name="adapt", reports=["summary", "markdown", "model_card", "html"])
     raw["training"]["epochs"] = 1
     raw["evaluation"]["external"] = [
         {"name": "as_trained", "source": EXTERNAL},
@@ -138,6 +138,11 @@ def test_a_run_scores_an_adapted_external_set_beside_the_same_set_as_trained(ada
     }
     assert len(by_set["adapted"]) == len(by_set["as_trained"]) == n
     assert by_set["adapted"] != by_set["as_trained"]
+    for report in ("report.md", "model_card.md"):  # the reports say which set was adapted
+        text = (adapted_run / report).read_text()
+        assert "adapted: " in text and text.count("batch norm adapted to the set") == 1, report
+    html = (adapted_run / "report.html").read_text()
+    assert html.count("batch norm adapted to the set") == 1
 
 
 def test_mtl_evaluate_adapts_as_the_run_did_and_leaves_the_checkpoint_alone(adapted_run, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 from mtlkit import finite, split_metric_name
 from mtlkit.plugins.plots import Plot, share_value
-from mtlkit.plugins.reports import class_metrics, ensemble_of
+from mtlkit.plugins.reports import adapted_note, class_metrics, ensemble_of
 from mtlkit.plugins.run_files import RunFiles
 
 REPORT_FILE = "report.html"
@@ -288,7 +288,8 @@ def set_heading(split: str, content: dict[str, Any]) -> str:
     title = SPLIT_TITLES.get(split, split)
     return (
         f"<h3>{esc(title)} set: {esc(count_text(content.get('n_images')))} images, "
-        f"{esc(count_text(content.get('n_patients')))} patients</h3>"
+        f"{esc(count_text(content.get('n_patients')))} patients"
+        f"{esc(adapted_note(content))}</h3>"
     )
 
 
