@@ -93,9 +93,11 @@ def main() -> None:
     names = [*SHIFTS, *(f"{n}+adapt" for n in SHIFTS if args.adapt_bn)]
     for run_dir in args.runs:
         table: dict[str, list[float]] = {name: [] for name in names}
-        for checkpoint in checkpoints(run_dir):
-            engine = trained_engine(checkpoint, device="cpu")
-            data = engine.data  # read with the run's own config: its split, RoIs, localiser
+        found = checkpoints(run_dir)
+        engine = trained_engine(found[0], device="cpu", load=False)
+        data = engine.data  # read once, with the run's own config: its split, RoIs, localiser
+        for checkpoint in found:
+            engine.load_checkpoint(checkpoint)  # the seeds and folds share config and data
             fold_dir = next((p for p in checkpoint.parents if p.name.startswith("fold_")), None)
             fold_data = data.for_fold(int(fold_dir.name[5:]) - 1) if fold_dir else data
             test = fold_data.indices(args.split)
