@@ -166,12 +166,28 @@ class Engine:
             masks=bool(self.dense_heads),
             locate=self.locator(data.roi),
         )
-        if external.adapt_bn and len(prepared.samples) < MIN_IMAGES:  # refused before training
-            raise UsageError(
-                f"{where}: adapt_bn needs at least {MIN_IMAGES} images for batch-norm "
-                f"statistics, the set has {len(prepared.samples)}"
-            )
+        if len(prepared.samples) < MIN_IMAGES:  # checked before training
+            if external.adapt_bn:
+                raise UsageError(
+                    f"{where}: adapt_bn needs at least {MIN_IMAGES} images for batch-norm "
+                    f"statistics, the set has {len(prepared.samples)}"
+                )
+            if self.adapts_batch_norm(external):
+                prepared.warnings.append(
+                    f"{where}: {len(prepared.samples)} images are too few for batch-norm "
+                    f"statistics ({MIN_IMAGES} at least); scored with the trained ones "
+                    "despite evaluation.adapt_bn"
+                )
         return prepared
+
+    def adapts_batch_norm(
+        self, external: ExternalSetConfig, data: PreparedData | None = None
+    ) -> bool:
+        """Whether ``external`` is scored with its own batch-norm statistics: its
+        ``adapt_bn``, else the run's ``evaluation.adapt_bn``; with its ``data``, never for
+        a set too small to adapt to."""
+        wanted = self.config.evaluation.adapt_bn if external.adapt_bn is None else external.adapt_bn
+        return wanted and (data is None or len(data.samples) >= MIN_IMAGES)
 
     def locator(self, roi: RoiConfig) -> Locator | None:
         """The localiser of ``roi.mode: auto`` (loaded once per engine), else None."""

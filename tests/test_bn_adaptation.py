@@ -114,12 +114,14 @@ EXTERNAL = {"type": "synthetic", "patients": 10, "image_size": 32, "seed": 7}
 
 @pytest.fixture(scope="module")
 def adapted_run(tmp_path_factory):
-    """A tiny run scoring one external set twice: as trained and adapted."""
+    """A tiny run scoring one external set twice: as trained (the set says so) and adapted
+    (the run's evaluation.adapt_bn)."""
     raw = tiny_raw(name="adapt", reports=["summary", "markdown", "model_card", "html"])
     raw["training"]["epochs"] = 1
+    raw["evaluation"]["adapt_bn"] = True
     raw["evaluation"]["external"] = [
-        {"name": "as_trained", "source": EXTERNAL},
-        {"name": "adapted", "source": EXTERNAL, "adapt_bn": True},
+        {"name": "as_trained", "source": EXTERNAL, "adapt_bn": False},
+        {"name": "adapted", "source": EXTERNAL},
     ]
     out = tmp_path_factory.mktemp("adapt") / "run"
     run(load_config(raw), out_dir=out)
@@ -147,11 +149,19 @@ def test_a_run_scores_an_adapted_external_set_beside_the_same_set_as_trained(ada
 
 def test_mtl_evaluate_adapts_as_the_run_did_and_leaves_the_checkpoint_alone(adapted_run, tmp_path):
     sets = json.loads((adapted_run / "metrics.json").read_text())["sets"]
-    data = write_yaml(tmp_path / "site.yaml", {"name": "adapted", "source": EXTERNAL})
     checkpoint = adapted_run / "checkpoints" / "best.safetensors"
     before = checkpoint.read_bytes()
-    for flag, expected in (([], "as_trained"), (["--adapt-bn"], "adapted")):
-        out = tmp_path / f"eval{len(flag)}"
+    # the data file says nothing: the run's evaluation.adapt_bn; the flag overrides both
+    bare = write_yaml(tmp_path / "bare.yaml", {"name": "adapted", "source": EXTERNAL})
+    off = write_yaml(tmp_path / "off.yaml", {"name": "adapted", "source": EXTERNAL, "adapt_bn": 0})
+    cases = [
+        (bare, [], "adapted"),
+        (bare, ["--no-adapt-bn"], "as_trained"),
+        (off, [], "as_trained"),
+        (off, ["--adapt-bn"], "adapted"),
+    ]
+    for index, (data, flag, expected) in enumerate(cases):
+        out = tmp_path / f"eval{index}"
         command = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(data)]
         assert main([*command, "--out", str(out), "--quiet", *flag]) == 0
         evaluated = json.loads((out / "metrics.json").read_text())["sets"]["adapted"]
@@ -168,6 +178,20 @@ def test_an_external_set_too_small_to_adapt_is_refused_before_training(tmp_path)
     ):
         run(load_config(raw), out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_set_too_small_for_the_runs_adapt_bn_is_scored_as_trained_and_said_so(tmp_path, capsys):
+    raw = tiny_raw(name="small")
+    raw["training"]["epochs"] = 1
+    raw["evaluation"]["adapt_bn"] = True
+    raw["evaluation"]["external"] = [{"name": "small", "source": {**EXTERNAL, "patients": 3}}]
+    raw["output_dir"] = str(tmp_path / "runs" / "{name}")
+    assert main(["run", str(write_yaml(tmp_path / "run.yaml", raw)), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    assert "too few for batch-norm statistics (16 at least); scored with the trained" in printed
+    sets = json.loads((tmp_path / "runs" / "small" / "metrics.json").read_text())["sets"]
+    assert "batch_norm" not in sets["small"]
 
 
 def test_predict_files_with_adapt_bn_predicts_as_the_adapted_engine(adapted_run, tmp_path):

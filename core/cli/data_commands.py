@@ -318,9 +318,10 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
     parser.add_argument(
         "--adapt-bn",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="recompute the model's batch-norm statistics on the set's images before "
-        "scoring it (as adapt_bn: true in the --data file)",
+        "scoring it, or not (default: the --data file's adapt_bn, else the run's "
+        "evaluation.adapt_bn)",
     )
     parser.add_argument(
         "--inference",
@@ -342,7 +343,7 @@ def _evaluate(args: argparse.Namespace, ctx: CommandContext) -> int:
             host=ctx.host,
             progress=progress,
             inference=args.inference,
-            adapt_bn=args.adapt_bn or None,
+            adapt_bn=args.adapt_bn,
         )
     for entry, options in result.reports:
         report = call_component(entry, options, "reports")

@@ -310,11 +310,12 @@ class ExternalSetConfig(OptionsModel):
     roi: RoiConfig | None = Field(
         None, description="the RoI settings of this set; null: the training data's roi"
     )
-    adapt_bn: bool = Field(
-        False,
+    adapt_bn: bool | None = Field(
+        None,
         description="recompute the model's batch-norm statistics on this set's images "
         "before scoring it (test-time adaptation to another site's scanner; no labels "
-        "used, but each image's prediction then depends on the set; 16 images at least)",
+        "used, but each image's prediction then depends on the set; 16 images at least); "
+        "null: the run's evaluation.adapt_bn",
     )
 
     @field_validator("name")
@@ -616,6 +617,12 @@ class EvaluationConfig(OptionsModel):
         default_factory=dict,
         description="task -> data column with a reference probability (e.g. an oracle or a "
         "radiologist's score); its AUC is reported beside the model's",
+    )
+    adapt_bn: bool = Field(
+        False,
+        description="score each external set (evaluation.external, mtl evaluate) with the "
+        "model's batch-norm statistics recomputed on that set's own images, unless the set "
+        "says otherwise (its adapt_bn); a set of fewer than 16 images is scored as trained",
     )
     tta: Literal["none", "hflip"] = Field(
         "none",

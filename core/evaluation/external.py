@@ -113,7 +113,7 @@ def evaluate_checkpoint(
 ) -> EvaluationOutcome:
     """Score ``checkpoint`` on the test set described by ``data_file``; ``inference``
     replaces the checkpoint's ``evaluation.inference``, ``adapt_bn`` (unless None) the
-    file's ``adapt_bn``."""
+    file's ``adapt_bn`` (whose default is the run's ``evaluation.adapt_bn``)."""
     check_options(device, inference)
     meta = read_metadata(checkpoint)
     external = load_external_set(data_file)
@@ -127,7 +127,7 @@ def evaluate_checkpoint(
     config = engine.config
     data = engine.load_external(external, str(data_file))
     engine.load_checkpoint(checkpoint)
-    result = engine.evaluate_external(data, external.adapt_bn)
+    result = engine.evaluate_external(data, engine.adapts_batch_norm(external, data))
     metrics = evaluation_document(config, str(checkpoint), meta["info"], {external.name: result})
     if out_dir is not None:
         with prepare_run_dir(out_dir):

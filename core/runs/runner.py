@@ -309,9 +309,12 @@ def _train_and_evaluate(
     engine.checkpoint_dir = run_dir / "checkpoints"
     fit = engine.fit(resume=resume)
     evals = {s: engine.evaluate(s) for s in EVALUATED_SPLITS if len(data.indices(s))}
-    adapt = {e.name: e.adapt_bn for e in engine.config.evaluation.external}
+    configured = {e.name: e for e in engine.config.evaluation.external}
     evals.update(
-        {name: engine.evaluate_external(ext, adapt[name]) for name, ext in externals.items()}
+        {
+            name: engine.evaluate_external(ext, engine.adapts_batch_norm(configured[name], ext))
+            for name, ext in externals.items()
+        }
     )
     if config.evaluation.statistics.youden:
         add_youden(evals, engine.heads, engine.components.metrics)
