@@ -118,6 +118,7 @@ def adapted_run(tmp_path_factory):
     (the run's evaluation.adapt_bn)."""
     raw = tiny_raw(name="adapt", reports=["summary", "markdown", "model_card", "html"])
     raw["training"]["epochs"] = 1
+    raw["seed"] = [0, 1]  # the summary of the seeds keeps the mark
     raw["evaluation"]["adapt_bn"] = True
     raw["evaluation"]["external"] = [
         {"name": "as_trained", "source": EXTERNAL, "adapt_bn": False},
@@ -133,7 +134,11 @@ def test_a_run_scores_an_adapted_external_set_beside_the_same_set_as_trained(ada
     n = sets["as_trained"]["n_images"]
     assert sets["adapted"]["batch_norm"] == f"statistics of this set's {n} images"
     assert "batch_norm" not in sets["as_trained"] and "batch_norm" not in sets["test"]
-    rows = list(csv.DictReader(io.StringIO((adapted_run / "predictions.csv").read_text())))
+    seed_sets = json.loads((adapted_run / "seed_1" / "metrics.json").read_text())["sets"]
+    assert seed_sets["adapted"]["batch_norm"] == sets["adapted"]["batch_norm"]
+    rows = list(
+        csv.DictReader(io.StringIO((adapted_run / "seed_0" / "predictions.csv").read_text()))
+    )
     by_set = {
         name: [float(r["bm_prob"]) for r in rows if r["split"] == name]
         for name in ("as_trained", "adapted")
@@ -148,8 +153,8 @@ def test_a_run_scores_an_adapted_external_set_beside_the_same_set_as_trained(ada
 
 
 def test_mtl_evaluate_adapts_as_the_run_did_and_leaves_the_checkpoint_alone(adapted_run, tmp_path):
-    sets = json.loads((adapted_run / "metrics.json").read_text())["sets"]
-    checkpoint = adapted_run / "checkpoints" / "best.safetensors"
+    sets = json.loads((adapted_run / "seed_0" / "metrics.json").read_text())["sets"]
+    checkpoint = adapted_run / "seed_0" / "checkpoints" / "best.safetensors"
     before = checkpoint.read_bytes()
     # the data file says nothing: the run's evaluation.adapt_bn; the flag overrides both
     bare = write_yaml(tmp_path / "bare.yaml", {"name": "adapted", "source": EXTERNAL})

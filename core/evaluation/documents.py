@@ -113,6 +113,8 @@ def summarize_sets(documents: list[dict[str, Any]]) -> dict[str, Any]:
         }
         if "statistics" in content:  # how the runs' intervals were computed: the same for all
             sets[split]["statistics"] = content["statistics"]
+        if "batch_norm" in content:  # an external set scored with its own statistics (adapt_bn)
+            sets[split]["batch_norm"] = content["batch_norm"]
         if "at_youden" in content:
             sets[split]["at_youden"] = {
                 task: _summaries([d["sets"][split]["at_youden"][task] for d in documents])
