@@ -35,10 +35,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("--split", default="test")
+    parser.add_argument("--refine", action="store_true", help="a second look (roi.refine)")
+    parser.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirror image (default: as the localiser's run, evaluation.tta)",
+    )
     args = parser.parse_args()
     checkpoint = checkpoint_of(args.run)
     engine = trained_engine(checkpoint, device="cpu", load=False)
-    locate = load_localizer(checkpoint, engine.host, torch.device("cpu"))
+    locate = load_localizer(
+        checkpoint, engine.host, torch.device("cpu"), refine=args.refine, mirror=args.mirror
+    )
     data = engine.data
     ious, inside, missed = [], [], 0
     for index in data.indices(args.split):

@@ -97,7 +97,7 @@ class Engine:
         # The task weighting and constraints of the last fit, trained with the model.
         self._weighting: TaskWeighting | None = None
         self._constraints: nn.ModuleList | None = None
-        self._locators: dict[str | None, Locator] = {}
+        self._locators: dict[tuple[str | None, bool], Locator] = {}
         # The epochs the last fit restored from its saved state (see mtl_fit_start).
         self.restored_epochs: list[EpochLog] = []
         # During a fit: writes checkpoints and states while training goes on.
@@ -148,6 +148,7 @@ class Engine:
         )
         if self.config.data.roi.mode == "auto":
             check_localizer_split(self.config.data.roi.localizer, data)
+        self._localized(data, self.config.data.roi)
         return data
 
     def load_external(self, external: ExternalSetConfig, where: str = "") -> PreparedData:
@@ -166,6 +167,7 @@ class Engine:
             masks=bool(self.dense_heads),
             locate=self.locator(data.roi),
         )
+        self._localized(prepared, data.roi)
         if len(prepared.samples) < MIN_IMAGES:  # checked before training
             if external.adapt_bn:
                 raise UsageError(
@@ -193,9 +195,42 @@ class Engine:
         """The localiser of ``roi.mode: auto`` (loaded once per engine), else None."""
         if roi.mode != "auto":
             return None
-        if self._locators.get(roi.localizer) is None:
-            self._locators[roi.localizer] = load_localizer(roi.localizer, self.host, self.device)
-        return self._locators[roi.localizer]
+        key = (roi.localizer, roi.refine)
+        if self._locators.get(key) is None:
+            self._locators[key] = load_localizer(
+                roi.localizer, self.host, self.device, refine=roi.refine
+            )
+        return self._locators[key]
+
+    def _localized(self, data: PreparedData, roi: RoiConfig) -> None:
+        """``roi.blend``: the localiser's own probabilities of each whole image, kept in
+        ``data`` for every evaluation to blend with the classifier's."""
+        if roi.mode != "auto" or not roi.blend:
+            return
+        shared = self.blended_tasks(roi)
+        with self.progress.status("the localiser's probabilities of the whole images"):
+            found = self.locator(roi).task_probabilities(s.image() for s in data.samples)
+        data.localized = {name: found[name] for name in shared}
+        data.blend = roi.blend
+
+    def blended_tasks(self, roi: RoiConfig) -> list[str]:
+        """The tasks whose probabilities ``roi.blend`` mixes: the classifier's that the
+        localiser predicts too, alike (binary, or the same classes); :class:`UsageError`
+        when there is none."""
+        localizer = {head.name: head for head in self.locator(roi).heads}
+        shared = [
+            head.name
+            for head in self.heads
+            if head.name in localizer and _same_outputs(head, localizer[head.name])
+        ]
+        if not shared:
+            raise UsageError(
+                f"roi.blend: the localiser {roi.localizer} predicts none of this model's "
+                f"tasks ({', '.join(h.name for h in self.heads)}) alike; its tasks: "
+                f"{', '.join(localizer) or 'none'}. Set roi.blend: 0 or train a localiser "
+                "with these heads beside its segmentation head"
+            )
+        return shared
 
     def _read_source(self, entry, options, where: str, columns=None) -> SampleSet:
         with self.progress.status(f"listing images ({where})"):
@@ -367,7 +402,9 @@ class Engine:
         # The per-epoch choice of the best epoch does without test-time augmentation:
         # it would double the validation cost of every epoch. Reported metrics use it.
         with self.inference.validating():
-            return self._evaluate(self.data, indices, "val", tta=False, statistics=False).tasks
+            return self._evaluate(
+                self.data, indices, "val", tta=False, statistics=False, blend=False
+            ).tasks
 
     def _resume(self, objects: FitObjects, record: FitRecord) -> int:
         """Continue from the saved training state, if there is one; returns the epochs done.
@@ -513,9 +550,11 @@ class Engine:
         split: str,
         tta: bool = True,
         statistics: bool = True,
+        blend: bool = True,
     ) -> EvalResult:
-        """``statistics``: with the intervals and calibration of ``evaluation.statistics``
-        (the per-epoch validation does without)."""
+        """``statistics``: with the intervals and calibration of ``evaluation.statistics``;
+        ``blend``: mixed with the localiser's probabilities (``roi.blend``). The per-epoch
+        validation does without both: it picks the classifier's best epoch."""
         rows = torch.from_numpy(indices)
         # Under torchrun each rank runs its share of the rows and every rank gets all of
         # them back in row order, so that the metrics are computed once over all of them.
@@ -523,6 +562,10 @@ class Engine:
         probabilities, raw, maps = distributed.gathered(
             lambda shard: self._forward_all(data.rois_of(shard.numpy()), tta), rows
         )
+        if data.localized is not None and blend:
+            whole = {name: p[indices] for name, p in data.localized.items()}
+            probabilities = blend_probabilities(probabilities, whole, data.blend)
+            raw = blend_probabilities(raw, whole, data.blend) if raw is not None else None
         result = score_split(
             data,
             indices,
@@ -663,7 +706,42 @@ class Engine:
             (x0, y0, x1, y1), found = self.whole_image_roi(image)
             rois.append(np.ascontiguousarray(image[y0:y1, x0:x1]))
             boxes.append((x0, y0, x1, y1) if found else None)
-        return self.predict(rois), boxes
+        return self.blended(self.predict(rois), images), boxes
+
+    def blended(
+        self, probabilities: dict[str, np.ndarray], images: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """``probabilities`` of the crops of ``images`` (whole 2-D uint8 images), mixed
+        with the localiser's own of the whole images (``roi.blend``); as they are without
+        a blend."""
+        whole = self._localizer_probabilities(images)
+        if whole is None:
+            return probabilities
+        return blend_probabilities(probabilities, whole, self.config.data.roi.blend)
+
+    def blended_outputs(self, outputs: RoiOutputs, images: Sequence[np.ndarray]) -> RoiOutputs:
+        """:meth:`predict_rois`'s ``outputs`` for the crops of ``images``, blended as
+        :meth:`blended` blends (the raw probabilities too)."""
+        whole = self._localizer_probabilities(images)
+        if whole is None:
+            return outputs
+        weight = self.config.data.roi.blend
+        raw = blend_probabilities(outputs.raw, whole, weight) if outputs.raw else outputs.raw
+        return RoiOutputs(
+            blend_probabilities(outputs.probabilities, whole, weight), raw, outputs.masks
+        )
+
+    def _localizer_probabilities(
+        self, images: Sequence[np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """The localiser's own probabilities of whole ``images`` in the tasks ``roi.blend``
+        mixes; None without a blend."""
+        roi = self.config.data.roi
+        if roi.mode != "auto" or not roi.blend:
+            return None
+        shared = self.blended_tasks(roi)
+        found = self.locator(roi).task_probabilities(images)
+        return {name: found[name] for name in shared}
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load weights saved by a run into a model built from this engine's config.
@@ -698,6 +776,22 @@ class Engine:
                 f"{self.config.model_dump(mode='json')['backbone']}"
             )
         return "\n".join(lines)
+
+
+def blend_probabilities(
+    crop: dict[str, np.ndarray], whole: dict[str, np.ndarray], weight: float
+) -> dict[str, np.ndarray]:
+    """``roi.blend``: each task of ``whole`` (the localiser's, on whole images) mixed into
+    the classifier's ``crop`` probabilities with ``weight``; the other tasks as they are."""
+    return {
+        name: (1 - weight) * p + weight * whole[name] if name in whole else p
+        for name, p in crop.items()
+    }
+
+
+def _same_outputs(head, other) -> bool:
+    """Whether two heads' probabilities mean the same: both binary, or the same classes."""
+    return head.kind == other.kind and head.classes == other.classes
 
 
 def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:

@@ -17,7 +17,12 @@ from mtlkit import DenseHead, RoiConfig, Sample, load_config, roi_box, run
 from mtlkit.components.host import PluginHost
 from mtlkit.data.scan import scan_samples
 from mtlkit.errors import ConfigError, UsageError
-from mtlkit.training.localizer import Localizer, largest_region_box, load_localizer
+from mtlkit.training.localizer import (
+    Localizer,
+    largest_region_box,
+    load_localizer,
+    within_window,
+)
 from mtlkit.training.model import MultiTaskModel
 
 
@@ -47,9 +52,19 @@ class BrightHead(DenseHead):
         return Identity()
 
 
-def localizer(size: int = 64) -> Localizer:
-    model = MultiTaskModel(BrightnessBackbone(), [], [BrightHead("lesion")])
-    return Localizer(model, "lesion", size, threshold=0.5)
+class ShiftedIdentity(Identity):
+    def forward(self, maps):
+        return torch.roll(super().forward(maps), shifts=2, dims=-1)  # not mirror-symmetric
+
+
+class ShiftedHead(BrightHead):
+    def build_decoder(self, channels, reductions):
+        return ShiftedIdentity()
+
+
+def localizer(size: int = 64, head=BrightHead, **options) -> Localizer:
+    model = MultiTaskModel(BrightnessBackbone(), [], [head("lesion")])
+    return Localizer(model, "lesion", size, threshold=0.5, **options)
 
 
 def image_with_lesion(width=300, height=200, box=(180, 40, 260, 120), speck=True):
@@ -74,6 +89,48 @@ def test_an_obvious_lesion_is_found_in_the_image_s_own_pixels():
     assert box is not None
     for found, true in zip(box, (180, 40, 260, 120), strict=True):
         assert abs(found - true) <= 6  # one pixel of the 64-pixel input is ~5 image pixels
+
+
+def test_a_second_look_finds_a_small_lesions_edges_the_whole_image_blurs():
+    true = (203, 61, 229, 93)
+    image = image_with_lesion(box=true)
+    error = {
+        refine: max(
+            abs(f - t) for f, t in zip(localizer(12, refine=refine)(image), true, strict=True)
+        )
+        for refine in (False, True)
+    }
+    # 12 pixels across 300: one input pixel is 25 image pixels; the window, ~64 across,
+    # makes it ~5.
+    assert error[False] > 6 and error[True] <= 3
+
+
+def test_a_second_look_at_a_lesion_as_large_as_the_image_changes_nothing():
+    image = image_with_lesion(box=(20, 20, 280, 180), speck=False)
+    assert localizer(32, refine=True)(image) == localizer(32)(image)
+
+
+def test_where_the_second_look_reaches_its_windows_edge_the_first_looks_edge_is_kept():
+    window, first = (100, 50, 160, 110), (90, 60, 170, 100)
+    # reaches the window's left and right edges: the lesion goes on beyond them
+    assert within_window((0, 20, 60, 40), window, first, 300, 200) == (90, 70, 170, 90)
+    # inside the window: the second look wins, even where it is the tighter one
+    assert within_window((15, 15, 45, 45), window, first, 300, 200) == (115, 65, 145, 95)
+    # the window's edge is the image's: nothing lies beyond it
+    assert within_window((0, 0, 60, 60), (0, 0, 60, 60), (0, 0, 70, 70), 60, 60) == (
+        0,
+        0,
+        60,
+        60,
+    )
+
+
+def test_mirror_averages_each_pixel_with_the_mirror_images():
+    image = image_with_lesion()
+    plain, mirrored = localizer(32, ShiftedHead), localizer(32, ShiftedHead, mirror=True)
+    by_hand = (plain.probabilities(image) + plain.probabilities(image[:, ::-1])[:, ::-1]) / 2
+    np.testing.assert_allclose(mirrored.probabilities(image), by_hand, atol=1e-6)
+    assert not np.allclose(plain.probabilities(image), by_hand)
 
 
 def test_the_localisers_box_gets_the_margin_and_nothing_found_is_the_whole_image():
@@ -102,9 +159,16 @@ def test_mode_auto_needs_a_localiser_and_the_others_refuse_one():
         RoiConfig(mode="auto")
     with pytest.raises(ValueError, match="for mode auto only"):
         RoiConfig(mode="mask", localizer="x.safetensors")
-    roi = RoiConfig(mode="auto", localizer="x", train_mode="mask", margin=0.3)
+    with pytest.raises(ValueError, match="for mode auto only"):
+        RoiConfig(mode="image", refine=True)
+    with pytest.raises(ValueError, match="for mode auto only"):
+        RoiConfig(mode="box", blend=0.5)
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        RoiConfig(mode="auto", localizer="x", blend=1.5)
+    roi = RoiConfig(mode="auto", localizer="x", train_mode="mask", margin=0.3, refine=True)
     training = roi.for_training()
     assert (training.mode, training.margin, training.localizer) == ("mask", 0.3, None)
+    assert not training.refine
 
 
 def localiser_raw() -> dict:
@@ -220,3 +284,63 @@ def test_the_data_check_of_a_localiser_config(tmp_path):
         [str(MTL), "data", "check", str(config)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_roi_refine_reaches_the_localiser_and_mirror_follows_the_localisers_own_tta(
+    localiser_run,
+):
+    from mtlkit import Engine
+
+    raw = tiny_raw()
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser_run), "refine": True}
+    engine = Engine(load_config(raw))
+    roi = engine.config.data.roi
+    once = engine.locator(roi.model_copy(update={"refine": False}))
+    assert engine.locator(roi).refine and not once.refine
+    assert engine.locator(roi) is engine.locator(roi)  # loaded once per setting
+    assert not once.mirror  # the localiser's run scored its masks without tta
+    assert load_localizer(localiser_run, PluginHost(), torch.device("cpu"), mirror=True).mirror
+
+
+def test_roi_blend_reaches_every_reported_evaluation_but_not_the_choice_of_epoch(
+    localiser_run, tmp_path
+):
+    raw = tiny_raw()
+    raw["data"]["roi"] = {
+        "mode": "auto",
+        "localizer": str(localiser_run),
+        "train_mode": "mask",
+        "blend": 0.5,
+    }
+    result = run(load_config(raw), out_dir=tmp_path / "run")
+    engine, data = result.engine, result.engine.data
+    assert set(data.localized) == {"bm", "alnm"} and data.blend == 0.5  # what both predict
+    test = data.indices("test")
+    whole = engine.locator(engine.config.data.roi).task_probabilities(
+        data.samples[i].image() for i in test
+    )
+    np.testing.assert_allclose(data.localized["bm"][test], whole["bm"], atol=1e-6)
+    crop = engine.predict_rois(data.rois_of(test)).probabilities["bm"]
+    reported = engine.evaluate("test").predictions.probabilities["bm"]
+    np.testing.assert_allclose(reported, 0.5 * crop + 0.5 * whole["bm"], atol=1e-5)
+    # the per-epoch validation picks the classifier's epoch on its own probabilities
+    per_epoch = engine._evaluate(data, data.indices("val"), "val", tta=False, blend=False)
+    blended = engine._evaluate(data, data.indices("val"), "val", tta=False)
+    assert not np.allclose(
+        per_epoch.predictions.probabilities["bm"], blended.predictions.probabilities["bm"]
+    )
+
+
+def test_roi_blend_needs_a_task_the_localiser_predicts_too(localiser_run):
+    from mtlkit import Engine
+
+    raw = tiny_raw(heads=[{"type": "alnm_burden", "min_nodes": 2}], constraints=[])
+    raw["evaluation"]["reference_columns"] = {}
+    raw["evaluation"]["select"] = "alnm_ge2.auc"
+    raw["data"]["split"]["stratify"] = []
+    raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser_run), "blend": 0.5}
+    engine = Engine(load_config(raw))
+    with pytest.raises(
+        UsageError, match="predicts none of this model's tasks .*its tasks: bm, alnm"
+    ):
+        engine.blended_tasks(engine.config.data.roi)

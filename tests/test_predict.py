@@ -306,6 +306,30 @@ def test_a_trained_localisers_checkpoint_cuts_the_roi(phantoms, tmp_path):
         assert (record["x0"], record["y0"], record["x1"], record["y1"]) == box
 
 
+def test_roi_blend_mixes_the_localisers_own_probability_of_the_whole_image(phantoms, tmp_path):
+    localiser = tmp_path / "localiser"
+    run(load_config(localiser_raw()), out_dir=localiser)
+    engines = {}
+    for blend in (0.0, 0.25):
+        raw = tiny_raw(heads=["bm", "alnm"], constraints=[])
+        raw["evaluation"]["reference_columns"] = {}
+        raw["data"]["roi"] = {"mode": "auto", "localizer": str(localiser), "blend": blend}
+        engines[blend] = Engine(load_config(raw))
+        engines[blend].build_model()  # the same seed: the same weights
+    files = sorted((phantoms / "images").iterdir())[:4]
+    images = [np.asarray(Image.open(file)) for file in files]
+    whole = engines[0.25].locator(engines[0.25].config.data.roi).task_probabilities(images)
+    plain, mixed = (predict_files(engines[b], files) for b in (0.0, 0.25))
+    for task in ("bm", "alnm"):  # both models predict both
+        crop = np.array([r[f"{task}_prob"] for r in plain])
+        np.testing.assert_allclose(
+            [r[f"{task}_prob"] for r in mixed], 0.75 * crop + 0.25 * whole[task], atol=1e-5
+        )
+        assert not np.allclose(crop, whole[task], atol=1e-3)  # the mix is not a no-op
+    probabilities, _ = engines[0.25].predict_whole(images)
+    np.testing.assert_allclose(probabilities["bm"], [r["bm_prob"] for r in mixed], atol=1e-5)
+
+
 # --- the command line ----------------------------------------------------------------------
 
 

@@ -378,4 +378,4 @@ def _locator(roi: RoiConfig, ctx: CommandContext):
     """The localiser of ``roi.mode: auto`` (its RoIs are checked like drawn ones), else None."""
     if roi.mode != "auto":
         return None
-    return load_localizer(roi.localizer, ctx.host, torch.device("cpu"))
+    return load_localizer(roi.localizer, ctx.host, torch.device("cpu"), refine=roi.refine)

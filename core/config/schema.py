@@ -193,20 +193,40 @@ class RoiConfig(OptionsModel):
         description="mode auto: the RoIs the training split uses instead (e.g. mask: train "
         "on ground-truth RoIs, validate and test on the localiser's); null: the localiser's",
     )
+    refine: bool = Field(
+        False,
+        description="mode auto: the localiser looks twice, the second time at a square "
+        "window twice the first box's size, at its full input size (small lesions get more "
+        "pixels)",
+    )
+    blend: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="mode auto: the weight of the localiser's own probability (of the whole "
+        "image) in each task it shares with the classifier, against the classifier's on the "
+        "crop: 0 the crop alone, 0.5 their mean",
+    )
 
     @model_validator(mode="after")
     def _localizer_with_auto(self) -> RoiConfig:
         if self.mode == "auto" and not self.localizer:
             raise ValueError("mode auto needs localizer: a trained localisation checkpoint")
-        if self.mode != "auto" and (self.localizer or self.train_mode):
-            raise ValueError("localizer and train_mode are for mode auto only")
+        if self.mode != "auto" and (self.localizer or self.train_mode or self.refine or self.blend):
+            raise ValueError("localizer, train_mode, refine and blend are for mode auto only")
         return self
 
     def for_training(self) -> RoiConfig:
         """The RoI settings of the training split's crops."""
         if self.mode == "auto" and self.train_mode is not None:
             return self.model_copy(
-                update={"mode": self.train_mode, "localizer": None, "train_mode": None}
+                update={
+                    "mode": self.train_mode,
+                    "localizer": None,
+                    "train_mode": None,
+                    "refine": False,
+                    "blend": 0.0,
+                }
             )
         return self
 

@@ -50,6 +50,11 @@ class PreparedData:
     """``roi.train_mode``: the RoIs the training split is cut with instead of ``cache``."""
     train_masks: torch.Tensor | None = None
     """The masks cut as ``train_cache`` (segmentation runs with ``roi.train_mode``)."""
+    localized: dict[str, np.ndarray] | None = None
+    """``roi.blend``: the localiser's own probabilities of each whole image, per task it
+    shares with the classifier; None without a blend."""
+    blend: float = 0.0
+    """``roi.blend``: the weight of :attr:`localized` against the classifier's on the crop."""
 
     @property
     def training_rois(self) -> torch.Tensor:

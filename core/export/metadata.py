@@ -91,6 +91,8 @@ def preprocessing(engine: Engine) -> dict[str, Any]:
             "margin": roi.margin,
             "shape": roi.shape,
             "localizer": roi.localizer,
+            "refine": roi.refine,
+            "blend": roi.blend,
             "crop": (
                 "the whole image"
                 if roi.mode == "image"

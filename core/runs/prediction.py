@@ -174,7 +174,7 @@ def _rois_in_batches(
             if item.sample is None:
                 continue
             with contextlib.suppress(DataError):
-                rois.append(_cut(engine, item.sample, {}))
+                rois.append(_cut(engine, item.sample, {})[0])
         if rois:
             yield torch.from_numpy(np.stack(rois))[:, None]
     progress.remove(task)
@@ -185,6 +185,8 @@ def _predict_batch(
 ) -> list[PredictedRoi]:
     """Each input's record, predicted together; those that failed keep ``roi`` None."""
     results = []
+    blends = engine.config.data.roi.mode == "auto" and engine.config.data.roi.blend > 0
+    whole_images = []  # of the predicted inputs, kept for roi.blend only
     for item in inputs:
         record: dict[str, Any] = dict.fromkeys(columns)
         record.update(image_id=item.image_id, source=item.source)
@@ -192,7 +194,9 @@ def _predict_batch(
         try:
             if item.sample is None:
                 raise DataError(item.error or "nothing to read")
-            roi = _cut(engine, item.sample, record)
+            roi, image = _cut(engine, item.sample, record)
+            if blends:
+                whole_images.append(image)
         except DataError as exc:
             if strict:
                 raise DataError(f"{item.source}: {exc}") from None
@@ -201,16 +205,16 @@ def _predict_batch(
     predicted = [r for r in results if r.roi is not None]
     if predicted:
         rois = torch.from_numpy(np.stack([r.roi for r in predicted]))[:, None]
-        outputs = engine.predict_rois(rois)
+        outputs = engine.blended_outputs(engine.predict_rois(rois), whole_images)
         for index, item in enumerate(predicted):
             _fill(engine, item.record, outputs, index)
     return results
 
 
-def _cut(engine: Engine, sample: Sample, record: dict[str, Any]) -> np.ndarray:
-    """The sample's RoI at the model's input size; records the box, its source, the image's
-    size and what the user should know about the cut. Raises DataError naming what is
-    wrong with the image or its RoI."""
+def _cut(engine: Engine, sample: Sample, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's RoI at the model's input size, and its whole image; records the box,
+    its source, the image's size and what the user should know about the cut. Raises
+    DataError naming what is wrong with the image or its RoI."""
     image = sample.image()
     problem = image_problem(image)
     if problem:
@@ -229,7 +233,7 @@ def _cut(engine: Engine, sample: Sample, record: dict[str, Any]) -> np.ndarray:
             "it was upscaled"
         )
     record["warning"] = "; ".join(w for w in warnings if w) or None
-    return crop_and_resize(image, box, size)
+    return crop_and_resize(image, box, size), image
 
 
 def roi_warning(mode: str, source: str) -> str | None:

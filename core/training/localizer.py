@@ -5,6 +5,7 @@ becomes the classifier's RoI, with the configured margin added by :func:`~mtlkit
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,42 +16,110 @@ from scipy import ndimage
 
 from mtlkit.components.resolve import resolve_components
 from mtlkit.config.loading import validate_config
-from mtlkit.data.roi import Box
+from mtlkit.data.roi import Box, square_box
 from mtlkit.data.split_file import training_images
 from mtlkit.data.transforms import normalize_batch
 from mtlkit.errors import UsageError, list_problems
+from mtlkit.inference.outputs import predicted_outputs
 from mtlkit.training.checkpoint import checkpoint_of, load_weights, read_metadata
 from mtlkit.training.model import MultiTaskModel
 
 if TYPE_CHECKING:
     from mtlkit.components.host import PluginHost
+    from mtlkit.components.interfaces import TaskHead
     from mtlkit.data.prepared import PreparedData
 
 
 class Localizer:
     """Runs a localisation model on whole images: ``localizer(image)`` is the box of the
     largest connected region of predicted lesion pixels, in the image's own pixels, or None
-    when no pixel is above the head's threshold."""
+    when no pixel is above the head's threshold.
 
-    def __init__(self, model: MultiTaskModel, task: str, size: int, threshold: float):
+    ``mirror`` averages each image's probabilities with its mirror image's (the localiser's
+    own ``evaluation.tta: hflip``). ``refine`` looks twice: the whole image at the model's
+    input size leaves a small lesion a few pixels wide, so the model runs again on a square
+    window around the first box (:data:`REFINE_CONTEXT`), at its full input size."""
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        task: str,
+        size: int,
+        threshold: float,
+        *,
+        mirror: bool = False,
+        refine: bool = False,
+        heads: Sequence[TaskHead] = (),
+    ):
         self.model = model.eval()
+        self.heads = list(heads)
         self.task = task
         self.size = size
         self.threshold = threshold
+        self.mirror = mirror
+        self.refine = refine
         first = next(iter(model.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
+
+    def _input(self, image: np.ndarray) -> torch.Tensor:
+        """The whole image as the model's normalised input (1, 1, size, size)."""
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize(
+            (self.size, self.size), Image.BILINEAR
+        )
+        return normalize_batch(torch.from_numpy(np.array(resized, dtype=np.uint8))[None, None])
+
+    @torch.no_grad()
+    def task_probabilities(self, images: Iterable[np.ndarray]) -> dict[str, np.ndarray]:
+        """The localiser's own classification heads on whole images (``roi.blend``): each
+        task's probabilities, (N,) binary or (N, classes), raw (no constraint adjusts
+        them), mirrored as its masks are."""
+        parts: dict[str, list[np.ndarray]] = {head.name: [] for head in self.heads}
+        chunk: list[torch.Tensor] = []
+
+        def flush() -> None:
+            batch = torch.cat(chunk).to(self.device)
+            _, probabilities, _ = predicted_outputs(
+                self.model, self.heads, [], [], batch, self.mirror
+            )
+            for name, p in probabilities.items():
+                parts[name].append(p.cpu().numpy())
+            chunk.clear()
+
+        for image in images:
+            chunk.append(self._input(image))
+            if len(chunk) == BATCH:
+                flush()
+        if chunk:
+            flush()
+        return {name: np.concatenate(p) if p else np.zeros(0) for name, p in parts.items()}
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Per-pixel lesion probabilities of the whole image at the model's input size."""
-        resized = Image.fromarray(np.ascontiguousarray(image)).resize(
-            (self.size, self.size), Image.BILINEAR
-        )
-        batch = torch.from_numpy(np.array(resized, dtype=np.uint8))[None, None]
-        logits = self.model(normalize_batch(batch).to(self.device))[self.task]
-        return torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+        batch = self._input(image)
+        if self.mirror:
+            batch = torch.cat([batch, batch.flip(-1)])
+        logits = self.model(batch.to(self.device))[self.task]
+        probabilities = torch.sigmoid(logits.float())
+        if self.mirror:
+            probabilities = (probabilities[:1] + probabilities[1:].flip(-1)) / 2
+        return probabilities[0, 0].cpu().numpy()
 
     def __call__(self, image: np.ndarray) -> Box | None:
+        found = self._look(image)
+        if found is None or not self.refine:
+            return found
+        height, width = image.shape[:2]
+        window = square_box(found, width, height, REFINE_CONTEXT)
+        x0, y0, x1, y1 = window
+        if (x1 - x0) * (y1 - y0) >= 0.9 * width * height:
+            return found  # the window is the image: a second look sees nothing new
+        closer = self._look(image[y0:y1, x0:x1])
+        if closer is None:
+            return found
+        return within_window(closer, window, found, width, height)
+
+    def _look(self, image: np.ndarray) -> Box | None:
         found = largest_region_box(self.probabilities(image) > self.threshold)
         if found is None:
             return None
@@ -65,6 +134,31 @@ class Localizer:
             max(min(end[0], width), box[0] + 1),
             max(min(end[1], height), box[1] + 1),
         )
+
+
+BATCH = 32
+"""Whole images per forward pass of :meth:`Localizer.task_probabilities`."""
+
+REFINE_CONTEXT = 0.5
+"""The second look's window: the first box's longer side plus this share of it on each
+side, a square (the lesion about half of it)."""
+
+
+def within_window(closer: Box, window: Box, first: Box, width: int, height: int) -> Box:
+    """The second look's box ``closer`` (in the window's pixels) in the image's pixels.
+    Where it reaches an edge of the window that is not the image's, the lesion goes on
+    beyond the window: there the first look's edge is kept, if it reaches further."""
+    wx0, wy0, wx1, wy1 = window
+    x0, y0, x1, y1 = closer[0] + wx0, closer[1] + wy0, closer[2] + wx0, closer[3] + wy0
+    if x0 == wx0 > 0:
+        x0 = min(x0, first[0])
+    if y0 == wy0 > 0:
+        y0 = min(y0, first[1])
+    if x1 == wx1 < width:
+        x1 = max(x1, first[2])
+    if y1 == wy1 < height:
+        y1 = max(y1, first[3])
+    return x0, y0, x1, y1
 
 
 def largest_region_box(mask: np.ndarray) -> Box | None:
@@ -119,9 +213,17 @@ def check_localizer_split(localizer: str, data: PreparedData) -> None:
         )
 
 
-def load_localizer(where: str | Path, host: PluginHost, device: torch.device) -> Localizer:
+def load_localizer(
+    where: str | Path,
+    host: PluginHost,
+    device: torch.device,
+    *,
+    refine: bool = False,
+    mirror: bool | None = None,
+) -> Localizer:
     """The localiser a checkpoint (or its run directory) holds; :class:`UsageError` when it
-    is not one: no segmentation head, or trained on crops rather than whole images."""
+    is not one: no segmentation head, or trained on crops rather than whole images.
+    ``mirror`` None: as the localiser's run scored its masks (its ``evaluation.tta``)."""
     path = checkpoint_of(where, "roi.localizer")
     raw = read_metadata(path)["config"]
     backbone = raw.get("backbone")
@@ -145,4 +247,14 @@ def load_localizer(where: str | Path, host: PluginHost, device: torch.device) ->
     model = MultiTaskModel(components.build_backbone(), components.heads, components.dense_heads)
     load_weights(model, path)
     head = components.dense_heads[0]
-    return Localizer(model.to(device), head.name, config.data.image_size, head.threshold)
+    if mirror is None:
+        mirror = config.evaluation.tta == "hflip"
+    return Localizer(
+        model.to(device),
+        head.name,
+        config.data.image_size,
+        head.threshold,
+        mirror=mirror,
+        refine=refine,
+        heads=components.heads,
+    )
